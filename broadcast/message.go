@@ -1,0 +1,172 @@
+package broadcast
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// MaxRoomLen is the longest room id, in bytes, that maps one-to-one onto a
+// PartyKit room and an Inngest Realtime channel.
+const MaxRoomLen = 256
+
+// MaxRealtimeBody is the largest payload Inngest Realtime passes through
+// unchanged; above it the server truncates silently, so nothing larger may be
+// forwarded (shared/protocols.md).
+const MaxRealtimeBody = 512 << 10
+
+// DefaultChannel is the channel name of events that match no configured
+// channel; its flag key is "realtime-default".
+const DefaultChannel = "default"
+
+// Message is one accepted broadcast. It is built once by NewMessage, which
+// validates it and renders its envelope, and is read-only afterwards: every
+// transport and the comparator may read it concurrently.
+type Message struct {
+	// App is the configured app that sent the message.
+	App string
+	// Room is the validated room id (see ValidateRoom).
+	Room string
+	// Name is the event name, such as "video.asset.ready".
+	Name string
+	// Channel is the configured channel Name belongs to, or DefaultChannel.
+	Channel string
+	// RequestID identifies the message for idempotency and shadow matching.
+	RequestID string
+	// Party is the PartyKit party name the drop-in path named; empty means
+	// the app's configured party.
+	Party string
+	// Body is the caller's JSON value, kept as received (never re-encoded).
+	Body json.RawMessage
+	// Envelope is the exact bytes published to both transports:
+	// {"body":<Body>,"requestId":"...","name":"..."}, the object apps send
+	// PartyKit today, so a browser handler works unchanged on either side.
+	Envelope []byte
+	// AcceptedAt is when the gateway accepted the message.
+	AcceptedAt time.Time
+	// Seq is the per-room acceptance sequence number assigned by the
+	// adapter (1, 2, ...); zero until the adapter accepts the message.
+	Seq uint64
+}
+
+// NewMessage validates the parts of a message and renders its envelope. body
+// must be a valid JSON value; room must pass ValidateRoom; name and requestID
+// must be non-empty. The returned error is an *Error with code EINVALID or
+// EROOM naming the field.
+func NewMessage(app, room, name, requestID string, body json.RawMessage, channel string, acceptedAt time.Time) (*Message, error) {
+	if err := ValidateRoom(room); err != nil {
+		return nil, err
+	}
+	if name == "" {
+		return nil, Errorf(EINVALID, "name: required")
+	}
+	if len(name) > 256 || !utf8.ValidString(name) {
+		return nil, Errorf(EINVALID, "name: must be valid UTF-8 of at most 256 bytes")
+	}
+	if requestID == "" {
+		return nil, Errorf(EINVALID, "requestId: required")
+	}
+	if len(requestID) > 256 || !utf8.ValidString(requestID) {
+		return nil, Errorf(EINVALID, "requestId: must be valid UTF-8 of at most 256 bytes")
+	}
+	if len(body) == 0 {
+		return nil, Errorf(EINVALID, "body: required")
+	}
+	if !json.Valid(body) {
+		return nil, Errorf(EINVALID, "body: not valid JSON")
+	}
+	if channel == "" {
+		channel = DefaultChannel
+	}
+	m := &Message{
+		App: app, Room: room, Name: name, Channel: channel, RequestID: requestID,
+		Body: body, AcceptedAt: acceptedAt,
+	}
+	m.Envelope = AppendEnvelope(make([]byte, 0, len(body)+len(requestID)+len(name)+40), body, requestID, name)
+	if len(m.Envelope) > MaxRealtimeBody {
+		return nil, Errorf(ETOOLARGE, "message envelope is %d bytes, over the %d byte limit of the realtime transport", len(m.Envelope), MaxRealtimeBody)
+	}
+	return m, nil
+}
+
+// AppendEnvelope appends {"body":body,"requestId":requestID,"name":name} to
+// dst. body must already be valid JSON; it is copied byte for byte.
+func AppendEnvelope(dst []byte, body json.RawMessage, requestID, name string) []byte {
+	dst = append(dst, `{"body":`...)
+	dst = append(dst, body...)
+	dst = append(dst, `,"requestId":`...)
+	dst = appendJSONString(dst, requestID)
+	dst = append(dst, `,"name":`...)
+	dst = appendJSONString(dst, name)
+	return append(dst, '}')
+}
+
+func appendJSONString(dst []byte, s string) []byte {
+	simple := true
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c == '"' || c == '\\' || c >= 0x7f || c == '<' || c == '>' || c == '&' {
+			simple = false
+			break
+		}
+	}
+	if simple {
+		dst = append(dst, '"')
+		dst = append(dst, s...)
+		return append(dst, '"')
+	}
+	b, err := json.Marshal(s)
+	if err != nil { // unreachable for a string; keep a valid document regardless
+		return strconv.AppendQuote(dst, s)
+	}
+	return append(dst, b...)
+}
+
+// ValidateRoom reports whether room maps one-to-one onto a PartyKit room (a
+// raw path segment) and an Inngest Realtime channel: 1 to MaxRoomLen bytes of
+// printable ASCII without '/', '?', '#', '%', whitespace or control
+// characters, and not "." or "..". The error is an *Error with code EROOM.
+func ValidateRoom(room string) error {
+	if room == "" {
+		return Errorf(EROOM, "room: required")
+	}
+	if len(room) > MaxRoomLen {
+		return Errorf(EROOM, "room: %d bytes, longer than %d", len(room), MaxRoomLen)
+	}
+	if room == "." || room == ".." {
+		return Errorf(EROOM, "room: %q is not a usable path segment", room)
+	}
+	for i := 0; i < len(room); i++ {
+		c := room[i]
+		switch {
+		case c <= 0x20 || c >= 0x7f:
+			return Errorf(EROOM, "room: byte %d is whitespace, a control character or not ASCII", i)
+		case c == '/' || c == '?' || c == '#' || c == '%':
+			return Errorf(EROOM, "room: character %q at byte %d is not allowed", c, i)
+		}
+	}
+	return nil
+}
+
+// Envelope is the decoded form of the wire envelope, for subscribers and
+// tests. Body stays raw.
+type Envelope struct {
+	Body      json.RawMessage `json:"body"`
+	RequestID string          `json:"requestId"`
+	Name      string          `json:"name"`
+}
+
+// DecodeEnvelope parses a frame received from either transport. It fails
+// when the frame is not a JSON object or lacks a string requestId.
+func DecodeEnvelope(b []byte) (Envelope, error) {
+	var e Envelope
+	if err := json.Unmarshal(b, &e); err != nil {
+		return Envelope{}, fmt.Errorf("broadcast: decode envelope: %w", err)
+	}
+	if e.RequestID == "" {
+		return Envelope{}, fmt.Errorf("broadcast: decode envelope: requestId missing")
+	}
+	return e, nil
+}

@@ -1,0 +1,102 @@
+package broadcast
+
+import (
+	"context"
+	"time"
+)
+
+// Publisher delivers one message to one transport. Publish blocks until the
+// upstream accepted the message, the attempts ran out, or ctx ended; it
+// retries transient failures itself within ctx's deadline. It must be safe
+// for concurrent use. The returned error wraps an *Error with code EUPSTREAM
+// (or EINVALID/ETOOLARGE for a message the transport refuses before sending)
+// and the PublishResult is filled in either case.
+type Publisher interface {
+	Publish(ctx context.Context, m *Message) (PublishResult, error)
+}
+
+// PublishResult reports how a publish went.
+type PublishResult struct {
+	// Attempts is the number of HTTP requests made (0 if refused before
+	// sending).
+	Attempts int
+}
+
+// PublisherFunc adapts a function to Publisher.
+type PublisherFunc func(ctx context.Context, m *Message) (PublishResult, error)
+
+// Publish calls f.
+func (f PublisherFunc) Publish(ctx context.Context, m *Message) (PublishResult, error) {
+	return f(ctx, m)
+}
+
+// AppRouter routes each message to the Publisher of its App. It is read-only
+// after construction and safe for concurrent use.
+type AppRouter map[string]Publisher
+
+// Publish delivers m through the publisher of m.App; an app without one is
+// an ENOTFOUND error.
+func (r AppRouter) Publish(ctx context.Context, m *Message) (PublishResult, error) {
+	p, ok := r[m.App]
+	if !ok {
+		return PublishResult{}, Errorf(ENOTFOUND, "app %q has no publisher for this transport", m.App)
+	}
+	return p.Publish(ctx, m)
+}
+
+// DeliveryStatus is a transport's outcome for one message, as the caller's
+// answer shows it.
+type DeliveryStatus string
+
+// The delivery statuses.
+const (
+	// Delivered: the upstream accepted the message.
+	Delivered DeliveryStatus = "delivered"
+	// Failed: the upstream refused it or the attempts ran out.
+	Failed DeliveryStatus = "failed"
+	// Queued: handed to the off-path queue; the outcome is counted later.
+	Queued DeliveryStatus = "queued"
+	// Skipped: the stage does not publish to this transport, or the
+	// off-path queue was full and the message was dropped for this side.
+	Skipped DeliveryStatus = "skipped"
+	// Duplicate: the requestId was seen inside the idempotency window.
+	Duplicate DeliveryStatus = "duplicate"
+)
+
+// Delivery is one transport's outcome in the caller's answer.
+type Delivery struct {
+	Status   DeliveryStatus `json:"status"`
+	Attempts int            `json:"attempts"`
+	Duration time.Duration  `json:"-"`
+	// Millis is Duration in milliseconds, for the JSON answer.
+	Millis float64 `json:"ms"`
+	// Reason says why a delivery was skipped or failed (client-safe).
+	Reason string `json:"reason,omitempty"`
+}
+
+// Outcome is the adapter's answer for one accepted message.
+type Outcome struct {
+	RequestID  string                 `json:"requestId"`
+	Stage      Stage                  `json:"stage"`
+	Deliveries map[Transport]Delivery `json:"deliveries"`
+}
+
+// Observer is told about each sampled message of a compared stage before it
+// is published. Expect must not block and must not retain ctx; it may
+// retain m (messages are immutable).
+type Observer interface {
+	Expect(m *Message, stage Stage)
+}
+
+// Watch is a browser-like subscription to one room on one transport, opened
+// by a transport's WatchRoom(app, room string, onFrame func(data []byte,
+// receivedAt time.Time)) (Watch, error). The subscription connects and
+// reconnects in the background; onFrame is called from one goroutine per
+// watch with the JSON envelope of each message received, and must not block.
+type Watch interface {
+	// Ready reports whether the subscription is live now, so that a message
+	// published from this moment on is expected to arrive.
+	Ready() bool
+	// Close ends the subscription; onFrame is not called after it returns.
+	Close() error
+}

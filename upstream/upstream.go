@@ -1,0 +1,309 @@
+// Package upstream is the HTTP machinery both transports share: one tuned
+// http.Transport, the per-call deadline and retry policy (jittered
+// exponential backoff on network errors, 5xx and 429 with Retry-After, never
+// on other 4xx), bodies always drained and closed, and per-transport request
+// metrics. legacyparty and realtime build their publish and token calls on
+// it, so the two sides behave the same under failure.
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Policy is the deadline and retry policy of one upstream. The zero value is
+// not useful: call WithDefaults.
+type Policy struct {
+	// Timeout bounds one whole call, retries included (default 5s).
+	Timeout time.Duration
+	// AttemptTimeout bounds one HTTP attempt (default 2s, at most Timeout).
+	AttemptTimeout time.Duration
+	// MaxAttempts is the number of attempts, first one included (default 4).
+	MaxAttempts int
+	// BackoffBase is the first backoff; each retry doubles it (default 50ms).
+	BackoffBase time.Duration
+	// BackoffMax caps one backoff, and a honoured Retry-After (default 1s).
+	BackoffMax time.Duration
+}
+
+// WithDefaults returns p with zero fields set to their defaults.
+func (p Policy) WithDefaults() Policy {
+	if p.Timeout <= 0 {
+		p.Timeout = 5 * time.Second
+	}
+	if p.AttemptTimeout <= 0 {
+		p.AttemptTimeout = 2 * time.Second
+	}
+	if p.AttemptTimeout > p.Timeout {
+		p.AttemptTimeout = p.Timeout
+	}
+	if p.MaxAttempts <= 0 {
+		p.MaxAttempts = 4
+	}
+	if p.BackoffBase <= 0 {
+		p.BackoffBase = 50 * time.Millisecond
+	}
+	if p.BackoffMax <= 0 {
+		p.BackoffMax = time.Second
+	}
+	return p
+}
+
+// NewTransport returns the tuned transport to share across every client of
+// the process: keep-alive pools sized to the expected concurrency
+// (maxConnsPerHost idle connections kept per host, default 256), HTTP/1.1,
+// short dial and TLS timeouts.
+func NewTransport(maxConnsPerHost int) *http.Transport {
+	if maxConnsPerHost <= 0 {
+		maxConnsPerHost = 256
+	}
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          maxConnsPerHost * 4,
+		MaxIdleConnsPerHost:   maxConnsPerHost,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   3 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		ResponseHeaderTimeout: 0, // bounded by the per-attempt context instead
+		ForceAttemptHTTP2:     false,
+	}
+}
+
+// Metrics are the per-transport request metrics. One Metrics is shared by
+// every client of a process; it is safe for concurrent use.
+type Metrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	retries  *prometheus.CounterVec
+	skipped  *prometheus.CounterVec
+	reconn   *prometheus.CounterVec
+}
+
+// NewMetrics registers the upstream metrics on reg (nil: unregistered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchyard_upstream_requests_total",
+			Help: "HTTP requests to an upstream by transport, operation and result class (2xx, 4xx, 5xx, error).",
+		}, []string{"transport", "op", "class"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "switchyard_upstream_request_duration_seconds",
+			Help:    "Duration of one HTTP attempt to an upstream.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"transport", "op"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchyard_upstream_retries_total",
+			Help: "Retried HTTP attempts to an upstream by transport and operation.",
+		}, []string{"transport", "op"}),
+	}
+	m.skipped = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "switchyard_subscriber_frames_skipped_total",
+		Help: "Frames a subscriber received but could not use, by transport and reason.",
+	}, []string{"transport", "reason"})
+	m.reconn = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "switchyard_subscriber_reconnects_total",
+		Help: "Subscriber reconnects by transport.",
+	}, []string{"transport"})
+	if reg != nil {
+		reg.MustRegister(m.requests, m.duration, m.retries, m.skipped, m.reconn)
+	}
+	return m
+}
+
+// FrameSkipped counts a subscriber frame that could not be used; reason is
+// a short fixed word (binary, not_json, bad_frame...). Safe on a nil *Metrics.
+func (m *Metrics) FrameSkipped(transport, reason string) {
+	if m != nil {
+		m.skipped.WithLabelValues(transport, reason).Inc()
+	}
+}
+
+// Reconnected counts a subscriber reconnect. Safe on a nil *Metrics.
+func (m *Metrics) Reconnected(transport string) {
+	if m != nil {
+		m.reconn.WithLabelValues(transport).Inc()
+	}
+}
+
+// StatusError is returned for a final non-2xx answer. Body holds at most the
+// first 512 bytes of the answer, for logs (never shown to callers).
+type StatusError struct {
+	Status int
+	Body   string
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("upstream answered %d: %q", e.Status, e.Body)
+}
+
+// Response is a final 2xx answer; Body holds at most maxBody bytes.
+type Response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// Caller performs calls to one upstream under one Policy. It is safe for
+// concurrent use and holds no per-call state.
+type Caller struct {
+	Client    *http.Client
+	Policy    Policy
+	Transport string // metric label: "legacy" or "realtime"
+	Metrics   *Metrics
+	// Sleep waits between attempts; nil uses a timer honouring ctx. Tests
+	// may replace it.
+	Sleep func(ctx context.Context, d time.Duration) error
+}
+
+// NewRequestFunc builds the request of one attempt. It is called once per
+// attempt, because a request body can be read only once.
+type NewRequestFunc func(ctx context.Context) (*http.Request, error)
+
+const maxBody = 64 << 10
+
+// Do runs one call: attempts newReq until a 2xx answer, a non-retryable
+// answer, MaxAttempts, or the Timeout/ctx deadline. op labels the metrics
+// ("publish", "token"). It returns the 2xx response, the number of attempts
+// made, and otherwise an error: a *StatusError for a final HTTP answer, or
+// the network/context error. Response bodies are always drained and closed.
+func (c *Caller) Do(ctx context.Context, op string, newReq NewRequestFunc) (Response, int, error) {
+	p := c.Policy.WithDefaults()
+	ctx, cancel := context.WithTimeout(ctx, p.Timeout)
+	defer cancel()
+	var lastErr error
+	attempts := 0
+	for attempts < p.MaxAttempts {
+		if attempts > 0 && c.Metrics != nil {
+			c.Metrics.retries.WithLabelValues(c.Transport, op).Inc()
+		}
+		attempts++
+		resp, retryAfter, retry, err := c.attempt(ctx, p, op, newReq)
+		if err == nil {
+			return resp, attempts, nil
+		}
+		lastErr = err
+		if !retry || attempts >= p.MaxAttempts || ctx.Err() != nil {
+			break
+		}
+		wait := backoff(p, attempts)
+		if retryAfter > 0 {
+			wait = min(retryAfter, p.BackoffMax)
+		}
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+			break // the next attempt could not finish inside the deadline
+		}
+		if err := c.sleep(ctx, wait); err != nil {
+			break
+		}
+	}
+	if ctx.Err() != nil && !isStatus(lastErr) {
+		lastErr = fmt.Errorf("%w (after %d attempts: %v)", ctx.Err(), attempts, lastErr)
+	}
+	return Response{}, attempts, lastErr
+}
+
+func isStatus(err error) bool {
+	var se *StatusError
+	return errors.As(err, &se)
+}
+
+func (c *Caller) attempt(ctx context.Context, p Policy, op string, newReq NewRequestFunc) (Response, time.Duration, bool, error) {
+	actx, cancel := context.WithTimeout(ctx, p.AttemptTimeout)
+	defer cancel()
+	req, err := newReq(actx)
+	if err != nil {
+		return Response{}, 0, false, fmt.Errorf("build request: %w", err)
+	}
+	start := time.Now()
+	resp, err := c.Client.Do(req)
+	if c.Metrics != nil {
+		c.Metrics.duration.WithLabelValues(c.Transport, op).Observe(time.Since(start).Seconds())
+	}
+	if err != nil {
+		c.count(op, "error")
+		return Response{}, 0, true, err
+	}
+	defer resp.Body.Close()
+	body, readErr := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20)) // drain for keep-alive
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+		c.count(op, "2xx")
+		if readErr != nil {
+			return Response{}, 0, true, fmt.Errorf("read answer: %w", readErr)
+		}
+		return Response{Status: resp.StatusCode, Header: resp.Header, Body: body}, 0, false, nil
+	case resp.StatusCode >= 500:
+		c.count(op, "5xx")
+		return Response{}, 0, true, &StatusError{Status: resp.StatusCode, Body: snippet(body)}
+	case resp.StatusCode == http.StatusTooManyRequests:
+		c.count(op, "4xx")
+		return Response{}, retryAfter(resp.Header.Get("Retry-After")), true, &StatusError{Status: resp.StatusCode, Body: snippet(body)}
+	default:
+		c.count(op, "4xx")
+		return Response{}, 0, false, &StatusError{Status: resp.StatusCode, Body: snippet(body)}
+	}
+}
+
+func (c *Caller) count(op, class string) {
+	if c.Metrics != nil {
+		c.Metrics.requests.WithLabelValues(c.Transport, op, class).Inc()
+	}
+}
+
+func (c *Caller) sleep(ctx context.Context, d time.Duration) error {
+	if c.Sleep != nil {
+		return c.Sleep(ctx, d)
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// backoff returns the wait before attempt n+1: full jitter over
+// BackoffBase*2^(n-1), capped at BackoffMax.
+func backoff(p Policy, n int) time.Duration {
+	d := p.BackoffBase << (n - 1)
+	if d <= 0 || d > p.BackoffMax {
+		d = p.BackoffMax
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// retryAfter parses a Retry-After header given in seconds; 0 if absent or
+// not a non-negative integer.
+func retryAfter(v string) time.Duration {
+	if v == "" {
+		return 0
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		if t, err := http.ParseTime(v); err == nil {
+			return time.Until(t)
+		}
+		return 0
+	}
+	return time.Duration(n) * time.Second
+}
+
+func snippet(b []byte) string {
+	if len(b) > 512 {
+		b = b[:512]
+	}
+	return string(b)
+}
