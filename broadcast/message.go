@@ -35,6 +35,13 @@ type Message struct {
 	Channel string
 	// RequestID identifies the message for idempotency and shadow matching.
 	RequestID string
+	// IdempotencyKey, when not empty, makes the adapter refuse a second
+	// message of the same App with the same key inside the idempotency
+	// window. The broadcast API sets it to RequestID; the PartyKit-compatible
+	// path leaves it empty, because apps reuse requestId as a correlation id
+	// there (every streamed ai.message chunk of one answer carries the same
+	// requestId).
+	IdempotencyKey string
 	// Party is the PartyKit party name the drop-in path named; empty means
 	// the app's configured party.
 	Party string
@@ -46,8 +53,10 @@ type Message struct {
 	Envelope []byte
 	// AcceptedAt is when the gateway accepted the message.
 	AcceptedAt time.Time
-	// Seq is the per-room acceptance sequence number assigned by the
-	// adapter (1, 2, ...); zero until the adapter accepts the message.
+	// Seq is the acceptance sequence number assigned by the adapter: it
+	// increases strictly, in acceptance order, among the messages of one
+	// room (it is drawn from one adapter-wide counter, so it has gaps per
+	// room and never restarts); zero until the adapter accepts the message.
 	Seq uint64
 }
 

@@ -1,0 +1,48 @@
+# Switchyard: every target works on a fresh clone; `make test` installs what
+# the tests need (npm fixture, promtool, chromium) first.
+GO       ?= go
+PKGS     ?= ./...
+STATICCHECK_VERSION ?= v0.7.0
+GOBIN    ?= $(shell $(GO) env GOPATH)/bin
+
+.PHONY: demo test test-deps lint vet staticcheck build bench fuzz docker clean
+
+## demo: run the embedded demo (no outside service needed)
+demo:
+	$(GO) run ./cmd/switchyard demo
+
+## test: install test dependencies, then lint and run every test with -race
+test: test-deps lint
+	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	promtool check rules configs/prometheus/alerts.yml
+	promtool test rules configs/prometheus/alerts_test.yml
+
+## test-deps: the npm PartyKit fixture, promtool and chromium (Debian), staticcheck
+test-deps:
+	scripts/test-deps.sh
+
+lint: vet staticcheck
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "not gofmt-formatted:"; echo "$$unformatted"; exit 1; fi
+
+vet:
+	$(GO) vet $(PKGS)
+
+staticcheck:
+	$(GOBIN)/staticcheck $(PKGS)
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$$(git describe --always --dirty 2>/dev/null || echo dev)" -o bin/switchyard ./cmd/switchyard
+
+## bench: the side-by-side load benchmark (ratios) and the micro-benchmarks
+bench:
+	$(GO) run ./cmd/loadgen
+	$(GO) test -run '^$$' -bench . -benchmem ./broadcast/ ./flags/ ./shadow/
+
+fuzz:
+	scripts/fuzz.sh 20s
+
+docker:
+	docker build -t switchyard .
+
+clean:
+	rm -rf bin

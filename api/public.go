@@ -1,0 +1,358 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"strings"
+
+	"github.com/switchyard/switchyard/broadcast"
+)
+
+func (s *Server) publicMux() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("POST /v1/broadcast", s.instrument("public", "broadcast", s.handleBroadcast))
+	mux.Handle("POST /v1/broadcasts", s.instrument("public", "broadcasts", s.handleBatch))
+	mux.Handle("POST /apps/{app}/party/{room}", s.instrument("public", "dropin", s.handleDropIn))
+	mux.Handle("POST /apps/{app}/parties/{party}/{room}", s.instrument("public", "dropin", s.handleDropIn))
+	mux.Handle("POST /v1/realtime/token", s.instrument("public", "token_server", s.handleTokenServer))
+	mux.Handle("GET /v1/realtime/token", s.instrument("public", "token_grant", s.handleTokenGrant))
+	mux.Handle("OPTIONS /v1/realtime/token", s.instrument("public", "token_preflight", s.handleTokenPreflight))
+	mux.Handle("/", s.instrument("public", "other", s.notFound(mux)))
+	return mux
+}
+
+// notFound answers 405 when the path exists for another method, else 404.
+func (s *Server) notFound(mux *http.ServeMux) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var allow []string
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodOptions} {
+			if m == r.Method {
+				continue
+			}
+			r2 := r.Clone(r.Context())
+			r2.Method = m
+			if _, p := mux.Handler(r2); p != "" && p != "/" {
+				allow = append(allow, m)
+			}
+		}
+		if len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			s.writeError(w, r, "", "", broadcast.Errorf("method_not_allowed", "%s is not allowed here (allowed: %s)", r.Method, strings.Join(allow, ", ")))
+			return
+		}
+		s.writeError(w, r, "", "", broadcast.Errorf(broadcast.ENOTFOUND, "no route for %s %s", r.Method, r.URL.EscapedPath()))
+	}
+}
+
+// messageRequest is one message of POST /v1/broadcast(s). Pointers tell an
+// absent field from an empty one.
+type messageRequest struct {
+	Room      *string         `json:"room"`
+	Name      *string         `json:"name"`
+	Body      json.RawMessage `json:"body"`
+	RequestID *string         `json:"requestId"`
+}
+
+// decodeStrict decodes one JSON object into v, refusing unknown fields and
+// trailing data, and turns decoder errors into EINVALID messages naming the
+// field (prefixed by prefix, e.g. "messages[2].").
+func decodeStrict(b []byte, v any, prefix string) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return jsonError(err, prefix)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return broadcast.Errorf(broadcast.EINVALID, "malformed JSON: data after the top-level value")
+	}
+	return nil
+}
+
+func jsonError(err error, prefix string) error {
+	var te *json.UnmarshalTypeError
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &te):
+		field := te.Field
+		if field == "" {
+			return broadcast.Errorf(broadcast.EINVALID, "malformed JSON: expected an object, got %s", te.Value)
+		}
+		return broadcast.Errorf(broadcast.EINVALID, "%s%s: must be %s, got %s", prefix, field, kindOf(te.Type.String()), te.Value)
+	case errors.As(err, &se):
+		return broadcast.Errorf(broadcast.EINVALID, "malformed JSON at byte %d: %s", se.Offset, se.Error())
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		return broadcast.Errorf(broadcast.EINVALID, "malformed JSON: unexpected end of input")
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return broadcast.Errorf(broadcast.EINVALID, "%sunknown field %s", prefix, strings.TrimPrefix(err.Error(), "json: unknown field "))
+	}
+	return broadcast.Errorf(broadcast.EINVALID, "malformed JSON: %s", err.Error())
+}
+
+func kindOf(goType string) string {
+	switch {
+	case strings.Contains(goType, "string"):
+		return "a string"
+	case strings.HasPrefix(goType, "[]"):
+		return "an array"
+	}
+	return "of type " + goType
+}
+
+// newMessage validates one decoded request and builds the message. A
+// missing requestId is generated.
+func (s *Server) newMessage(app string, req *messageRequest, prefix string, idempotent bool) (*broadcast.Message, error) {
+	if req.Room == nil {
+		return nil, broadcast.Errorf(broadcast.EINVALID, "%sroom: required", prefix)
+	}
+	if req.Name == nil {
+		return nil, broadcast.Errorf(broadcast.EINVALID, "%sname: required", prefix)
+	}
+	if req.Body == nil {
+		return nil, broadcast.Errorf(broadcast.EINVALID, "%sbody: required", prefix)
+	}
+	id := ""
+	if req.RequestID != nil {
+		if *req.RequestID == "" {
+			return nil, broadcast.Errorf(broadcast.EINVALID, "%srequestId: must not be empty (omit it to have one generated)", prefix)
+		}
+		id = *req.RequestID
+	} else {
+		id = NewRequestID()
+	}
+	m, err := broadcast.NewMessage(app, *req.Room, *req.Name, id, req.Body, s.cfg.ChannelOf(*req.Name), s.now())
+	if err != nil {
+		var e *broadcast.Error
+		if prefix != "" && errors.As(err, &e) {
+			return nil, &broadcast.Error{Code: e.Code, Message: prefix + e.Message}
+		}
+		return nil, err
+	}
+	if idempotent {
+		m.IdempotencyKey = id
+	}
+	return m, nil
+}
+
+// deliveryAnswer is the JSON answer of one accepted message.
+type deliveryAnswer struct {
+	RequestID  string                         `json:"requestId"`
+	Stage      broadcast.Stage                `json:"stage"`
+	Deliveries map[string]*broadcast.Delivery `json:"deliveries"`
+}
+
+func answerOf(o broadcast.Outcome) deliveryAnswer {
+	a := deliveryAnswer{RequestID: o.RequestID, Stage: o.Stage, Deliveries: make(map[string]*broadcast.Delivery, len(o.Deliveries))}
+	for t, d := range o.Deliveries {
+		d := d
+		d.Millis = math.Round(float64(d.Duration.Microseconds())) / 1000
+		a.Deliveries[string(t)] = &d
+	}
+	return a
+}
+
+func (s *Server) accepted(m *broadcast.Message) {
+	if s.deps.Recorder != nil {
+		s.deps.Recorder(m)
+	}
+}
+
+func (s *Server) handleBroadcast(w http.ResponseWriter, r *http.Request) {
+	app, err := s.authApp(r)
+	if err != nil {
+		s.writeError(w, r, "", "", err)
+		return
+	}
+	b, err := s.readBody(w, r)
+	if err != nil {
+		s.writeError(w, r, app, "", err)
+		return
+	}
+	var req messageRequest
+	if err := decodeStrict(b, &req, ""); err != nil {
+		s.writeError(w, r, app, "", err)
+		return
+	}
+	m, err := s.newMessage(app, &req, "", true)
+	if err != nil {
+		s.writeError(w, r, app, "", err)
+		return
+	}
+	if s.deps.Broadcaster == nil {
+		s.writeError(w, r, app, m.RequestID, broadcast.Errorf(broadcast.EDRAINING, "not ready"))
+		return
+	}
+	out, err := s.deps.Broadcaster.Broadcast(r.Context(), m)
+	if err != nil {
+		s.writeError(w, r, app, m.RequestID, err)
+		return
+	}
+	s.accepted(m)
+	writeJSON(w, http.StatusOK, answerOf(out))
+}
+
+type batchRequest struct {
+	Messages []json.RawMessage `json:"messages"`
+}
+
+type batchItem struct {
+	*deliveryAnswer
+	Error *batchError `json:"error,omitempty"`
+}
+
+type batchError struct {
+	Status    int    `json:"status"`
+	Code      string `json:"code"`
+	Message   string `json:"message"`
+	Transport string `json:"transport,omitempty"`
+	RequestID string `json:"requestId,omitempty"`
+}
+
+func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
+	app, err := s.authApp(r)
+	if err != nil {
+		s.writeError(w, r, "", "", err)
+		return
+	}
+	b, err := s.readBody(w, r)
+	if err != nil {
+		s.writeError(w, r, app, "", err)
+		return
+	}
+	var req batchRequest
+	if err := decodeStrict(b, &req, ""); err != nil {
+		s.writeError(w, r, app, "", err)
+		return
+	}
+	switch {
+	case req.Messages == nil:
+		s.writeError(w, r, app, "", broadcast.Errorf(broadcast.EINVALID, "messages: required"))
+		return
+	case len(req.Messages) == 0:
+		s.writeError(w, r, app, "", broadcast.Errorf(broadcast.EINVALID, "messages: empty"))
+		return
+	case len(req.Messages) > s.cfg.MaxBatch:
+		s.writeError(w, r, app, "", broadcast.Errorf(broadcast.EINVALID, "messages: %d messages, more than %d", len(req.Messages), s.cfg.MaxBatch))
+		return
+	}
+	// Validate every message before any is forwarded.
+	msgs := make([]*broadcast.Message, len(req.Messages))
+	seen := make(map[string]int, len(req.Messages))
+	for i, raw := range req.Messages {
+		prefix := fmt.Sprintf("messages[%d].", i)
+		var mr messageRequest
+		if err := decodeStrict(raw, &mr, prefix); err != nil {
+			s.writeError(w, r, app, "", err)
+			return
+		}
+		m, err := s.newMessage(app, &mr, prefix, true)
+		if err != nil {
+			s.writeError(w, r, app, "", err)
+			return
+		}
+		if j, ok := seen[m.RequestID]; ok {
+			s.writeError(w, r, app, m.RequestID, broadcast.Errorf(broadcast.EINVALID, "%srequestId: same as messages[%d]", prefix, j))
+			return
+		}
+		seen[m.RequestID] = i
+		msgs[i] = m
+	}
+	if s.deps.Broadcaster == nil {
+		s.writeError(w, r, app, "", broadcast.Errorf(broadcast.EDRAINING, "not ready"))
+		return
+	}
+	results := s.deps.Broadcaster.BroadcastBatch(r.Context(), msgs)
+	items := make([]batchItem, len(results))
+	for i, res := range results {
+		if res.Err != nil {
+			be := &batchError{Code: broadcast.ErrorCode(res.Err), Message: broadcast.ErrorMessage(res.Err), RequestID: msgs[i].RequestID}
+			be.Status = statusOf(be.Code)
+			var e *broadcast.Error
+			if errors.As(res.Err, &e) {
+				be.Transport = string(e.Transport)
+			}
+			s.m.rejected(app, be.Code)
+			items[i].Error = be
+			continue
+		}
+		s.accepted(msgs[i])
+		a := answerOf(res.Outcome)
+		items[i].deliveryAnswer = &a
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"results": items})
+}
+
+// dropInRequest is what apps POST to PartyKit today.
+type dropInRequest struct {
+	Body      json.RawMessage `json:"body"`
+	RequestID *string         `json:"requestId"`
+	Name      *string         `json:"name"`
+}
+
+// handleDropIn is the PartyKit-compatible publish: an app migrates by
+// pointing its party URL at {switchyard}/apps/{app}. The room is taken as
+// the raw path segment, as PartyKit does.
+func (s *Server) handleDropIn(w http.ResponseWriter, r *http.Request) {
+	app := r.PathValue("app")
+	a, ok := s.cfg.Apps[app]
+	if !ok {
+		s.writeError(w, r, "", "", broadcast.Errorf(broadcast.ENOTFOUND, "unknown app %q", app))
+		return
+	}
+	if a.DropInSecret != "" && !equalSecret(r.Header.Get(a.DropInHeader), a.DropInSecret) {
+		s.writeError(w, r, app, "", broadcast.Errorf(broadcast.EUNAUTH, "missing or wrong %s header", a.DropInHeader))
+		return
+	}
+	segs := strings.Split(r.URL.EscapedPath(), "/")
+	room := segs[len(segs)-1]
+	party := r.PathValue("party")
+	if party != "" && !validParty(party) {
+		s.writeError(w, r, app, "", broadcast.Errorf(broadcast.EINVALID, "party: %q must be letters, digits, '_' or '-'", party))
+		return
+	}
+	b, err := s.readBody(w, r)
+	if err != nil {
+		s.writeError(w, r, app, "", err)
+		return
+	}
+	var req dropInRequest
+	if err := decodeStrict(b, &req, ""); err != nil {
+		s.writeError(w, r, app, "", err)
+		return
+	}
+	m, err := s.newMessage(app, &messageRequest{Room: &room, Name: req.Name, Body: req.Body, RequestID: req.RequestID}, "", false)
+	if err != nil {
+		s.writeError(w, r, app, "", err)
+		return
+	}
+	m.Party = party
+	if s.deps.Broadcaster == nil {
+		s.writeError(w, r, app, m.RequestID, broadcast.Errorf(broadcast.EDRAINING, "not ready"))
+		return
+	}
+	if _, err := s.deps.Broadcaster.Broadcast(r.Context(), m); err != nil {
+		s.writeError(w, r, app, m.RequestID, err)
+		return
+	}
+	s.accepted(m)
+	w.Header().Set("Content-Type", "text/plain;charset=UTF-8")
+	w.WriteHeader(http.StatusOK)
+	_, _ = io.WriteString(w, "ok")
+}
+
+func validParty(p string) bool {
+	if len(p) == 0 || len(p) > 64 {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}

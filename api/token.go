@@ -1,0 +1,308 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/switchyard/switchyard/broadcast"
+	"github.com/switchyard/switchyard/hs256"
+)
+
+// Token is what the Inngest browser client's token refresh takes, plus its
+// expiry.
+type Token struct {
+	Key       string    `json:"key"`
+	Channel   string    `json:"channel"`
+	Topics    []string  `json:"topics"`
+	ExpiresAt time.Time `json:"expiresAt"`
+}
+
+// TokenMinter mints realtime subscription tokens. Mint covers the given
+// configured channels of one room of one app; it returns one token per
+// realtime channel those map to (one, unless the app's channel template
+// names {channel}). It must be safe for concurrent use.
+type TokenMinter interface {
+	Mint(ctx context.Context, app, room string, channels []string) ([]Token, error)
+}
+
+// TokenMinterFunc adapts a function to TokenMinter.
+type TokenMinterFunc func(ctx context.Context, app, room string, channels []string) ([]Token, error)
+
+// Mint calls f.
+func (f TokenMinterFunc) Mint(ctx context.Context, app, room string, channels []string) ([]Token, error) {
+	return f(ctx, app, room, channels)
+}
+
+// Grant limits. A grant may live at most MaxGrantLife; clocks may differ by
+// GrantSkew.
+const (
+	MaxGrantLife = 15 * time.Minute
+	GrantSkew    = 30 * time.Second
+)
+
+// GrantClaims are the claims of a room grant: a short-lived HS256 JWT an
+// app signs with its grant secret after checking that the user may watch
+// the rooms.
+type GrantClaims struct {
+	App   string   `json:"app"`
+	Rooms []string `json:"rooms"`
+	Exp   int64    `json:"exp"`
+	Iat   int64    `json:"iat"`
+	Nbf   int64    `json:"nbf,omitempty"`
+}
+
+type tokenRequest struct {
+	Room   *string  `json:"room"`
+	Topics []string `json:"topics"`
+}
+
+// handleTokenServer is POST /v1/realtime/token: the app's server asks, with
+// its API key, after checking that the user owns the room.
+func (s *Server) handleTokenServer(w http.ResponseWriter, r *http.Request) {
+	app, err := s.authApp(r)
+	if err != nil {
+		s.tokenError(w, r, "", "unauthorized", err)
+		return
+	}
+	b, err := s.readBody(w, r)
+	if err != nil {
+		s.tokenError(w, r, app, "invalid_request", err)
+		return
+	}
+	var req tokenRequest
+	if err := decodeStrict(b, &req, ""); err != nil {
+		s.tokenError(w, r, app, "invalid_request", err)
+		return
+	}
+	if req.Room == nil {
+		s.tokenError(w, r, app, "invalid_request", broadcast.Errorf(broadcast.EINVALID, "room: required"))
+		return
+	}
+	s.mint(w, r, app, *req.Room, req.Topics, "server")
+}
+
+// handleTokenGrant is GET /v1/realtime/token?app=&room= with a room grant:
+// the browser asks directly.
+func (s *Server) handleTokenGrant(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	app, room := q.Get("app"), q.Get("room")
+	a, ok := s.cfg.Apps[app]
+	if !ok {
+		s.tokenError(w, r, "", "unknown_app", broadcast.Errorf(broadcast.ENOTFOUND, "app: unknown app %q", app))
+		return
+	}
+	if !s.cors(w, r, a) {
+		s.tokenError(w, r, app, "origin", broadcast.Errorf(broadcast.EFORBIDDEN, "origin %q is not allowed for app %q", r.Header.Get("Origin"), app))
+		return
+	}
+	if len(a.GrantSecret) == 0 {
+		s.tokenError(w, r, app, "grants_disabled", broadcast.Errorf(broadcast.EFORBIDDEN, "app %q accepts no room grants", app))
+		return
+	}
+	grant := bearer(r)
+	if grant == "" {
+		s.tokenError(w, r, app, "unauthorized", broadcast.Errorf(broadcast.EUNAUTH, "missing Authorization: Bearer <room grant>"))
+		return
+	}
+	var c GrantClaims
+	now := s.now()
+	if err := hs256.Verify(grant, a.GrantSecret, now, GrantSkew, &c); err != nil {
+		s.tokenError(w, r, app, grantReason(err), &broadcast.Error{Code: broadcast.EUNAUTH, Message: "room grant refused: " + grantMessage(err), Err: err})
+		return
+	}
+	if c.Iat == 0 || c.Exp-c.Iat > int64(MaxGrantLife/time.Second) || time.Unix(c.Exp, 0).After(now.Add(MaxGrantLife+GrantSkew)) {
+		s.tokenError(w, r, app, "grant_too_long", broadcast.Errorf(broadcast.EUNAUTH, "room grant refused: iat required and a grant may live at most %s", MaxGrantLife))
+		return
+	}
+	if c.App != app {
+		s.tokenError(w, r, app, "wrong_app", broadcast.Errorf(broadcast.EFORBIDDEN, "room grant is for another app"))
+		return
+	}
+	if !slices.Contains(c.Rooms, room) {
+		s.tokenError(w, r, app, "wrong_room", broadcast.Errorf(broadcast.EFORBIDDEN, "room grant does not cover room %q", room))
+		return
+	}
+	s.mint(w, r, app, room, q["topic"], "grant")
+}
+
+func grantReason(err error) string {
+	switch {
+	case errors.Is(err, hs256.ErrExpired):
+		return "grant_expired"
+	case errors.Is(err, hs256.ErrNotYetValid):
+		return "grant_not_yet_valid"
+	case errors.Is(err, hs256.ErrAlgorithm):
+		return "grant_algorithm"
+	case errors.Is(err, hs256.ErrSignature):
+		return "grant_signature"
+	}
+	return "grant_malformed"
+}
+
+func grantMessage(err error) string {
+	switch grantReason(err) {
+	case "grant_expired":
+		return "expired"
+	case "grant_not_yet_valid":
+		return "not valid yet"
+	case "grant_algorithm":
+		return "algorithm must be HS256"
+	case "grant_signature":
+		return "bad signature"
+	}
+	return "malformed"
+}
+
+func (s *Server) handleTokenPreflight(w http.ResponseWriter, r *http.Request) {
+	a, ok := s.cfg.Apps[r.URL.Query().Get("app")]
+	if !ok || !s.cors(w, r, a) || r.Header.Get("Origin") == "" {
+		w.WriteHeader(http.StatusForbidden)
+		return
+	}
+	w.Header().Set("Access-Control-Allow-Methods", "GET")
+	w.Header().Set("Access-Control-Allow-Headers", "Authorization")
+	w.Header().Set("Access-Control-Max-Age", "600")
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// cors sets the CORS answer headers for an allowed Origin and reports
+// whether the request may go on: no Origin (not a browser cross-origin
+// call) or an Origin the app lists.
+func (s *Server) cors(w http.ResponseWriter, r *http.Request, a App) bool {
+	w.Header().Add("Vary", "Origin")
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	if !slices.Contains(a.Origins, origin) {
+		return false
+	}
+	w.Header().Set("Access-Control-Allow-Origin", origin)
+	return true
+}
+
+// mint decides which channels of the room are past legacy and answers the
+// token, or 404 realtime_disabled when none is.
+func (s *Server) mint(w http.ResponseWriter, r *http.Request, app, room string, topics []string, mode string) {
+	if err := broadcast.ValidateRoom(room); err != nil {
+		s.tokenError(w, r, app, "invalid_room", err)
+		return
+	}
+	if s.deps.Tokens == nil || s.deps.Resolver == nil || s.deps.Channels == nil {
+		s.tokenError(w, r, app, "realtime_disabled", broadcast.Errorf(broadcast.EDISABLED, "realtime is not configured"))
+		return
+	}
+	var live []string
+	for _, ch := range s.deps.Channels() {
+		if len(topics) > 0 && !slices.Contains(topics, ch) {
+			continue
+		}
+		route := s.deps.Resolver.Resolve(broadcast.RouteQuery{App: app, Room: room, Channel: ch})
+		if route.Stage != broadcast.StageLegacy {
+			live = append(live, ch)
+		}
+	}
+	for _, t := range topics {
+		if !slices.Contains(s.deps.Channels(), t) {
+			s.tokenError(w, r, app, "invalid_request", broadcast.Errorf(broadcast.EINVALID, "topics: unknown topic %q", t))
+			return
+		}
+	}
+	if len(live) == 0 {
+		s.tokenError(w, r, app, "realtime_disabled", broadcast.Errorf(broadcast.EDISABLED, "every channel of room %q is on PartyKit (legacy) for app %q: keep using PartyKit", room, app))
+		return
+	}
+	toks, err := s.deps.Tokens.Mint(r.Context(), app, room, live)
+	if err != nil {
+		s.tokenError(w, r, app, "upstream", err)
+		return
+	}
+	s.m.tokens.WithLabelValues(app, mode).Inc()
+	if len(toks) == 1 {
+		writeJSON(w, http.StatusOK, toks[0])
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tokens": toks})
+}
+
+func (s *Server) tokenError(w http.ResponseWriter, r *http.Request, app, reason string, err error) {
+	s.m.tokenErr.WithLabelValues(s.appLabel(app), reason).Inc()
+	s.writeError(w, r, app, "", err)
+}
+
+// TokenCache keeps minted tokens per (app, realtime channel, topics) for a
+// short time well inside their 60 s life, so a burst of browsers in one
+// room costs one upstream call. It is safe for concurrent use and bounded.
+type TokenCache struct {
+	TTL     time.Duration // how long a token is reused (default 20s)
+	Margin  time.Duration // never hand out a token closer than this to expiry (default 30s)
+	MaxSize int           // entries kept (default 10,000)
+	Now     func() time.Time
+
+	mu sync.Mutex
+	m  map[string]cachedToken
+}
+
+type cachedToken struct {
+	tok   Token
+	until time.Time
+}
+
+// Wrap returns a TokenMinter that serves from the cache and calls next on a
+// miss.
+func (c *TokenCache) Wrap(next TokenMinter, logger *zap.Logger) TokenMinter {
+	if c.TTL == 0 {
+		c.TTL = 20 * time.Second
+	}
+	if c.Margin == 0 {
+		c.Margin = 30 * time.Second
+	}
+	if c.MaxSize == 0 {
+		c.MaxSize = 10000
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return TokenMinterFunc(func(ctx context.Context, app, room string, channels []string) ([]Token, error) {
+		key := app + "\x00" + room + "\x00" + strings.Join(channels, ",")
+		now := c.Now()
+		c.mu.Lock()
+		if e, ok := c.m[key]; ok && now.Before(e.until) {
+			c.mu.Unlock()
+			return []Token{e.tok}, nil
+		}
+		c.mu.Unlock()
+		toks, err := next.Mint(ctx, app, room, channels)
+		if err != nil || len(toks) != 1 {
+			return toks, err
+		}
+		until := now.Add(c.TTL)
+		if lim := toks[0].ExpiresAt.Add(-c.Margin); lim.Before(until) {
+			until = lim
+		}
+		c.mu.Lock()
+		if c.m == nil {
+			c.m = make(map[string]cachedToken)
+		}
+		if len(c.m) >= c.MaxSize {
+			for k, e := range c.m { // drop expired entries, then anything
+				if !now.Before(e.until) || len(c.m) >= c.MaxSize {
+					delete(c.m, k)
+				}
+				if len(c.m) < c.MaxSize/2 {
+					break
+				}
+			}
+		}
+		c.m[key] = cachedToken{tok: toks[0], until: until}
+		c.mu.Unlock()
+		return toks, nil
+	})
+}

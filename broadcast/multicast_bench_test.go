@@ -1,0 +1,80 @@
+package broadcast
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// benchMessages builds n distinct messages spread over rooms rooms.
+func benchMessages(b *testing.B, n, rooms int) []*Message {
+	b.Helper()
+	body := json.RawMessage(`{"text":"hello from the benchmark","n":42}`)
+	now := time.Now()
+	msgs := make([]*Message, n)
+	for i := range msgs {
+		m, err := NewMessage("app", "room-"+strconv.Itoa(i%rooms), "ai.message", "req-"+strconv.Itoa(i), body, "ai", now)
+		if err != nil {
+			b.Fatal(err)
+		}
+		msgs[i] = m
+	}
+	return msgs
+}
+
+func BenchmarkBroadcast(b *testing.B) {
+	fast := PublisherFunc(func(ctx context.Context, m *Message) (PublishResult, error) {
+		return PublishResult{Attempts: 1}, nil
+	})
+	for _, stage := range []Stage{StageLegacy, StageShadow, StageDual} {
+		for _, parallel := range []bool{false, true} {
+			name := string(stage) + "/serial"
+			if parallel {
+				name = string(stage) + "/parallel"
+			}
+			b.Run(name, func(b *testing.B) {
+				msgs := benchMessages(b, b.N, 256)
+				mc := NewMulticaster(Config{Apps: map[string]AppLimits{"app": {}}, Channels: []string{"ai"}},
+					fast, fast, fixedStage(stage), nil, NewMetrics(prometheus.NewRegistry()), nil, nil)
+				ctx := context.Background()
+				var next atomic.Int64
+				b.ReportAllocs()
+				b.ResetTimer()
+				if parallel {
+					b.RunParallel(func(pb *testing.PB) {
+						for pb.Next() {
+							if _, err := mc.Broadcast(ctx, msgs[next.Add(1)-1]); err != nil {
+								b.Error(err)
+							}
+						}
+					})
+				} else {
+					for i := 0; i < b.N; i++ {
+						if _, err := mc.Broadcast(ctx, msgs[i]); err != nil {
+							b.Error(err)
+						}
+					}
+				}
+				mc.Close(context.Background())
+				b.StopTimer()
+				var dropped float64
+				for _, t := range transportsByIndex {
+					dropped += metricValueB(b, mc, t)
+				}
+				b.ReportMetric(dropped/float64(b.N), "dropped/op")
+			})
+		}
+	}
+}
+
+// metricValueB reads the queue_full drops of t.
+func metricValueB(b *testing.B, mc *Multicaster, t Transport) float64 {
+	b.Helper()
+	return testutil.ToFloat64(mc.metrics.dropped[tIndex(t)][dropQueueFull])
+}

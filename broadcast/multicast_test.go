@@ -1,0 +1,911 @@
+package broadcast
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+func TestBroadcastStages(t *testing.T) {
+	tests := []struct {
+		stage                 Stage
+		wantLegacy, wantRT    DeliveryStatus
+		legacyCalls, rtCalls  int
+		wantAnswer            Transport
+		wantOffDeliveredLabel string // transport whose off-path delivery is counted
+	}{
+		{stage: StageLegacy, wantLegacy: Delivered, wantRT: Skipped, legacyCalls: 1, rtCalls: 0, wantAnswer: TransportLegacy},
+		{stage: StageShadow, wantLegacy: Delivered, wantRT: Queued, legacyCalls: 1, rtCalls: 1, wantAnswer: TransportLegacy, wantOffDeliveredLabel: "realtime"},
+		{stage: StageDual, wantLegacy: Queued, wantRT: Delivered, legacyCalls: 1, rtCalls: 1, wantAnswer: TransportRealtime, wantOffDeliveredLabel: "legacy"},
+		{stage: StageRealtime, wantLegacy: Skipped, wantRT: Delivered, legacyCalls: 0, rtCalls: 1, wantAnswer: TransportRealtime},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.stage), func(t *testing.T) {
+			r := newRig(t, rigOpts{resolver: fixedStage(tt.stage)})
+			m := mustMessage(t, "app", "room-1", "video.ready", "req-1")
+			out, err := r.mc.Broadcast(context.Background(), m)
+			if err != nil {
+				t.Fatalf("Broadcast: %v", err)
+			}
+			if got, want := out.Stage, tt.stage; got != want {
+				t.Errorf("stage: got %q, want %q", got, want)
+			}
+			if got, want := out.RequestID, "req-1"; got != want {
+				t.Errorf("requestId: got %q, want %q", got, want)
+			}
+			if got, want := out.Deliveries[TransportLegacy].Status, tt.wantLegacy; got != want {
+				t.Errorf("legacy: got %q, want %q", got, want)
+			}
+			if got, want := out.Deliveries[TransportRealtime].Status, tt.wantRT; got != want {
+				t.Errorf("realtime: got %q, want %q", got, want)
+			}
+			if got, want := out.Deliveries[tt.wantAnswer].Attempts, 1; got != want {
+				t.Errorf("answering attempts: got %d, want %d", got, want)
+			}
+			if m.Seq == 0 {
+				t.Errorf("Seq not assigned")
+			}
+			r.drain(t)
+			if got, want := len(r.legacy.messages()), tt.legacyCalls; got != want {
+				t.Errorf("legacy publishes: got %d, want %d", got, want)
+			}
+			if got, want := len(r.realtime.messages()), tt.rtCalls; got != want {
+				t.Errorf("realtime publishes: got %d, want %d", got, want)
+			}
+			if got := metricValue(t, r.reg, "switchyard_messages_accepted_total", map[string]string{"app": "app", "channel": "default", "stage": string(tt.stage)}); got != 1 {
+				t.Errorf("accepted: got %v, want 1", got)
+			}
+			if got := metricValue(t, r.reg, "switchyard_deliveries_total", map[string]string{"app": "app", "channel": "default", "transport": string(tt.wantAnswer), "status": "delivered"}); got != 1 {
+				t.Errorf("answering deliveries: got %v, want 1", got)
+			}
+			if tt.wantOffDeliveredLabel != "" {
+				if got := metricValue(t, r.reg, "switchyard_deliveries_total", map[string]string{"app": "app", "channel": "default", "transport": tt.wantOffDeliveredLabel, "status": "delivered"}); got != 1 {
+					t.Errorf("off-path deliveries: got %v, want 1", got)
+				}
+			}
+			if got := r.mc.rooms.len(); got != 0 {
+				t.Errorf("live rooms after drain: got %d, want 0", got)
+			}
+		})
+	}
+}
+
+func TestBroadcastUnknownStageIsLegacy(t *testing.T) {
+	r := newRig(t, rigOpts{resolver: fixedStage("bogus")})
+	out, err := r.mc.Broadcast(context.Background(), mustMessage(t, "app", "r", "e", "id"))
+	if err != nil {
+		t.Fatalf("Broadcast: %v", err)
+	}
+	if got, want := out.Stage, StageLegacy; got != want {
+		t.Errorf("stage: got %q, want %q", got, want)
+	}
+}
+
+func TestBroadcastAnsweringFailure(t *testing.T) {
+	boom := &Error{Code: EUPSTREAM, Message: "HTTP 503 from upstream"}
+	tooBig := &Error{Code: ETOOLARGE, Message: "too large for realtime"}
+	tests := []struct {
+		name      string
+		stage     Stage
+		failing   Transport
+		cause     error
+		wantCode  string
+		wantInMsg string
+	}{
+		{name: "legacy", stage: StageLegacy, failing: TransportLegacy, cause: boom, wantCode: EUPSTREAM, wantInMsg: "legacy transport failed: HTTP 503 from upstream"},
+		{name: "shadow", stage: StageShadow, failing: TransportLegacy, cause: boom, wantCode: EUPSTREAM, wantInMsg: "legacy transport failed"},
+		{name: "dual", stage: StageDual, failing: TransportRealtime, cause: boom, wantCode: EUPSTREAM, wantInMsg: "realtime transport failed"},
+		{name: "realtime", stage: StageRealtime, failing: TransportRealtime, cause: errors.New("dial tcp: refused"), wantCode: EUPSTREAM, wantInMsg: "realtime transport failed: internal error"},
+		{name: "refused before sending", stage: StageRealtime, failing: TransportRealtime, cause: tooBig, wantCode: ETOOLARGE, wantInMsg: "realtime transport refused the message"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var fail atomic.Bool
+			fail.Store(true)
+			pub := func(ctx context.Context, m *Message) (PublishResult, error) {
+				if fail.Load() {
+					return PublishResult{Attempts: 4}, tt.cause
+				}
+				return PublishResult{Attempts: 1}, nil
+			}
+			o := rigOpts{resolver: fixedStage(tt.stage)}
+			if tt.failing == TransportLegacy {
+				o.legacy = pub
+			} else {
+				o.realtime = pub
+			}
+			r := newRig(t, o)
+			out, err := r.mc.Broadcast(context.Background(), mustMessage(t, "app", "room", "e", "req-1"))
+			var e *Error
+			if !errors.As(err, &e) {
+				t.Fatalf("error: got %v, want *Error", err)
+			}
+			if got, want := e.Code, tt.wantCode; got != want {
+				t.Errorf("code: got %q, want %q", got, want)
+			}
+			if got, want := e.Transport, tt.failing; got != want {
+				t.Errorf("transport: got %q, want %q", got, want)
+			}
+			if !strings.Contains(e.Message, tt.wantInMsg) {
+				t.Errorf("message: got %q, want it to contain %q", e.Message, tt.wantInMsg)
+			}
+			if !errors.Is(err, tt.cause) {
+				t.Errorf("error does not wrap the cause: %v", err)
+			}
+			d := out.Deliveries[tt.failing]
+			if got, want := d.Status, Failed; got != want {
+				t.Errorf("status: got %q, want %q", got, want)
+			}
+			if got, want := d.Attempts, 4; got != want {
+				t.Errorf("attempts: got %d, want %d", got, want)
+			}
+			// The app's retry of the same requestId goes through.
+			fail.Store(false)
+			out, err = r.mc.Broadcast(context.Background(), mustMessage(t, "app", "room", "e", "req-1"))
+			if err != nil {
+				t.Fatalf("retry: %v", err)
+			}
+			if got, want := out.Deliveries[tt.failing].Status, Delivered; got != want {
+				t.Errorf("retry status: got %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+func TestBroadcastOffPathFailureNotReturned(t *testing.T) {
+	core, logs := observer.New(zapcore.WarnLevel)
+	tests := []struct {
+		stage   Stage
+		offPath Transport
+	}{
+		{StageShadow, TransportRealtime},
+		{StageDual, TransportLegacy},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.stage), func(t *testing.T) {
+			fail := func(ctx context.Context, m *Message) (PublishResult, error) {
+				return PublishResult{Attempts: 4}, &Error{Code: EUPSTREAM, Message: "HTTP 500"}
+			}
+			o := rigOpts{resolver: fixedStage(tt.stage), logger: zap.New(core)}
+			if tt.offPath == TransportLegacy {
+				o.legacy = fail
+			} else {
+				o.realtime = fail
+			}
+			r := newRig(t, o)
+			out, err := r.mc.Broadcast(context.Background(), mustMessage(t, "app", "room", "e", "req-"+string(tt.stage)))
+			if err != nil {
+				t.Fatalf("Broadcast: got %v, want no error", err)
+			}
+			if got, want := out.Deliveries[tt.stage.Answering()].Status, Delivered; got != want {
+				t.Errorf("answering: got %q, want %q", got, want)
+			}
+			if got, want := out.Deliveries[tt.offPath].Status, Queued; got != want {
+				t.Errorf("off-path: got %q, want %q", got, want)
+			}
+			r.drain(t)
+			if got := metricValue(t, r.reg, "switchyard_deliveries_total", map[string]string{"app": "app", "channel": "default", "transport": string(tt.offPath), "status": "failed"}); got != 1 {
+				t.Errorf("failed off-path deliveries: got %v, want 1", got)
+			}
+			found := logs.FilterMessage("off-path publish failed").FilterField(zap.String("transport", string(tt.offPath))).Len()
+			if found != 1 {
+				t.Errorf("off-path failure logs: got %d, want 1", found)
+			}
+		})
+	}
+}
+
+// blocker is an off-path publisher that blocks until released or its ctx
+// ends, reporting each start.
+type blocker struct {
+	started chan *Message
+	release chan struct{}
+}
+
+func newBlocker() *blocker {
+	return &blocker{started: make(chan *Message, 1000), release: make(chan struct{})}
+}
+
+func (b *blocker) publish(ctx context.Context, m *Message) (PublishResult, error) {
+	b.started <- m
+	select {
+	case <-b.release:
+		return PublishResult{Attempts: 1}, nil
+	case <-ctx.Done():
+		return PublishResult{Attempts: 1}, fmt.Errorf("fake: %w", ctx.Err())
+	}
+}
+
+func TestBroadcastQueueOverflow(t *testing.T) {
+	b := newBlocker()
+	var mu sync.Mutex
+	var drops []string
+	r := newRig(t, rigOpts{
+		cfg:      Config{OffPathWorkers: 1, OffPathQueue: 2},
+		resolver: fixedStage(StageShadow),
+		realtime: b.publish,
+		observer: fakeObserver{dropped: func(m *Message, tr Transport, reason string) {
+			mu.Lock()
+			defer mu.Unlock()
+			drops = append(drops, m.RequestID+"/"+string(tr)+"/"+reason)
+		}},
+	})
+	ctx := context.Background()
+	// The first message occupies the only realtime lane worker.
+	if _, err := r.mc.Broadcast(ctx, mustMessage(t, "app", "room", "e", "id-0")); err != nil {
+		t.Fatalf("Broadcast: %v", err)
+	}
+	<-b.started
+	var statuses []DeliveryStatus
+	for i := 1; i <= 5; i++ {
+		out, err := r.mc.Broadcast(ctx, mustMessage(t, "app", fmt.Sprintf("room-%d", i), "e", fmt.Sprintf("id-%d", i)))
+		if err != nil {
+			t.Fatalf("Broadcast %d: %v", i, err)
+		}
+		if got, want := out.Deliveries[TransportLegacy].Status, Delivered; got != want {
+			t.Errorf("message %d legacy: got %q, want %q", i, got, want)
+		}
+		d := out.Deliveries[TransportRealtime]
+		statuses = append(statuses, d.Status)
+		if d.Status == Skipped && d.Reason != "queue full" {
+			t.Errorf("message %d reason: got %q, want %q", i, d.Reason, "queue full")
+		}
+	}
+	want := []DeliveryStatus{Queued, Queued, Skipped, Skipped, Skipped}
+	if !slices.Equal(statuses, want) {
+		t.Errorf("realtime statuses: got %v, want %v", statuses, want)
+	}
+	if got := metricValue(t, r.reg, "switchyard_offpath_dropped_total", map[string]string{"transport": "realtime", "reason": "queue_full"}); got != 3 {
+		t.Errorf("dropped queue_full: got %v, want 3", got)
+	}
+	if got := metricValue(t, r.reg, "switchyard_offpath_queue_depth", map[string]string{"transport": "realtime"}); got != 2 {
+		t.Errorf("queue depth: got %v, want 2", got)
+	}
+	mu.Lock()
+	wantDrops := []string{"id-3/realtime/queue_full", "id-4/realtime/queue_full", "id-5/realtime/queue_full"}
+	if !slices.Equal(drops, wantDrops) {
+		t.Errorf("DropObserver: got %v, want %v", drops, wantDrops)
+	}
+	mu.Unlock()
+	close(b.release)
+	if rep := r.drain(t); rep.Dropped != 0 {
+		t.Errorf("drain: got %+v, want no drops", rep)
+	}
+	if got, want := len(r.realtime.messages()), 3; got != want {
+		t.Errorf("realtime publishes: got %d, want %d", got, want)
+	}
+	if got := metricValue(t, r.reg, "switchyard_offpath_queue_depth", map[string]string{"transport": "realtime"}); got != 0 {
+		t.Errorf("queue depth after drain: got %v, want 0", got)
+	}
+}
+
+func TestBroadcastHungOffPathDoesNotDelayAnswering(t *testing.T) {
+	base := runtime.NumGoroutine()
+	tests := []struct {
+		stage   Stage
+		offPath Transport
+	}{
+		{StageShadow, TransportRealtime},
+		{StageDual, TransportLegacy},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.stage), func(t *testing.T) {
+			b := newBlocker()
+			o := rigOpts{
+				cfg:      Config{OffPathWorkers: 2, OffPathQueue: 4, OffPathTimeout: time.Hour},
+				resolver: fixedStage(tt.stage),
+			}
+			if tt.offPath == TransportLegacy {
+				o.legacy = b.publish
+			} else {
+				o.realtime = b.publish
+			}
+			r := newRig(t, o)
+			// Many messages to one room and to others, all answered while the
+			// off-path publisher is blocked.
+			var wg sync.WaitGroup
+			errs := make(chan error, 100)
+			for g := 0; g < 4; g++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := 0; i < 25; i++ {
+						room := "hot"
+						if i%2 == 1 {
+							room = fmt.Sprintf("room-%d-%d", g, i)
+						}
+						out, err := r.mc.Broadcast(context.Background(), mustMessage(t, "app", room, "e", fmt.Sprintf("id-%d-%d", g, i)))
+						if err == nil && out.Deliveries[tt.stage.Answering()].Status != Delivered {
+							err = fmt.Errorf("answering status %q", out.Deliveries[tt.stage.Answering()].Status)
+						}
+						if err != nil {
+							errs <- err
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Errorf("Broadcast: %v", err)
+			}
+			select {
+			case <-b.release:
+				t.Fatal("released too early")
+			default:
+			}
+			if len(b.started) == 0 {
+				t.Fatal("off-path publisher never started")
+			}
+			// Close with a short deadline: the hung publish is cancelled and
+			// the queued ones are dropped.
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+			defer cancel()
+			rep := r.mc.Close(ctx)
+			if rep.Dropped == 0 || rep.Drained != 0 || rep.Unfinished != 0 {
+				t.Errorf("drain report: got %+v, want drops only", rep)
+			}
+			if got := metricValue(t, r.reg, "switchyard_offpath_dropped_total", map[string]string{"transport": string(tt.offPath), "reason": "shutdown"}); got != float64(rep.Dropped) {
+				t.Errorf("dropped shutdown metric: got %v, want %d", got, rep.Dropped)
+			}
+			if got := r.mc.rooms.len(); got != 0 {
+				t.Errorf("live rooms: got %d, want 0", got)
+			}
+		})
+	}
+	goroutinesBackTo(t, base)
+}
+
+// checkStrictlyIncreasing fails unless seqs increase strictly.
+func checkStrictlyIncreasing(t *testing.T, what string, seqs []uint64) {
+	t.Helper()
+	for i := 1; i < len(seqs); i++ {
+		if seqs[i] <= seqs[i-1] {
+			t.Errorf("%s: seq %d at %d follows %d: not in acceptance order", what, seqs[i], i, seqs[i-1])
+			return
+		}
+	}
+}
+
+func TestBroadcastOrderConcurrentCallers(t *testing.T) {
+	// "mixed" puts events "a" in shadow and "b" in dual, so realtime gets one
+	// room's messages both off-path and answering, and PartyKit too.
+	mixed := fakeResolver{resolve: func(q RouteQuery) Route {
+		if q.Event == "a" {
+			return Route{Stage: StageShadow}
+		}
+		return Route{Stage: StageDual}
+	}}
+	tests := []struct {
+		name     string
+		resolver StageResolver
+	}{
+		{"shadow", fixedStage(StageShadow)},
+		{"dual", fixedStage(StageDual)},
+		{"mixed stages in one room", mixed},
+	}
+	const callers, perCaller = 8, 40
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			jitter := func(ctx context.Context, m *Message) (PublishResult, error) {
+				if m.Seq%3 == 0 {
+					runtime.Gosched()
+				}
+				if m.Seq%7 == 0 {
+					time.Sleep(50 * time.Microsecond)
+				}
+				return PublishResult{Attempts: 1}, nil
+			}
+			r := newRig(t, rigOpts{
+				cfg:      Config{OffPathWorkers: 4, OffPathQueue: callers * perCaller * 2},
+				resolver: tt.resolver,
+				legacy:   jitter,
+				realtime: jitter,
+			})
+			var wg sync.WaitGroup
+			for g := 0; g < callers; g++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := 0; i < perCaller; i++ {
+						ev := "a"
+						if (g+i)%2 == 1 {
+							ev = "b"
+						}
+						room := "hot"
+						if i%4 == 3 {
+							room = "warm"
+						}
+						_, err := r.mc.Broadcast(context.Background(), mustMessage(t, "app", room, ev, fmt.Sprintf("id-%d-%d", g, i)))
+						if err != nil {
+							t.Errorf("Broadcast: %v", err)
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			if rep := r.drain(t); rep.Dropped != 0 {
+				t.Fatalf("drain: %+v, want no drops", rep)
+			}
+			for _, room := range []string{"hot", "warm"} {
+				lseq, rseq := r.legacy.seqsOf(room), r.realtime.seqsOf(room)
+				checkStrictlyIncreasing(t, "legacy "+room, lseq)
+				checkStrictlyIncreasing(t, "realtime "+room, rseq)
+				if got, want := len(lseq), len(rseq); got != want {
+					t.Errorf("%s: legacy got %d messages, realtime %d", room, got, want)
+				}
+			}
+			if got, want := len(r.legacy.seqsOf("hot"))+len(r.legacy.seqsOf("warm")), callers*perCaller; got != want {
+				t.Errorf("legacy messages: got %d, want %d", got, want)
+			}
+		})
+	}
+}
+
+func TestBroadcastRoomLockTimeout(t *testing.T) {
+	b := newBlocker()
+	r := newRig(t, rigOpts{resolver: fixedStage(StageLegacy), legacy: func(ctx context.Context, m *Message) (PublishResult, error) {
+		if m.RequestID == "id-1" {
+			return b.publish(ctx, m)
+		}
+		return PublishResult{Attempts: 1}, nil
+	}})
+	first := make(chan error, 1)
+	go func() {
+		_, err := r.mc.Broadcast(context.Background(), mustMessage(t, "app", "room", "e", "id-1"))
+		first <- err
+	}()
+	<-b.started
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	out, err := r.mc.Broadcast(ctx, mustMessage(t, "app", "room", "e", "id-2"))
+	var e *Error
+	if !errors.As(err, &e) || e.Code != EUPSTREAM || e.Transport != TransportLegacy {
+		t.Fatalf("error: got %v, want EUPSTREAM naming legacy", err)
+	}
+	if got, want := out.Deliveries[TransportLegacy].Status, Failed; got != want {
+		t.Errorf("status: got %q, want %q", got, want)
+	}
+	// Another room is not held up by the blocked one.
+	if _, err := r.mc.Broadcast(context.Background(), mustMessage(t, "app", "other", "e", "id-3")); err != nil {
+		t.Errorf("other room: %v", err)
+	}
+	close(b.release)
+	if err := <-first; err != nil {
+		t.Fatalf("first: %v", err)
+	}
+	// id-2 was released: its retry is published.
+	out, err = r.mc.Broadcast(context.Background(), mustMessage(t, "app", "room", "e", "id-2"))
+	if err != nil || out.Deliveries[TransportLegacy].Status != Delivered {
+		t.Fatalf("retry: got %v %+v, want delivered", err, out)
+	}
+	if got, want := len(r.legacy.seqsOf("room")), 2; got != want {
+		t.Errorf("legacy publishes to room: got %d, want %d", got, want)
+	}
+}
+
+func TestBroadcastDuplicates(t *testing.T) {
+	r := newRig(t, rigOpts{
+		cfg:      Config{DedupWindow: time.Minute, DedupMaxEntries: 3},
+		resolver: fixedStage(StageShadow),
+	})
+	ctx := context.Background()
+	send := func(app, id string) Outcome {
+		t.Helper()
+		out, err := r.mc.Broadcast(ctx, mustMessage(t, app, "room", "e", id))
+		if err != nil {
+			t.Fatalf("Broadcast %s/%s: %v", app, id, err)
+		}
+		return out
+	}
+	isDup := func(out Outcome) bool {
+		return out.Deliveries[TransportLegacy].Status == Duplicate && out.Deliveries[TransportRealtime].Status == Duplicate
+	}
+	if isDup(send("app", "a")) {
+		t.Fatal("first a: duplicate")
+	}
+	if !isDup(send("app", "a")) {
+		t.Error("second a: not duplicate")
+	}
+	if isDup(send("other", "a")) {
+		t.Error("a of another app: duplicate")
+	}
+	if got := metricValue(t, r.reg, "switchyard_duplicates_total", map[string]string{"app": "app"}); got != 1 {
+		t.Errorf("duplicates metric: got %v, want 1", got)
+	}
+	// After the window the id is published again.
+	r.clock.Add(time.Minute)
+	if isDup(send("app", "a")) {
+		t.Error("a after the window: duplicate")
+	}
+	// Bounded memory: b, c, d evict the oldest entries.
+	send("app", "b")
+	send("app", "c")
+	send("app", "d")
+	if got := r.mc.dedup.len(); got > 3 {
+		t.Errorf("entries: got %d, want at most 3", got)
+	}
+	if !isDup(send("app", "d")) {
+		t.Error("d: not duplicate")
+	}
+	if isDup(send("app", "a")) {
+		t.Error("a after eviction: duplicate")
+	}
+	r.drain(t)
+	if got, want := len(r.legacy.messages()), 7; got != want {
+		t.Errorf("legacy publishes: got %d, want %d", got, want)
+	}
+}
+
+func TestBroadcastRateLimit(t *testing.T) {
+	r := newRig(t, rigOpts{cfg: Config{Apps: map[string]AppLimits{
+		"limited": {RatePerSecond: 1, Burst: 2},
+		"slow":    {RatePerSecond: 0.25, Burst: 1},
+		"free":    {},
+	}}})
+	ctx := context.Background()
+	try := func(app, id string) error {
+		_, err := r.mc.Broadcast(ctx, mustMessage(t, app, "room", "e", id))
+		return err
+	}
+	tests := []struct {
+		app       string
+		advance   time.Duration
+		wantRetry int // 0: allowed
+	}{
+		{"limited", 0, 0},
+		{"limited", 0, 0},
+		{"limited", 0, 1},
+		{"limited", 500 * time.Millisecond, 1},
+		{"limited", 500 * time.Millisecond, 0},
+		{"slow", 0, 0},
+		{"slow", 0, 4},
+		{"slow", 2 * time.Second, 2},
+		{"free", 0, 0},
+		{"free", 0, 0},
+		{"unconfigured", 0, 0},
+	}
+	limited := map[string]int{}
+	for i, tt := range tests {
+		r.clock.Add(tt.advance)
+		err := try(tt.app, fmt.Sprint("id-", i))
+		if tt.wantRetry == 0 {
+			if err != nil {
+				t.Errorf("%d %s: got %v, want allowed", i, tt.app, err)
+			}
+			continue
+		}
+		limited[tt.app]++
+		var e *Error
+		if !errors.As(err, &e) || e.Code != ERATELIMIT {
+			t.Errorf("%d %s: got %v, want %s", i, tt.app, err, ERATELIMIT)
+			continue
+		}
+		if got, want := e.RetryAfterSeconds, tt.wantRetry; got != want {
+			t.Errorf("%d %s: RetryAfterSeconds got %d, want %d", i, tt.app, got, want)
+		}
+	}
+	for app, n := range limited {
+		if got := metricValue(t, r.reg, "switchyard_rate_limited_total", map[string]string{"app": app}); got != float64(n) {
+			t.Errorf("rate limited %s: got %v, want %d", app, got, n)
+		}
+	}
+	// A refused requestId is not remembered: it goes through later.
+	r.clock.Add(10 * time.Second)
+	if err := try("limited", "id-2"); err != nil {
+		t.Errorf("retry of refused id: %v", err)
+	}
+	// Apps outside Config.Apps are reported as "unknown".
+	if got := metricValue(t, r.reg, "switchyard_messages_accepted_total", map[string]string{"app": "unknown", "channel": "default", "stage": "legacy"}); got != 1 {
+		t.Errorf("accepted for unknown app: got %v, want 1", got)
+	}
+}
+
+func TestCloseDrainsQueued(t *testing.T) {
+	base := runtime.NumGoroutine()
+	b := newBlocker()
+	r := newRig(t, rigOpts{cfg: Config{OffPathWorkers: 1}, resolver: fixedStage(StageShadow), realtime: b.publish})
+	for i := 0; i < 5; i++ {
+		if _, err := r.mc.Broadcast(context.Background(), mustMessage(t, "app", "room", "e", fmt.Sprint("id-", i))); err != nil {
+			t.Fatalf("Broadcast: %v", err)
+		}
+	}
+	<-b.started
+	done := make(chan DrainReport)
+	go func() { done <- r.mc.Close(context.Background()) }()
+	// Once Close has begun, new messages are refused.
+	waitFor(t, "Close to begin", func() bool { return r.mc.state.Load()&closedBit != 0 })
+	if _, err := r.mc.Broadcast(context.Background(), mustMessage(t, "app", "room", "e", "late")); ErrorCode(err) != EDRAINING {
+		t.Errorf("Broadcast during Close: got %v, want %s", err, EDRAINING)
+	}
+	select {
+	case rep := <-done:
+		t.Fatalf("Close returned %+v before the queue drained", rep)
+	default:
+	}
+	close(b.release)
+	if got, want := <-done, (DrainReport{Drained: 5}); got != want {
+		t.Errorf("drain: got %+v, want %+v", got, want)
+	}
+	if got, want := r.mc.Close(context.Background()), (DrainReport{Drained: 5}); got != want {
+		t.Errorf("second Close: got %+v, want %+v", got, want)
+	}
+	if got, want := r.realtime.seqsOf("room"), 5; len(got) != want {
+		t.Errorf("realtime publishes: got %d, want %d", len(got), want)
+	}
+	goroutinesBackTo(t, base)
+}
+
+func TestCloseWaitsForInFlightAnswering(t *testing.T) {
+	b := newBlocker()
+	r := newRig(t, rigOpts{resolver: fixedStage(StageDual), realtime: b.publish})
+	answered := make(chan error, 1)
+	go func() {
+		_, err := r.mc.Broadcast(context.Background(), mustMessage(t, "app", "room", "e", "id"))
+		answered <- err
+	}()
+	<-b.started
+	done := make(chan DrainReport)
+	go func() { done <- r.mc.Close(context.Background()) }()
+	waitFor(t, "Close to begin", func() bool { return r.mc.state.Load()&closedBit != 0 })
+	if _, err := r.mc.Broadcast(context.Background(), mustMessage(t, "app", "room", "e", "late")); ErrorCode(err) != EDRAINING {
+		t.Errorf("Broadcast during Close: got %v, want %s", err, EDRAINING)
+	}
+	select {
+	case rep := <-done:
+		t.Fatalf("Close returned %+v with an answering publish in flight", rep)
+	default:
+	}
+	close(b.release)
+	if err := <-answered; err != nil {
+		t.Errorf("in-flight Broadcast: %v", err)
+	}
+	if rep := <-done; rep.Dropped != 0 || rep.Unfinished != 0 {
+		t.Errorf("drain: got %+v, want no drops", rep)
+	}
+	if got, want := len(r.legacy.messages()), 1; got != want {
+		t.Errorf("legacy off-path publishes: got %d, want %d", got, want)
+	}
+}
+
+func TestCloseDeadlineWithAnsweringInFlight(t *testing.T) {
+	b := newBlocker()
+	r := newRig(t, rigOpts{resolver: fixedStage(StageLegacy), legacy: b.publish})
+	answered := make(chan error, 1)
+	go func() {
+		_, err := r.mc.Broadcast(context.Background(), mustMessage(t, "app", "room", "e", "id"))
+		answered <- err
+	}()
+	<-b.started
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if got, want := r.mc.Close(ctx), (DrainReport{Unfinished: 1}); got != want {
+		t.Errorf("drain: got %+v, want %+v", got, want)
+	}
+	close(b.release)
+	if err := <-answered; err != nil {
+		t.Errorf("in-flight Broadcast: %v", err)
+	}
+}
+
+func TestObserverSampling(t *testing.T) {
+	tests := []struct {
+		stage      Stage
+		rate       float64
+		wantSome   bool
+		wantAll    bool
+		sampleFunc bool
+	}{
+		{stage: StageLegacy, wantSome: false},
+		{stage: StageRealtime, wantSome: false},
+		{stage: StageShadow, wantSome: true, wantAll: true},
+		{stage: StageDual, wantSome: true, wantAll: true},
+		{stage: StageShadow, sampleFunc: true, rate: 0},
+		{stage: StageShadow, sampleFunc: true, rate: 0.5, wantSome: true},
+		{stage: StageDual, sampleFunc: true, rate: 1, wantSome: true, wantAll: true},
+	}
+	const n = 200
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%s/%v/%v", tt.stage, tt.sampleFunc, tt.rate), func(t *testing.T) {
+			var mu sync.Mutex
+			expected := map[string]Stage{}
+			var r *testRig
+			obs := fakeObserver{expect: func(m *Message, stage Stage) {
+				mu.Lock()
+				defer mu.Unlock()
+				expected[m.RequestID] = stage
+				if m.Seq == 0 {
+					t.Errorf("Expect before Seq was assigned")
+				}
+				for _, p := range append(r.legacy.messages(), r.realtime.messages()...) {
+					if p == m {
+						t.Errorf("Expect after publishing %s", m.RequestID)
+					}
+				}
+			}}
+			cfg := Config{}
+			if tt.sampleFunc {
+				cfg.SampleRate = func(channel string) float64 {
+					if channel != DefaultChannel {
+						t.Errorf("SampleRate channel: got %q", channel)
+					}
+					return tt.rate
+				}
+			}
+			r = newRig(t, rigOpts{cfg: cfg, resolver: fixedStage(tt.stage), observer: obs})
+			for i := 0; i < n; i++ {
+				if _, err := r.mc.Broadcast(context.Background(), mustMessage(t, "app", "room", "e", fmt.Sprint("req-", i))); err != nil {
+					t.Fatalf("Broadcast: %v", err)
+				}
+			}
+			r.drain(t)
+			mu.Lock()
+			defer mu.Unlock()
+			got := len(expected)
+			switch {
+			case !tt.wantSome && got != 0:
+				t.Errorf("expectations: got %d, want none", got)
+			case tt.wantAll && got != n:
+				t.Errorf("expectations: got %d, want %d", got, n)
+			case tt.wantSome && !tt.wantAll && (got == 0 || got == n):
+				t.Errorf("expectations: got %d, want some of %d", got, n)
+			}
+			for id, s := range expected {
+				if s != tt.stage {
+					t.Errorf("%s: stage got %q, want %q", id, s, tt.stage)
+				}
+			}
+		})
+	}
+}
+
+func TestSamplingDeterministic(t *testing.T) {
+	mc := &Multicaster{cfg: Config{SampleRate: func(string) float64 { return 0.3 }}}
+	for i := 0; i < 100; i++ {
+		m := mustMessage(t, "app", "room", "e", fmt.Sprint("req-", i))
+		first := mc.sampled(m)
+		for j := 0; j < 3; j++ {
+			if got := mc.sampled(m); got != first {
+				t.Fatalf("%s: sampled %v then %v", m.RequestID, first, got)
+			}
+		}
+	}
+}
+
+func TestBroadcastBatch(t *testing.T) {
+	r := newRig(t, rigOpts{cfg: Config{BatchParallelism: 3}, resolver: fixedStage(StageShadow)})
+	var msgs []*Message
+	for i := 0; i < 60; i++ {
+		msgs = append(msgs, mustMessage(t, "app", fmt.Sprint("room-", i%4), "e", fmt.Sprint("id-", i)))
+	}
+	msgs = append(msgs, nil, mustMessage(t, "app", "room-0", "e", "id-0"))
+	res := r.mc.BroadcastBatch(context.Background(), msgs)
+	if got, want := len(res), len(msgs); got != want {
+		t.Fatalf("results: got %d, want %d", got, want)
+	}
+	for i := 0; i < 60; i++ {
+		if res[i].Err != nil {
+			t.Errorf("%d: %v", i, res[i].Err)
+			continue
+		}
+		if got, want := res[i].Outcome.RequestID, fmt.Sprint("id-", i); got != want {
+			t.Errorf("%d: requestId got %q, want %q", i, got, want)
+		}
+		if got, want := res[i].Outcome.Deliveries[TransportLegacy].Status, Delivered; got != want {
+			t.Errorf("%d: legacy got %q, want %q", i, got, want)
+		}
+	}
+	if got, want := ErrorCode(res[60].Err), EINVALID; got != want {
+		t.Errorf("nil message: got %q, want %q", got, want)
+	}
+	if got, want := res[61].Outcome.Deliveries[TransportLegacy].Status, Duplicate; got != want {
+		t.Errorf("repeated id: got %q, want %q", got, want)
+	}
+	r.drain(t)
+	for room := 0; room < 4; room++ {
+		// Each room's messages reach both transports in input order.
+		var want []string
+		for i := room; i < 60; i += 4 {
+			want = append(want, fmt.Sprint("id-", i))
+		}
+		for _, p := range []*fakePublisher{r.legacy, r.realtime} {
+			var got []string
+			for _, m := range p.messages() {
+				if m.Room == fmt.Sprint("room-", room) {
+					got = append(got, m.RequestID)
+				}
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("room-%d order: got %v, want %v", room, got, want)
+			}
+		}
+	}
+}
+
+func TestBroadcastNilMessage(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	if _, err := r.mc.Broadcast(context.Background(), nil); ErrorCode(err) != EINVALID {
+		t.Errorf("got %v, want %s", err, EINVALID)
+	}
+}
+
+func TestMetricsChannelLabelsBounded(t *testing.T) {
+	r := newRig(t, rigOpts{cfg: Config{Channels: []string{"ai"}}})
+	for i, ch := range []string{"ai", "default", "rogue"} {
+		m := mustMessage(t, "app", "room", "e", fmt.Sprint("id-", i))
+		m.Channel = ch
+		if _, err := r.mc.Broadcast(context.Background(), m); err != nil {
+			t.Fatalf("Broadcast: %v", err)
+		}
+	}
+	for _, ch := range []string{"ai", "default", "unknown"} {
+		if got := metricValue(t, r.reg, "switchyard_messages_accepted_total", map[string]string{"app": "app", "channel": ch, "stage": "legacy"}); got != 1 {
+			t.Errorf("accepted %s: got %v, want 1", ch, got)
+		}
+	}
+	if got := metricValue(t, r.reg, "switchyard_messages_accepted_total", map[string]string{"app": "app", "channel": "rogue", "stage": "legacy"}); got != 0 {
+		t.Errorf("accepted rogue: got %v, want 0", got)
+	}
+}
+
+func TestBroadcastStageChangeWaitsForOffPath(t *testing.T) {
+	var stage atomic.Value
+	stage.Store(StageShadow)
+	b := newBlocker()
+	r := newRig(t, rigOpts{
+		cfg:      Config{AnswerTimeout: 20 * time.Millisecond, OffPathTimeout: time.Hour},
+		resolver: fakeResolver{resolve: func(RouteQuery) Route { return Route{Stage: stage.Load().(Stage)} }},
+		realtime: func(ctx context.Context, m *Message) (PublishResult, error) {
+			if m.RequestID == "id-1" {
+				return b.publish(ctx, m)
+			}
+			return PublishResult{Attempts: 1}, nil
+		},
+	})
+	ctx := context.Background()
+	if _, err := r.mc.Broadcast(ctx, mustMessage(t, "app", "room", "e", "id-1")); err != nil {
+		t.Fatalf("shadow: %v", err)
+	}
+	<-b.started
+	// The room turns dual: realtime now answers, but the room's earlier
+	// message is still on its way to realtime off-path. The answering
+	// publish waits for it instead of overtaking it, within AnswerTimeout.
+	stage.Store(StageDual)
+	out, err := r.mc.Broadcast(ctx, mustMessage(t, "app", "room", "e", "id-2"))
+	var e *Error
+	if !errors.As(err, &e) || e.Code != EUPSTREAM || e.Transport != TransportRealtime {
+		t.Fatalf("dual while realtime is behind: got %v, want EUPSTREAM naming realtime", err)
+	}
+	if got, want := out.Deliveries[TransportLegacy].Status, Skipped; got != want {
+		t.Errorf("legacy: got %q, want %q (nothing published)", got, want)
+	}
+	// Another room is not affected.
+	if _, err := r.mc.Broadcast(ctx, mustMessage(t, "app", "other", "e", "id-3")); err != nil {
+		t.Errorf("other room: %v", err)
+	}
+	close(b.release)
+	if _, err := r.mc.Broadcast(ctx, mustMessage(t, "app", "room", "e", "id-2")); err != nil {
+		t.Fatalf("retry after the off-path copy went out: %v", err)
+	}
+	r.drain(t)
+	var got []string
+	for _, m := range r.realtime.messages() {
+		if m.Room == "room" {
+			got = append(got, m.RequestID)
+		}
+	}
+	if want := []string{"id-1", "id-2"}; !slices.Equal(got, want) {
+		t.Errorf("realtime order: got %v, want %v", got, want)
+	}
+}

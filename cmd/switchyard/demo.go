@@ -1,0 +1,337 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/switchyard/switchyard/broadcast"
+	"github.com/switchyard/switchyard/config"
+	"github.com/switchyard/switchyard/legacyparty/partytest"
+	"github.com/switchyard/switchyard/realtime/realtimetest"
+	"github.com/switchyard/switchyard/shadow"
+)
+
+// demoKey is the demo app's API key; it exists only inside the demo process.
+const demoKey = "demo-key-0123456789abcdef"
+
+// demoFlags puts each demo channel at a different stage: video-upload
+// legacy, video-ready shadow, transcript shadow (with the realtime test
+// server altering its messages, so mismatches show), ai-stream dual, and
+// events of no channel realtime.
+const demoFlags = `{
+  "$schema": "https://flagd.dev/schema/v0/flags.json",
+  "flags": {
+    "realtime-killswitch": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off"},
+    "realtime-video-upload": {"state": "ENABLED", "variants": {"legacy": "legacy", "shadow": "shadow", "dual": "dual", "realtime": "realtime"}, "defaultVariant": "legacy"},
+    "realtime-video-ready": {"state": "ENABLED", "variants": {"legacy": "legacy", "shadow": "shadow", "dual": "dual", "realtime": "realtime"}, "defaultVariant": "shadow"},
+    "realtime-transcript": {"state": "ENABLED", "variants": {"legacy": "legacy", "shadow": "shadow", "dual": "dual", "realtime": "realtime"}, "defaultVariant": "shadow"},
+    "realtime-ai-stream": {"state": "ENABLED", "variants": {"legacy": "legacy", "shadow": "shadow", "dual": "dual", "realtime": "realtime"}, "defaultVariant": "dual"},
+    "realtime-default": {"state": "ENABLED", "variants": {"legacy": "legacy", "shadow": "shadow", "dual": "dual", "realtime": "realtime"}, "defaultVariant": "realtime"}
+  }
+}
+`
+
+// demoChannels are the channels of the demo (the ones of configs/dev.yaml).
+var demoChannels = []config.Channel{
+	{Name: "video-upload", Events: []string{"video.asset.attached", "video.asset.detached", "videoResource.created"}},
+	{Name: "video-ready", Events: []string{"video.asset.ready", "video.asset.errored"}},
+	{Name: "transcript", Events: []string{"transcript.ready", "transcriptWithScreenshots.ready"}},
+	{Name: "ai-stream", Events: []string{"ai.message"}},
+}
+
+// cmdDemo starts the gateway on loopback with embedded PartyKit and Inngest
+// Realtime test servers, sends realistic course-platform traffic through
+// both API paths for --duration, and prints a live per-channel table.
+func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flagSet("demo")
+	duration := fs.Duration("duration", 20*time.Second, "how long to send traffic")
+	rate := fs.Int("rate", 60, "messages per second, roughly")
+	every := fs.Duration("every", 2*time.Second, "table refresh period")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *duration <= 0 || *rate <= 0 || *every <= 0 {
+		return fmt.Errorf("%w: demo: --duration, --rate and --every must be positive", errUsage)
+	}
+
+	party := partytest.New().Start()
+	defer party.Close()
+	rt := realtimetest.NewServer(realtimetest.Config{PingInterval: 15 * time.Second})
+	defer rt.Close()
+	// Make the realtime side differ on one channel, so a newcomer sees what
+	// a mismatch looks like.
+	rt.SetDeliveryFault(realtimetest.DeliveryFault{AlterTopic: "transcript"})
+
+	dir, err := os.MkdirTemp("", "switchyard-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	flagFile := filepath.Join(dir, "flags.json")
+	if err := os.WriteFile(flagFile, []byte(demoFlags), 0o644); err != nil {
+		return err
+	}
+	var chans strings.Builder
+	for _, ch := range demoChannels {
+		evs, _ := json.Marshal(ch.Events)
+		fmt.Fprintf(&chans, "  - {name: %s, events: %s}\n", ch.Name, evs)
+	}
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`
+env: dev
+listen: 127.0.0.1:0
+admin: {listen: 127.0.0.1:0}
+log: {level: warn, format: console}
+flags: {provider: file, file: %q, pollInterval: 500ms}
+channels:
+%sapps:
+  ai-hero:
+    apiKeys: [%q]
+    party: {url: %q, party: main}
+    realtime: {url: %q, channel: "{room}"}
+shadow: {sampleRate: 1.0, timeout: 2s}
+`, flagFile, chans.String(), demoKey, party.URL(), rt.URL())), func(string) string { return "" })
+	if err != nil {
+		return err
+	}
+	// Logs go to a file so the table stays readable; mismatch lines are
+	// worth a look there.
+	logPath := filepath.Join(os.TempDir(), "switchyard-demo.log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	logger, err := newLogger(config.Log{Level: "info", Format: "console"}, logFile)
+	if err != nil {
+		return err
+	}
+	g, err := newGateway(cfg, logger, gatewayHooks{})
+	if err != nil {
+		return err
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- g.Run(runCtx) }()
+
+	fmt.Fprintf(stdout, "switchyard demo: gateway %s, admin %s (status page: %s/)\n", g.publicURL(), g.adminURL(), g.adminURL())
+	fmt.Fprintf(stdout, "stages: video-upload=legacy video-ready=shadow transcript=shadow(realtime altered) ai-stream=dual other=realtime\n")
+	fmt.Fprintf(stdout, "logs: %s\nsending course-platform traffic for %s...\n\n", logPath, *duration)
+
+	st := newDemoStats()
+	trafficCtx, stopTraffic := context.WithTimeout(runCtx, *duration)
+	defer stopTraffic()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); demoTraffic(trafficCtx, g.publicURL(), *rate, st) }()
+
+	tick := time.NewTicker(*every)
+	defer tick.Stop()
+loop:
+	for {
+		select {
+		case <-trafficCtx.Done():
+			break loop
+		case <-tick.C:
+			printDemoTable(stdout, g, st)
+		}
+	}
+	wg.Wait()
+	// Let the comparator decide the last messages (missing after timeout).
+	select {
+	case <-time.After(cfg.Shadow.Timeout + 500*time.Millisecond):
+	case <-ctx.Done():
+	}
+	fmt.Fprintln(stdout, "final:")
+	printDemoTable(stdout, g, st)
+	stop()
+	if err := <-done; err != nil {
+		return err
+	}
+	if st.total() == 0 {
+		return fmt.Errorf("demo: no message was sent")
+	}
+	logger.Info("demo finished", zap.Int("sent", st.total()))
+	return nil
+}
+
+// demoStats are the client-side figures per channel.
+type demoStats struct {
+	mu   sync.Mutex
+	rows map[string]*demoRow
+}
+
+type demoRow struct {
+	sent, ok, errors int
+	latencies        []time.Duration
+}
+
+func newDemoStats() *demoStats { return &demoStats{rows: map[string]*demoRow{}} }
+
+func (s *demoStats) record(channel string, d time.Duration, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.rows[channel]
+	if r == nil {
+		r = &demoRow{}
+		s.rows[channel] = r
+	}
+	r.sent++
+	if ok {
+		r.ok++
+		r.latencies = append(r.latencies, d)
+	} else {
+		r.errors++
+	}
+}
+
+func (s *demoStats) total() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, r := range s.rows {
+		n += r.sent
+	}
+	return n
+}
+
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(p*float64(len(s))))]
+}
+
+func channelOfEvent(ev string) string {
+	for _, ch := range demoChannels {
+		if slices.Contains(ch.Events, ev) {
+			return ch.Name
+		}
+	}
+	return "default"
+}
+
+func printDemoTable(w io.Writer, g *gateway, st *demoStats) {
+	parity := map[string]shadowRow{}
+	for _, s := range demoShadowRows(g) {
+		parity[s.channel] = s
+	}
+	st.mu.Lock()
+	names := make([]string, 0, len(st.rows))
+	for n := range st.rows {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "channel\tstage\tsent\tdelivered\terrors\tp50 ms\tp99 ms\tcompared\tparity %\tmismatch\tmissing\t")
+	for _, n := range names {
+		r := st.rows[n]
+		p := parity[n]
+		par := "-"
+		if p.compared > 0 {
+			par = fmt.Sprintf("%.1f", p.parity)
+		}
+		stage := g.resolver.Resolve(broadcast.RouteQuery{App: "ai-hero", Room: "demo", Channel: n}).Stage
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%.2f\t%.2f\t%d\t%s\t%d\t%d\t\n", n, stage, r.sent, r.ok, r.errors,
+			ms(percentile(r.latencies, 0.5)), ms(percentile(r.latencies, 0.99)), p.compared, par, p.mismatch, p.missing)
+	}
+	st.mu.Unlock()
+	_ = tw.Flush()
+	fmt.Fprintln(w)
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// demoTraffic sends video-upload flows, AI chat streams and odd events
+// through both API paths until ctx ends.
+func demoTraffic(ctx context.Context, base string, rate int, st *demoStats) {
+	client := &http.Client{Timeout: 10 * time.Second}
+	gap := time.Second / time.Duration(rate)
+	videoRooms := []string{"video-1", "video-2", "video-3", "video-4"}
+	chatRooms := []string{"chat-1", "chat-2"}
+	send := func(path string, body any, event string) {
+		b, _ := json.Marshal(body)
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+path, bytes.NewReader(b))
+		if err != nil {
+			return
+		}
+		if strings.HasPrefix(path, "/v1/") {
+			req.Header.Set("Authorization", "Bearer "+demoKey)
+		}
+		start := time.Now()
+		resp, err := client.Do(req)
+		if ctx.Err() != nil {
+			return
+		}
+		ok := err == nil && resp.StatusCode == http.StatusOK
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		st.record(channelOfEvent(event), time.Since(start), ok)
+		select {
+		case <-ctx.Done():
+		case <-time.After(gap):
+		}
+	}
+	for n := 0; ctx.Err() == nil; n++ {
+		room := videoRooms[n%len(videoRooms)]
+		vid := fmt.Sprintf("vid-%d", n)
+		// Video upload flow, through the PartyKit-compatible path.
+		send("/apps/ai-hero/party/"+room, map[string]any{"body": map[string]any{"id": vid, "status": "attached"}, "requestId": vid + "-a", "name": "video.asset.attached"}, "video.asset.attached")
+		send("/apps/ai-hero/party/"+room, map[string]any{"body": map[string]any{"id": vid, "title": "Lesson " + vid}, "requestId": vid + "-c", "name": "videoResource.created"}, "videoResource.created")
+		ready := "video.asset.ready"
+		if rand.IntN(10) == 0 {
+			ready = "video.asset.errored"
+		}
+		// Then the broadcast API.
+		send("/v1/broadcast", map[string]any{"room": room, "name": ready, "requestId": vid + "-r", "body": map[string]any{"id": vid, "duration": 312.5, "playbackId": "pb-" + vid}}, ready)
+		send("/v1/broadcast", map[string]any{"room": room, "name": "transcript.ready", "requestId": vid + "-t", "body": map[string]any{"id": vid, "text": "Welcome to the lesson."}}, "transcript.ready")
+		send("/v1/broadcast", map[string]any{"room": room, "name": "image.resource.created", "requestId": vid + "-i", "body": map[string]any{"id": "img-" + vid}}, "image.resource.created")
+		// An AI answer streamed in chunks, one POST per chunk, in order.
+		chat := chatRooms[n%len(chatRooms)]
+		rid := fmt.Sprintf("chat-%d", n)
+		for i, chunk := range []string{"Sure", ", here", " is", " how", " it", " works."} {
+			send("/v1/broadcast", map[string]any{"room": chat, "name": "ai.message", "requestId": fmt.Sprintf("%s-%d", rid, i), "body": chunk}, "ai.message")
+		}
+	}
+}
+
+// shadowRow is the comparator's view of one channel, for the demo table.
+type shadowRow struct {
+	channel           string
+	compared          int64
+	parity            float64
+	mismatch, missing int64
+}
+
+func demoShadowRows(g *gateway) []shadowRow {
+	var out []shadowRow
+	for _, s := range g.cmp.Summary() {
+		r := shadowRow{channel: s.Channel, compared: s.Compared}
+		if s.ParityPercent != nil {
+			r.parity = *s.ParityPercent
+		}
+		r.mismatch = s.Outcomes[shadow.OutcomeMismatch] + s.Outcomes[shadow.OutcomePrecisionLoss]
+		r.missing = s.Outcomes[shadow.OutcomeMissingLegacy] + s.Outcomes[shadow.OutcomeMissingRealtime]
+		out = append(out, r)
+	}
+	return out
+}

@@ -1,0 +1,660 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+	"unicode/utf8"
+
+	"github.com/switchyard/switchyard/broadcast"
+	"github.com/switchyard/switchyard/legacyparty"
+	"github.com/switchyard/switchyard/shadow"
+)
+
+// maxRecordLine bounds one recording line: the largest body the gateway
+// accepts plus its fields, with room to spare.
+const maxRecordLine = 2 << 20
+
+// replayEntry is one validated recording line.
+type replayEntry struct {
+	line int // 1-based line number in the file
+	rec  recordLine
+	at   time.Time
+}
+
+// decodeRecordLine parses and validates one recording line: a single JSON
+// object with the keys of recordLine and no others, t in RFC 3339, a room
+// that passes broadcast.ValidateRoom, non-empty name and requestId of at
+// most 256 bytes of UTF-8, an optional valid party name, and a body that is
+// one JSON value. The error names the offending key.
+func decodeRecordLine(b []byte) (recordLine, time.Time, error) {
+	var rec recordLine
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&rec); err != nil {
+		return recordLine{}, time.Time{}, fmt.Errorf("not a recording object: %w", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return recordLine{}, time.Time{}, errors.New("trailing data after the JSON object")
+	}
+	if rec.T == "" {
+		return recordLine{}, time.Time{}, errors.New("t: required")
+	}
+	at, err := time.Parse(time.RFC3339Nano, rec.T)
+	if err != nil {
+		return recordLine{}, time.Time{}, fmt.Errorf("t: %q is not an RFC 3339 time", rec.T)
+	}
+	if rec.App == "" {
+		return recordLine{}, time.Time{}, errors.New("app: required")
+	}
+	if err := broadcast.ValidateRoom(rec.Room); err != nil {
+		return recordLine{}, time.Time{}, err
+	}
+	for _, f := range []struct{ key, v string }{{"name", rec.Name}, {"requestId", rec.RequestID}} {
+		if f.v == "" {
+			return recordLine{}, time.Time{}, fmt.Errorf("%s: required", f.key)
+		}
+		if len(f.v) > 256 || !utf8.ValidString(f.v) {
+			return recordLine{}, time.Time{}, fmt.Errorf("%s: must be valid UTF-8 of at most 256 bytes", f.key)
+		}
+	}
+	if rec.Party != "" {
+		if err := legacyparty.ValidateParty(rec.Party); err != nil {
+			return recordLine{}, time.Time{}, fmt.Errorf("party: %w", err)
+		}
+	}
+	if len(bytes.TrimSpace(rec.Body)) == 0 {
+		return recordLine{}, time.Time{}, errors.New("body: required")
+	}
+	return rec, at, nil
+}
+
+// readRecording reads and validates a whole recording; blank lines are
+// skipped. The error names the first bad line by number.
+func readRecording(r io.Reader) ([]replayEntry, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), maxRecordLine)
+	var out []replayEntry
+	n := 0
+	for sc.Scan() {
+		n++
+		line := bytes.TrimSpace(sc.Bytes())
+		if len(line) == 0 {
+			continue
+		}
+		rec, at, err := decodeRecordLine(line)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %w", n, err)
+		}
+		out = append(out, replayEntry{line: n, rec: rec, at: at})
+	}
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return nil, fmt.Errorf("line %d: longer than %d bytes", n+1, maxRecordLine)
+		}
+		return nil, fmt.Errorf("line %d: %w", n+1, err)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no message in the recording")
+	}
+	return out, nil
+}
+
+// replayRequestID derives the requestId of a replayed message: the
+// original with "-replay-<run>" appended, so that a replay is not refused
+// as a duplicate of the recorded traffic or of another run; an original too
+// long for that is shortened to a digest.
+func replayRequestID(orig, run string) string {
+	id := orig + "-replay-" + run
+	if len(id) <= 256 {
+		return id
+	}
+	sum := sha256.Sum256([]byte(orig))
+	return hex.EncodeToString(sum[:12]) + "-replay-" + run
+}
+
+// replayOptions are the flags of `switchyard replay`.
+type replayOptions struct {
+	file, to, app, key string
+	admin, adminToken  string
+	speed              float64
+	concurrency        int
+	settle             time.Duration
+	progressEvery      time.Duration // non-terminal progress line period
+	runID              string
+}
+
+// cmdReplay is `switchyard replay FILE --to URL --app APP ...`: it replays
+// a recording through POST /v1/broadcast and reports the comparator's
+// parity for the replayed traffic. It fails on a malformed file before
+// sending anything, and when any message failed.
+func cmdReplay(ctx context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {
+	fs := flagSet("replay")
+	var o replayOptions
+	fs.StringVar(&o.to, "to", "", "gateway base URL (public listener)")
+	fs.StringVar(&o.app, "app", "", "app whose messages to replay (the key must be this app's)")
+	fs.StringVar(&o.key, "key", "", "app API key (default: env SWITCHYARD_REPLAY_KEY)")
+	fs.Float64Var(&o.speed, "speed", 1, "time scale: 2 is twice as fast, 0 as fast as possible (per-room order kept)")
+	fs.StringVar(&o.admin, "admin", "", "admin base URL, for the comparator's parity summary")
+	fs.StringVar(&o.adminToken, "admin-token", "", "admin token (default: env SWITCHYARD_ADMIN_TOKEN)")
+	fs.IntVar(&o.concurrency, "concurrency", 16, "most requests in flight")
+	fs.DurationVar(&o.settle, "settle", 8*time.Second, "longest wait for the comparator to decide the replayed messages")
+	// The file may come before or after the flags.
+	var pos []string
+	rest := args
+	for {
+		if err := fs.Parse(rest); err != nil {
+			return fmt.Errorf("%w: replay: %v", errUsage, err)
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		rest = fs.Args()[1:]
+	}
+	switch {
+	case len(pos) != 1:
+		return fmt.Errorf("%w: replay needs exactly one recording FILE, got %d", errUsage, len(pos))
+	case o.to == "":
+		return fmt.Errorf("%w: replay needs --to URL (the gateway)", errUsage)
+	case o.app == "":
+		return fmt.Errorf("%w: replay needs --app APP", errUsage)
+	case o.speed < 0:
+		return fmt.Errorf("%w: replay: --speed must be 0 or more", errUsage)
+	case o.concurrency < 1:
+		return fmt.Errorf("%w: replay: --concurrency must be at least 1", errUsage)
+	}
+	o.file = pos[0]
+	if o.key == "" {
+		o.key = getenv("SWITCHYARD_REPLAY_KEY")
+	}
+	if o.key == "" {
+		return fmt.Errorf("%w: replay needs --key KEY or env SWITCHYARD_REPLAY_KEY", errUsage)
+	}
+	if o.adminToken == "" {
+		o.adminToken = getenv("SWITCHYARD_ADMIN_TOKEN")
+	}
+	o.to = strings.TrimRight(o.to, "/")
+	o.admin = strings.TrimRight(o.admin, "/")
+	for _, u := range []struct{ flag, v string }{{"--to", o.to}, {"--admin", o.admin}} {
+		if u.v != "" && !strings.HasPrefix(u.v, "http://") && !strings.HasPrefix(u.v, "https://") {
+			return fmt.Errorf("%w: replay: %s %q must be an http(s):// URL", errUsage, u.flag, u.v)
+		}
+	}
+	o.progressEvery = 2 * time.Second
+
+	f, err := os.Open(o.file)
+	if err != nil {
+		return fmt.Errorf("replay: %w", err)
+	}
+	entries, err := readRecording(f)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("replay: %s: %w", o.file, err)
+	}
+	return replay(ctx, o, entries, &http.Client{Timeout: 30 * time.Second}, stdout)
+}
+
+// replayAnswer is what the replay reads of a broadcast answer.
+type replayAnswer struct {
+	Stage broadcast.Stage `json:"stage"`
+	Error *struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// replayStats are the client-side counts of a replay; safe for concurrent
+// use.
+type replayStats struct {
+	sent, ok atomic.Int64
+	mu       sync.Mutex
+	byStatus map[string]int // failures by status ("429", "network")
+	byStage  map[broadcast.Stage]int
+	firstErr []string
+}
+
+func (s *replayStats) fail(status, detail string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.byStatus[status]++
+	if len(s.firstErr) < 5 {
+		s.firstErr = append(s.firstErr, detail)
+	}
+}
+
+func (s *replayStats) stage(st broadcast.Stage) {
+	s.mu.Lock()
+	s.byStage[st]++
+	s.mu.Unlock()
+}
+
+// replay sends entries of o.app through o.to, one goroutine per room (so a
+// room's messages go in recorded order, each after the previous one was
+// answered), each message due at start + (t - t0)/speed, at most
+// o.concurrency requests in flight.
+func replay(ctx context.Context, o replayOptions, all []replayEntry, hc *http.Client, stdout io.Writer) error {
+	var entries []replayEntry
+	apps := map[string]int{}
+	for _, e := range all {
+		if e.rec.App == o.app {
+			entries = append(entries, e)
+		} else {
+			apps[e.rec.App]++
+		}
+	}
+	if len(entries) == 0 {
+		return fmt.Errorf("replay: %s has no message of app %q (apps in it: %s)", o.file, o.app, mapKeys(apps))
+	}
+	sort.SliceStable(entries, func(i, j int) bool { return entries[i].at.Before(entries[j].at) })
+	rooms := map[string][]replayEntry{}
+	var roomOrder []string
+	for _, e := range entries {
+		if _, ok := rooms[e.rec.Room]; !ok {
+			roomOrder = append(roomOrder, e.rec.Room)
+		}
+		rooms[e.rec.Room] = append(rooms[e.rec.Room], e)
+	}
+	if o.runID == "" {
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		o.runID = hex.EncodeToString(b[:])
+	}
+	span := entries[len(entries)-1].at.Sub(entries[0].at)
+	speed := "as fast as possible"
+	if o.speed > 0 {
+		speed = fmt.Sprintf("speed %gx (about %s)", o.speed, scale(span, o.speed).Round(time.Millisecond))
+	}
+	fmt.Fprintf(stdout, "replay %s: %d messages of app %s in %d rooms, recorded over %s; run %s, %s\n",
+		o.file, len(entries), o.app, len(rooms), span.Round(time.Millisecond), o.runID, speed)
+	if len(apps) > 0 {
+		fmt.Fprintf(stdout, "skipped %d messages of other apps (%s)\n", len(all)-len(entries), mapKeys(apps))
+	}
+
+	var before []shadow.ChannelSummary
+	if o.admin != "" {
+		var err error
+		if before, err = fetchSummary(ctx, hc, o.admin, o.adminToken, o.app); err != nil {
+			return fmt.Errorf("replay: parity summary before the replay: %w", err)
+		}
+	}
+
+	st := &replayStats{byStatus: map[string]int{}, byStage: map[broadcast.Stage]int{}}
+	sem := make(chan struct{}, o.concurrency)
+	start := time.Now()
+	t0 := entries[0].at
+	prog := newProgress(stdout, len(entries), o.progressEvery)
+	progDone := make(chan struct{})
+	go func() { prog.run(ctx, st, start); close(progDone) }()
+	var wg sync.WaitGroup
+	for _, room := range roomOrder {
+		wg.Add(1)
+		go func(list []replayEntry) {
+			defer wg.Done()
+			for _, e := range list {
+				if o.speed > 0 {
+					if !sleepCtx(ctx, time.Until(start.Add(scale(e.at.Sub(t0), o.speed)))) {
+						return
+					}
+				}
+				select {
+				case sem <- struct{}{}:
+				case <-ctx.Done():
+					return
+				}
+				sendReplay(ctx, hc, o, e, st)
+				<-sem
+			}
+		}(rooms[room])
+	}
+	wg.Wait()
+	prog.stop()
+	<-progDone
+	prog.draw(st, start, true)
+	if ctx.Err() != nil {
+		return fmt.Errorf("replay interrupted after %d of %d messages: %w", st.sent.Load(), len(entries), ctx.Err())
+	}
+
+	sent, ok := st.sent.Load(), st.ok.Load()
+	fmt.Fprintf(stdout, "sent %d, ok %d, failed %d%s; stages: %s\n", sent, ok, sent-ok, statusList(st.byStatus), stageList(st.byStage))
+	for _, d := range st.firstErr {
+		fmt.Fprintf(stdout, "  %s\n", d)
+	}
+	if o.admin != "" {
+		expected := int64(st.byStage[broadcast.StageShadow] + st.byStage[broadcast.StageDual])
+		after, err := settleSummary(ctx, hc, o, before, expected)
+		if err != nil {
+			return fmt.Errorf("replay: parity summary after the replay: %w", err)
+		}
+		printParity(stdout, o.app, before, after)
+	} else {
+		fmt.Fprintln(stdout, "no --admin: comparator parity not shown")
+	}
+	if sent != ok {
+		return fmt.Errorf("replay: %d of %d messages failed", sent-ok, sent)
+	}
+	return nil
+}
+
+func scale(d time.Duration, speed float64) time.Duration {
+	return time.Duration(float64(d) / speed)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// sendReplay posts one message, retrying up to 3 attempts on network
+// errors, 429 (after Retry-After, at most 5 s) and 503. Retrying is safe:
+// the requestId makes the gateway answer a repeat as a duplicate.
+func sendReplay(ctx context.Context, hc *http.Client, o replayOptions, e replayEntry, st *replayStats) {
+	body, _ := json.Marshal(struct {
+		Room      string          `json:"room"`
+		Name      string          `json:"name"`
+		Body      json.RawMessage `json:"body"`
+		RequestID string          `json:"requestId"`
+	}{e.rec.Room, e.rec.Name, e.rec.Body, replayRequestID(e.rec.RequestID, o.runID)})
+	st.sent.Add(1)
+	where := fmt.Sprintf("line %d (room %s, %s)", e.line, e.rec.Room, e.rec.Name)
+	for attempt := 1; ; attempt++ {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, o.to+"/v1/broadcast", bytes.NewReader(body))
+		if err != nil {
+			st.fail("request", where+": "+err.Error())
+			return
+		}
+		req.Header.Set("Authorization", "Bearer "+o.key)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := hc.Do(req)
+		if err != nil {
+			if attempt < 3 && ctx.Err() == nil {
+				sleepCtx(ctx, time.Duration(attempt)*200*time.Millisecond)
+				continue
+			}
+			st.fail("network", where+": "+err.Error())
+			return
+		}
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		var ans replayAnswer
+		_ = json.Unmarshal(b, &ans)
+		if resp.StatusCode == http.StatusOK {
+			st.ok.Add(1)
+			st.stage(ans.Stage)
+			return
+		}
+		if (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) && attempt < 3 {
+			wait := time.Second
+			if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s >= 0 {
+				wait = min(time.Duration(s)*time.Second, 5*time.Second)
+			}
+			if sleepCtx(ctx, wait) {
+				continue
+			}
+		}
+		detail := strings.TrimSpace(string(b))
+		if ans.Error != nil {
+			detail = ans.Error.Code + ": " + ans.Error.Message
+		}
+		st.fail(strconv.Itoa(resp.StatusCode), fmt.Sprintf("%s: %d %s", where, resp.StatusCode, detail))
+		return
+	}
+}
+
+func mapKeys[V any](m map[string]V) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return strings.Join(keys, ", ")
+}
+
+func statusList(m map[string]int) string {
+	if len(m) == 0 {
+		return ""
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s: %d", k, m[k])
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
+}
+
+func stageList(m map[broadcast.Stage]int) string {
+	var parts []string
+	for _, s := range broadcast.Stages {
+		if m[s] > 0 {
+			parts = append(parts, fmt.Sprintf("%s=%d", s, m[s]))
+		}
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, " ")
+}
+
+// progress draws the replay's progress: one line redrawn with \r on a
+// terminal, a line every period otherwise.
+type progress struct {
+	w      io.Writer
+	total  int
+	tty    bool
+	every  time.Duration
+	quit   chan struct{}
+	once   sync.Once
+	mu     sync.Mutex
+	lastLn int
+}
+
+func newProgress(w io.Writer, total int, every time.Duration) *progress {
+	p := &progress{w: w, total: total, tty: isTerminal(w), every: every, quit: make(chan struct{})}
+	if p.tty {
+		p.every = 100 * time.Millisecond
+	}
+	return p
+}
+
+func (p *progress) run(ctx context.Context, st *replayStats, start time.Time) {
+	t := time.NewTicker(p.every)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			p.draw(st, start, false)
+		case <-p.quit:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (p *progress) stop() { p.once.Do(func() { close(p.quit) }) }
+
+func (p *progress) draw(st *replayStats, start time.Time, final bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	sent, ok := int(st.sent.Load()), int(st.ok.Load())
+	const width = 30
+	filled := 0
+	if p.total > 0 {
+		filled = sent * width / p.total
+	}
+	line := fmt.Sprintf("[%s%s] %d/%d %3d%%  ok %d  failed %d  %s",
+		strings.Repeat("#", filled), strings.Repeat(".", width-filled), sent, p.total, sent*100/max(p.total, 1),
+		ok, sent-ok, time.Since(start).Round(100*time.Millisecond))
+	switch {
+	case p.tty:
+		pad := ""
+		if n := p.lastLn - len(line); n > 0 {
+			pad = strings.Repeat(" ", n)
+		}
+		p.lastLn = len(line)
+		fmt.Fprintf(p.w, "\r%s%s", line, pad)
+		if final {
+			fmt.Fprintln(p.w)
+		}
+	default:
+		fmt.Fprintln(p.w, line)
+	}
+}
+
+// isTerminal reports whether w is a character device (a terminal).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// fetchSummary reads the comparator's summary rows of app from the admin
+// API.
+func fetchSummary(ctx context.Context, hc *http.Client, admin, token, app string) ([]shadow.ChannelSummary, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, admin+"/v1/admin/shadow/summary", nil)
+	if err != nil {
+		return nil, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /v1/admin/shadow/summary: %d %s", resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	var ans struct {
+		Channels []shadow.ChannelSummary `json:"channels"`
+	}
+	if err := json.Unmarshal(b, &ans); err != nil {
+		return nil, fmt.Errorf("GET /v1/admin/shadow/summary: %w", err)
+	}
+	var out []shadow.ChannelSummary
+	for _, c := range ans.Channels {
+		if c.App == app {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// decidedOutcomes are the outcomes that settle a compared message.
+var decidedOutcomes = []shadow.Outcome{shadow.OutcomeMatch, shadow.OutcomeMismatch, shadow.OutcomePrecisionLoss,
+	shadow.OutcomeMissingLegacy, shadow.OutcomeMissingRealtime, shadow.OutcomeUnobserved, shadow.OutcomeDropped}
+
+// settleSummary polls the summary until the replayed messages of compared
+// stages have an outcome each (the comparator decides a missing copy only
+// at its timeout) or o.settle has passed, and returns the last summary.
+func settleSummary(ctx context.Context, hc *http.Client, o replayOptions, before []shadow.ChannelSummary, expected int64) ([]shadow.ChannelSummary, error) {
+	deadline := time.Now().Add(o.settle)
+	for {
+		after, err := fetchSummary(ctx, hc, o.admin, o.adminToken, o.app)
+		if err != nil {
+			return nil, err
+		}
+		var decided int64
+		for _, d := range diffSummaries(before, after) {
+			for _, oc := range decidedOutcomes {
+				decided += d.Outcomes[oc]
+			}
+		}
+		if decided >= expected || !time.Now().Before(deadline) {
+			return after, nil
+		}
+		if !sleepCtx(ctx, 250*time.Millisecond) {
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// diffSummaries returns after minus before per channel (counts only),
+// negative differences clamped to 0 (the sliding window may have rotated
+// old counts out).
+func diffSummaries(before, after []shadow.ChannelSummary) []shadow.ChannelSummary {
+	prev := map[string]shadow.ChannelSummary{}
+	for _, b := range before {
+		prev[b.Channel] = b
+	}
+	var out []shadow.ChannelSummary
+	for _, a := range after {
+		d := shadow.ChannelSummary{App: a.App, Channel: a.Channel, Outcomes: map[shadow.Outcome]int64{}}
+		for oc, n := range a.Outcomes {
+			d.Outcomes[oc] = max(0, n-prev[a.Channel].Outcomes[oc])
+		}
+		d.Compared = max(0, a.Compared-prev[a.Channel].Compared)
+		out = append(out, d)
+	}
+	return out
+}
+
+// printParity prints the comparator's per-channel figures for the replayed
+// traffic.
+func printParity(w io.Writer, app string, before, after []shadow.ChannelSummary) {
+	diff := diffSummaries(before, after)
+	diff = slices.DeleteFunc(diff, func(d shadow.ChannelSummary) bool {
+		var n int64
+		for _, v := range d.Outcomes {
+			n += v
+		}
+		return n == 0
+	})
+	if len(diff) == 0 {
+		fmt.Fprintf(w, "parity (comparator, app %s): no replayed message was compared (stages legacy/realtime, or sampled out)\n", app)
+		return
+	}
+	fmt.Fprintf(w, "parity of the replayed traffic (comparator, app %s):\n", app)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "channel\tcompared\tmatch\tmismatch\tprecision_loss\tmissing_legacy\tmissing_realtime\tunobserved\tdropped\tduplicate\treordered\tparity %\t")
+	for _, d := range diff {
+		par := "-"
+		if d.Compared > 0 {
+			par = fmt.Sprintf("%.1f", 100*float64(d.Outcomes[shadow.OutcomeMatch])/float64(d.Compared))
+		}
+		oc := d.Outcomes
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t\n", d.Channel, d.Compared,
+			oc[shadow.OutcomeMatch], oc[shadow.OutcomeMismatch], oc[shadow.OutcomePrecisionLoss],
+			oc[shadow.OutcomeMissingLegacy], oc[shadow.OutcomeMissingRealtime], oc[shadow.OutcomeUnobserved],
+			oc[shadow.OutcomeDropped], oc[shadow.OutcomeDuplicate], oc[shadow.OutcomeReordered], par)
+	}
+	_ = tw.Flush()
+}

@@ -1,0 +1,143 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+const example = `
+env: dev
+listen: 127.0.0.1:8080
+admin:
+  listen: 127.0.0.1:9091
+  token: ${SWITCHYARD_ADMIN_TOKEN:-}
+log: {level: info, format: console}
+flags: {provider: file, file: configs/flags/dev.flagd.json}
+channels:
+  - {name: video-upload, events: [video.asset.attached, video.asset.detached, videoResource.created]}
+  - {name: video-ready,  events: [video.asset.ready, video.asset.errored]}
+  - {name: transcript,   events: [transcript.ready, transcriptWithScreenshots.ready]}
+  - {name: ai-stream,    events: [ai.message]}
+apps:
+  ai-hero:
+    apiKeys: ["${AI_HERO_GATEWAY_KEY}"]
+    party: {url: "http://127.0.0.1:1999", party: main}
+    realtime: {url: "http://127.0.0.1:8288", signingKey: "${INNGEST_SIGNING_KEY:-}", channel: "{room}"}
+shadow: {sampleRate: 1.0, timeout: 5s}
+`
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestParseExample(t *testing.T) {
+	c, err := Parse([]byte(example), env(map[string]string{"AI_HERO_GATEWAY_KEY": "key-0123456789abcdef:#x"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.Apps["ai-hero"].APIKeys[0], "key-0123456789abcdef:#x"; got != want {
+		t.Errorf("api key = %q, want %q", got, want)
+	}
+	if got, want := c.Apps["ai-hero"].Party.PathPrefix, "/parties"; got != want {
+		t.Errorf("pathPrefix default = %q, want %q", got, want)
+	}
+	if got, want := c.Shadow.Timeout.String(), "5s"; got != want {
+		t.Errorf("shadow.timeout = %q, want %q", got, want)
+	}
+	if got, want := c.SampleRate("video-ready"), 1.0; got != want {
+		t.Errorf("sample rate = %v, want %v", got, want)
+	}
+	r := c.Redacted()
+	if got := r.Apps["ai-hero"].APIKeys[0]; got != "[redacted]" {
+		t.Errorf("redacted key = %q", got)
+	}
+	if c.Apps["ai-hero"].APIKeys[0] == "[redacted]" {
+		t.Error("Redacted modified the original")
+	}
+}
+
+func TestParseErrorsNameTheField(t *testing.T) {
+	good := map[string]string{"AI_HERO_GATEWAY_KEY": "key-0123456789abcdef"}
+	tests := []struct {
+		name, from, to string
+		env            map[string]string
+		want           string
+	}{
+		{"unset var", "", "", map[string]string{}, "apps.ai-hero.apiKeys[0]: environment variable AI_HERO_GATEWAY_KEY is not set"},
+		{"missing scheme", `url: "http://127.0.0.1:1999"`, `url: "127.0.0.1:1999"`, good, "apps.ai-hero.party.url: missing scheme"},
+		{"bad scheme", `url: "http://127.0.0.1:8288"`, `url: "ftp://x"`, good, `apps.ai-hero.realtime.url: scheme "ftp"`},
+		{"bad env", "env: dev", "env: qa", good, `env: "qa" is not one of`},
+		{"prod needs admin token", "env: dev", "env: prod", good, "admin.token: required in env prod"},
+		{"admin beyond loopback", "listen: 127.0.0.1:9091", "listen: 0.0.0.0:9091", good, "admin.token: required when admin.listen"},
+		{"unknown key", "log: {", "bogus: 1\nlog: {", good, "bogus: unknown key"},
+		{"dup event", "events: [ai.message]", "events: [ai.message, video.asset.ready]", good, `channels[3].events[1]: event "video.asset.ready" already belongs to channel "video-ready"`},
+		{"reserved channel", "name: ai-stream", "name: default", good, `channels[3].name: "default" is reserved`},
+		{"bad template", `channel: "{room}"`, `channel: "{user}"`, good, "apps.ai-hero.realtime.channel"},
+		{"bad signing key", `signingKey: "${INNGEST_SIGNING_KEY:-}"`, `signingKey: "nope"`, good, "apps.ai-hero.realtime.signingKey: must look like"},
+		{"short key", "", "", map[string]string{"AI_HERO_GATEWAY_KEY": "short"}, "apps.ai-hero.apiKeys[0]: must be at least 16 characters"},
+		{"nested unknown key", "party: {", "party: {bogus: 1, ", good, "field bogus not found"},
+		{"sample rate", "sampleRate: 1.0", "sampleRate: 2", good, "shadow.sampleRate: must be between 0 and 1"},
+		{"flag file", "file: configs/flags/dev.flagd.json", "file: ''", good, "flags.file: required for provider file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			doc := strings.Replace(example, tt.from, tt.to, 1)
+			_, err := Parse([]byte(doc), env(tt.env))
+			if err == nil {
+				t.Fatalf("Parse succeeded, want error containing %q", tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error = %q, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestExpandDefaultsAndSecretsList(t *testing.T) {
+	doc := strings.Replace(example, `signingKey: "${INNGEST_SIGNING_KEY:-}"`, `signingKey: "${INNGEST_SIGNING_KEY:-signkey-test-00ff}"`, 1)
+	c, err := Parse([]byte(doc), env(map[string]string{"AI_HERO_GATEWAY_KEY": "key-0123456789abcdef"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.Apps["ai-hero"].Realtime.SigningKey, "signkey-test-00ff"; got != want {
+		t.Errorf("signingKey = %q, want %q", got, want)
+	}
+	secrets := c.Secrets()
+	if len(secrets) != 2 {
+		t.Errorf("Secrets() = %d values, want 2 (api key, signing key)", len(secrets))
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(example))
+	f.Add([]byte("env: ${X:-dev}\n"))
+	f.Add([]byte("apps: {a: {apiKeys: [1]}}"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse(data, func(string) string { return "0123456789abcdef0123" })
+		if err == nil && c.Validate() != nil {
+			t.Fatalf("Parse accepted a config that Validate refuses")
+		}
+	})
+}
+
+// TestShippedConfigsLoad loads every config under configs/ with the
+// variables they need, so a broken shipped config fails CI.
+func TestShippedConfigsLoad(t *testing.T) {
+	vars := map[string]string{
+		"SWITCHYARD_ADMIN_TOKEN": "admin-token-0123456789", "AI_HERO_GATEWAY_KEY": "gw-key-0123456789abcdef",
+		"AI_HERO_DROPIN_SECRET": "dropin-secret", "AI_HERO_PARTYKIT_URL": "https://ai-hero.example.partykit.dev",
+		"INNGEST_SIGNING_KEY": "signkey-prod-0011aabb", "AI_HERO_GRANT_SECRET": "grant-secret-0123456789abcdef0123456789",
+	}
+	for _, name := range []string{"dev", "staging", "prod"} {
+		t.Run(name, func(t *testing.T) {
+			c, err := Load("../configs/"+name+".yaml", env(vars))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := c.Env, name; got != want {
+				t.Errorf("env = %q, want %q", got, want)
+			}
+			if got, want := c.Flags.File, "../configs/flags/"+name+".flagd.json"; got != want {
+				t.Errorf("flags.file = %q, want %q (relative to the config file)", got, want)
+			}
+		})
+	}
+}

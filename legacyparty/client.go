@@ -1,0 +1,118 @@
+package legacyparty
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"go.uber.org/zap"
+
+	"github.com/switchyard/switchyard/broadcast"
+	"github.com/switchyard/switchyard/upstream"
+)
+
+// Client publishes messages to the rooms of one app's PartyKit deployment.
+// It is safe for concurrent use, holds no per-call state, and owns no
+// goroutines; the *http.Client is shared, not owned.
+type Client struct {
+	cfg    Config
+	caller *upstream.Caller
+	log    *zap.Logger
+}
+
+var _ broadcast.Publisher = (*Client)(nil)
+
+// NewClient validates cfg and returns a Client. hc is the shared HTTP client
+// (nil: a client over upstream.NewTransport(0)); m may be nil; a nil logger
+// is replaced by zap.NewNop().
+func NewClient(cfg Config, hc *http.Client, m *upstream.Metrics, logger *zap.Logger) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("legacyparty: config: %w", err)
+	}
+	if hc == nil {
+		hc = &http.Client{Transport: upstream.NewTransport(0)}
+	}
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	cfg = cfg.WithDefaults()
+	return &Client{
+		cfg: cfg,
+		caller: &upstream.Caller{
+			Client:    hc,
+			Policy:    cfg.Policy.WithDefaults(),
+			Transport: string(broadcast.TransportLegacy),
+			Metrics:   m,
+		},
+		log: logger,
+	}, nil
+}
+
+// Publish POSTs m.Envelope, byte for byte, to the room m.Room of the party
+// m.Party (or the configured party), with Content-Type
+// text/plain;charset=UTF-8 as the apps send it. It blocks until PartyKit
+// answered 2xx, the attempts ran out, or ctx or the policy's Timeout ended,
+// retrying network errors, 5xx and 429 (see upstream.Caller). A failure is
+// an *broadcast.Error: EUPSTREAM with a client-safe Message and the cause in
+// Err, or EROOM/EINVALID for a message that cannot be addressed (then no
+// request is made). PublishResult.Attempts is set in every case.
+func (c *Client) Publish(ctx context.Context, m *broadcast.Message) (broadcast.PublishResult, error) {
+	if m == nil || len(m.Envelope) == 0 {
+		return broadcast.PublishResult{}, broadcast.Errorf(broadcast.EINVALID, "message has no envelope")
+	}
+	path, err := c.cfg.roomPath(m.Party, m.Room)
+	if err != nil {
+		return broadcast.PublishResult{}, err
+	}
+	target := c.cfg.URL + path
+	_, attempts, err := c.caller.Do(ctx, "publish", func(ctx context.Context) (*http.Request, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(m.Envelope))
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Content-Type", "text/plain;charset=UTF-8")
+		if c.cfg.SecretHeader != "" {
+			req.Header.Set(c.cfg.SecretHeader, c.cfg.Secret)
+		}
+		return req, nil
+	})
+	res := broadcast.PublishResult{Attempts: attempts}
+	if err != nil {
+		c.log.Debug("legacy publish failed",
+			zap.String("app", m.App), zap.String("room", m.Room), zap.String("requestId", m.RequestID),
+			zap.Int("attempts", attempts), zap.Error(err))
+		return res, &broadcast.Error{
+			Code:      broadcast.EUPSTREAM,
+			Transport: broadcast.TransportLegacy,
+			Message:   "legacy transport (PartyKit) failed: " + describeFailure(err, attempts),
+			Err:       fmt.Errorf("legacyparty: publish %q: %w", m.Room, err),
+		}
+	}
+	return res, nil
+}
+
+// describeFailure renders a client-safe summary of a failed call: it
+// names the status or the class of error, never the upstream's answer text
+// or address.
+func describeFailure(err error, attempts int) string {
+	var se *upstream.StatusError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("answered %d after %s", se.Status, plural(attempts))
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Sprintf("timed out after %s", plural(attempts))
+	case errors.Is(err, context.Canceled):
+		return fmt.Sprintf("canceled after %s", plural(attempts))
+	default:
+		return fmt.Sprintf("network error after %s", plural(attempts))
+	}
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return "1 attempt"
+	}
+	return fmt.Sprintf("%d attempts", n)
+}

@@ -1,0 +1,197 @@
+// Package legacyparty is Switchyard's legacy transport: it publishes
+// messages to PartyKit rooms over HTTP (Client) and watches rooms over
+// WebSocket the way a browser does (Subscribe, Watcher), speaking the wire
+// facts of shared/protocols.md. Its test server lives in partytest and a
+// real PartyKit dev server for tests in partykitdev.
+package legacyparty
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/switchyard/switchyard/broadcast"
+	"github.com/switchyard/switchyard/upstream"
+)
+
+// Defaults of Config.
+const (
+	// DefaultParty is the party apps publish to ("main", the party of
+	// partykit.json's "main" entry).
+	DefaultParty = "main"
+	// DefaultPathPrefix is the general route prefix: {prefix}/{party}/{room}.
+	DefaultPathPrefix = "/parties"
+	// AliasPathPrefix is PartyKit's alias of "/parties/main": with it the
+	// path is {prefix}/{room} and only the party "main" can be addressed.
+	// A partyserver/wrangler deployment has no alias.
+	AliasPathPrefix = "/party"
+)
+
+// Config locates one app's PartyKit deployment. The zero value is not
+// valid: URL is required. Call Validate (NewClient and NewWatcher do).
+//
+// The room path is {URL}{PathPrefix}/{party}/{url.PathEscape(room)}, where
+// party is the message's Party, else Config.Party. With PathPrefix
+// "/party" (AliasPathPrefix) the party segment is omitted, which PartyKit
+// treats as party "main": Party must then be "" or "main", and so must the
+// Party of every message published through it.
+type Config struct {
+	// URL is the base URL including the scheme, e.g. http://127.0.0.1:1999
+	// (http or https; a trailing slash is ignored; no query or fragment).
+	URL string `yaml:"url"`
+	// Party is the default party name (default "main").
+	Party string `yaml:"party"`
+	// PathPrefix is the route prefix (default "/parties").
+	PathPrefix string `yaml:"pathPrefix"`
+	// SecretHeader and Secret, if set, are sent as a shared-secret header
+	// on every publish (both or neither). The secret is never logged.
+	SecretHeader string `yaml:"secretHeader"`
+	Secret       string `yaml:"secret"`
+	// Policy is the publish deadline and retry policy (zero fields take
+	// upstream's defaults).
+	Policy upstream.Policy `yaml:"policy"`
+}
+
+// WithDefaults returns c with empty Party and PathPrefix filled in. With the
+// alias prefix Party stays as given ("" and "main" are equivalent there).
+func (c Config) WithDefaults() Config {
+	c.URL = strings.TrimRight(c.URL, "/")
+	if c.PathPrefix == "" {
+		c.PathPrefix = DefaultPathPrefix
+	}
+	c.PathPrefix = strings.TrimRight(c.PathPrefix, "/")
+	if c.Party == "" && c.PathPrefix != AliasPathPrefix {
+		c.Party = DefaultParty
+	}
+	return c
+}
+
+// Validate reports the first invalid field of c (after defaults), naming
+// it, e.g. "url: missing scheme".
+func (c Config) Validate() error {
+	if err := validateBaseURL(c.URL, "http", "https"); err != nil {
+		return err
+	}
+	c = c.WithDefaults()
+	if err := validatePrefix(c.PathPrefix); err != nil {
+		return err
+	}
+	if c.PathPrefix == AliasPathPrefix {
+		if c.Party != "" && c.Party != DefaultParty {
+			return fmt.Errorf("party: %q cannot be addressed through the %q alias (only %q)", c.Party, AliasPathPrefix, DefaultParty)
+		}
+	} else if err := ValidateParty(c.Party); err != nil {
+		return fmt.Errorf("party: %w", err)
+	}
+	if (c.SecretHeader == "") != (c.Secret == "") {
+		return errors.New("secretHeader: secretHeader and secret must be set together")
+	}
+	if c.SecretHeader != "" && !isToken(c.SecretHeader) {
+		return fmt.Errorf("secretHeader: %q is not a valid HTTP header name", c.SecretHeader)
+	}
+	if strings.ContainsAny(c.Secret, "\r\n\x00") {
+		return errors.New("secret: contains a line break or NUL")
+	}
+	p := c.Policy
+	if p.Timeout < 0 || p.AttemptTimeout < 0 || p.MaxAttempts < 0 || p.BackoffBase < 0 || p.BackoffMax < 0 {
+		return errors.New("policy: durations and maxAttempts must not be negative")
+	}
+	return nil
+}
+
+// ValidateParty reports whether name is usable as a party path segment:
+// 1 to 64 bytes of ASCII letters, digits, '-', '_' or '.'.
+func ValidateParty(name string) error {
+	if name == "" {
+		return errors.New("required")
+	}
+	if len(name) > 64 {
+		return fmt.Errorf("%d bytes, longer than 64", len(name))
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return fmt.Errorf("character %q at byte %d is not allowed (letters, digits, '-', '_', '.')", c, i)
+		}
+	}
+	if name == "." || name == ".." {
+		return fmt.Errorf("%q is not a usable path segment", name)
+	}
+	return nil
+}
+
+// roomPath returns {prefix}[/{party}]/{escaped room}. party "" means the
+// configured default. It fails (EINVALID/EROOM *broadcast.Error) for a bad
+// party or room.
+func (c Config) roomPath(party, room string) (string, error) {
+	if err := broadcast.ValidateRoom(room); err != nil {
+		return "", err
+	}
+	if c.PathPrefix == AliasPathPrefix {
+		if party != "" && party != DefaultParty {
+			return "", broadcast.Errorf(broadcast.EINVALID, "party: %q cannot be addressed through the %q alias", party, AliasPathPrefix)
+		}
+		return c.PathPrefix + "/" + url.PathEscape(room), nil
+	}
+	if party == "" {
+		party = c.Party
+	}
+	if err := ValidateParty(party); err != nil {
+		return "", broadcast.Errorf(broadcast.EINVALID, "party: %v", err)
+	}
+	return c.PathPrefix + "/" + party + "/" + url.PathEscape(room), nil
+}
+
+func validateBaseURL(raw string, schemes ...string) error {
+	if raw == "" {
+		return errors.New("url: required")
+	}
+	if !strings.Contains(raw, "://") {
+		return errors.New("url: missing scheme (want e.g. http://127.0.0.1:1999)")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("url: %w", err)
+	}
+	ok := false
+	for _, s := range schemes {
+		ok = ok || u.Scheme == s
+	}
+	if !ok {
+		return fmt.Errorf("url: scheme %q not supported (want %s)", u.Scheme, strings.Join(schemes, " or "))
+	}
+	if u.Host == "" {
+		return errors.New("url: missing host")
+	}
+	if u.User != nil {
+		return errors.New("url: must not contain credentials")
+	}
+	if u.RawQuery != "" || u.Fragment != "" || strings.Contains(raw, "?") || strings.Contains(raw, "#") {
+		return errors.New("url: must not contain a query or fragment")
+	}
+	return nil
+}
+
+func validatePrefix(p string) error {
+	if !strings.HasPrefix(p, "/") {
+		return fmt.Errorf("pathPrefix: %q must start with '/'", p)
+	}
+	if strings.ContainsAny(p, "?#% \t\r\n") {
+		return fmt.Errorf("pathPrefix: %q contains a character that is not allowed", p)
+	}
+	return nil
+}
+
+func isToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
+			continue
+		}
+		if !strings.ContainsRune("!#$%&'*+-.^_`|~", rune(c)) {
+			return false
+		}
+	}
+	return s != ""
+}

@@ -1,0 +1,264 @@
+//go:build unix
+
+// Package partykitdev runs the real PartyKit dev server of the npm fixture
+// in test/partykit for tests, so that the conformance suite checks the
+// wire facts against PartyKit itself and not only against partytest.
+//
+// The fixture must be installed first: `make test-deps` (npm ci in
+// test/partykit). Setting SWITCHYARD_PARTYKIT_URL to a running server's
+// base URL skips the start-up.
+package partykitdev
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// EnvURL names the environment variable that points the tests at an
+// already running PartyKit server instead of starting one.
+const EnvURL = "SWITCHYARD_PARTYKIT_URL"
+
+// ReadyTimeout bounds the start-up of the dev server.
+const ReadyTimeout = 60 * time.Second
+
+// FixtureDir is the fixture's path relative to the module root.
+const FixtureDir = "test/partykit"
+
+// Server is a running dev server process. Its methods are safe for
+// concurrent use.
+type Server struct {
+	url  string
+	cmd  *exec.Cmd
+	out  *tailBuffer
+	done chan struct{}
+	once sync.Once
+}
+
+// URL is the base URL, e.g. http://127.0.0.1:PORT.
+func (s *Server) URL() string { return s.url }
+
+// Output returns the last 64 KiB the process wrote (stdout and stderr).
+func (s *Server) Output() string {
+	if s.out == nil {
+		return ""
+	}
+	return s.out.String()
+}
+
+// Close kills the server's whole process group and waits for it (at most
+// about 2 s for grandchildren to disappear). It is
+// idempotent; a Server for an external URL has nothing to close.
+func (s *Server) Close() {
+	s.once.Do(func() {
+		if s.cmd == nil || s.cmd.Process == nil {
+			return
+		}
+		pgid := s.cmd.Process.Pid
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		<-s.done
+		// The grandchildren (workerd) die asynchronously: wait briefly
+		// until the group is empty so no port or CPU outlives Close.
+		for i := 0; i < 200 && syscall.Kill(-pgid, 0) == nil; i++ {
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}
+
+// Launch starts the dev server of the fixture under moduleRoot on a free
+// loopback port in its own process group and waits until it answers HTTP
+// (at most ReadyTimeout, or until ctx ends). The caller owns the Server and
+// must Close it. It fails if the fixture's node_modules is missing.
+func Launch(ctx context.Context, moduleRoot string) (*Server, error) {
+	dir := filepath.Join(moduleRoot, FixtureDir)
+	bin := filepath.Join(dir, "node_modules", ".bin", "partykit")
+	if _, err := os.Stat(bin); err != nil {
+		return nil, fmt.Errorf("partykitdev: %s not installed: run `make test-deps` (npm ci in test/partykit): %w", bin, err)
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, fmt.Errorf("partykitdev: %w", err)
+	}
+	cmd := exec.Command(bin, "dev", "--port", strconv.Itoa(port), "--no-hotkeys",
+		"--disable-request-cf-fetch", "--persist", "false")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "NO_UPDATE_NOTIFIER=1", "CI=1", "BROWSER=none")
+	out := &tailBuffer{max: 64 << 10}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.Stdin = nil
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("partykitdev: start %s: %w", bin, err)
+	}
+	s := &Server{url: "http://127.0.0.1:" + strconv.Itoa(port), cmd: cmd, out: out, done: make(chan struct{})}
+	var waitErr error
+	go func() {
+		waitErr = cmd.Wait()
+		close(s.done)
+	}()
+	ctx, cancel := context.WithTimeout(ctx, ReadyTimeout)
+	defer cancel()
+	hc := &http.Client{Timeout: time.Second}
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.url+"/parties/main/ready-probe", nil)
+		if resp, err := hc.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return s, nil
+			}
+		}
+		select {
+		case <-s.done:
+			return nil, fmt.Errorf("partykitdev: dev server exited before it was ready (%v); output:\n%s", waitErr, out.String())
+		case <-ctx.Done():
+			s.Close()
+			return nil, fmt.Errorf("partykitdev: dev server not ready within %s: %w; output:\n%s", ReadyTimeout, ctx.Err(), out.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Start returns the base URL of a PartyKit server for tb: the value of
+// SWITCHYARD_PARTYKIT_URL if set, else a dev server started for tb alone
+// and killed on tb.Cleanup (its output is logged if tb failed). It calls
+// tb.Fatal if the fixture is not installed or the server does not start;
+// it never skips. Start-up takes seconds: prefer Shared.
+func Start(tb testing.TB) string {
+	tb.Helper()
+	if u := os.Getenv(EnvURL); u != "" {
+		return u
+	}
+	root, err := ModuleRoot()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s, err := Launch(context.Background(), root)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if tb.Failed() {
+			tb.Logf("partykit dev output:\n%s", s.Output())
+		}
+		s.Close()
+	})
+	return s.URL()
+}
+
+// Shared starts one dev server on first use and shares it among the tests
+// of one test binary. Declare one in the test package and Close it after
+// m.Run in TestMain:
+//
+//	var pk partykitdev.Shared
+//	func TestMain(m *testing.M) { code := m.Run(); pk.Close(); os.Exit(code) }
+//
+// The zero value is ready to use; its methods are safe for concurrent use.
+type Shared struct {
+	once sync.Once
+	srv  *Server
+	url  string
+	err  error
+}
+
+// URL returns the shared server's base URL, starting it on first call
+// (SWITCHYARD_PARTYKIT_URL wins if set). It calls tb.Fatal when the server
+// cannot be started, on this and every later call.
+func (p *Shared) URL(tb testing.TB) string {
+	tb.Helper()
+	p.once.Do(func() {
+		if u := os.Getenv(EnvURL); u != "" {
+			p.url = u
+			return
+		}
+		root, err := ModuleRoot()
+		if err != nil {
+			p.err = err
+			return
+		}
+		p.srv, p.err = Launch(context.Background(), root)
+		if p.err == nil {
+			p.url = p.srv.URL()
+		}
+	})
+	if p.err != nil {
+		tb.Fatal(p.err)
+	}
+	return p.url
+}
+
+// Output returns the shared server's recent output ("" if none runs).
+func (p *Shared) Output() string {
+	if p.srv == nil {
+		return ""
+	}
+	return p.srv.Output()
+}
+
+// Close stops the shared server if one was started.
+func (p *Shared) Close() {
+	if p.srv != nil {
+		p.srv.Close()
+	}
+}
+
+// ModuleRoot walks up from the working directory to the directory that
+// holds go.mod.
+func ModuleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("partykitdev: %w", err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("partykitdev: go.mod not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+	max int
+}
+
+func (b *tailBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf.Write(p)
+	if over := b.buf.Len() - b.max; over > 0 {
+		b.buf.Next(over)
+	}
+	return len(p), nil
+}
+
+func (b *tailBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

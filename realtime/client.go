@@ -1,0 +1,315 @@
+// Package realtime is Switchyard's Inngest Realtime transport: Client
+// publishes messages and mints subscription tokens over HTTP, Subscriber
+// holds one WebSocket subscription connection, and Watcher gives the shadow
+// comparator a browser's view of a room. The wire facts it follows are in
+// shared/protocols.md ("Inngest Realtime"); realtimetest is its test server.
+package realtime
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/switchyard/switchyard/broadcast"
+	"github.com/switchyard/switchyard/hs256"
+	"github.com/switchyard/switchyard/upstream"
+)
+
+// Client publishes to and mints tokens from one app's Inngest Realtime
+// upstream. It is immutable after NewClient and safe for concurrent use.
+type Client struct {
+	app    string
+	base   string // URL without trailing slash
+	segs   []segment
+	topics map[string]string
+	auth   []string // "Bearer ..." values, primary first; empty without a key
+	caller *upstream.Caller
+	logger *zap.Logger
+}
+
+var (
+	_ broadcast.Publisher = (*Client)(nil)
+	_ TokenSource         = (*Client)(nil)
+)
+
+// NewClient validates cfg and returns the Client of app. hc is the shared
+// HTTP client (nil: a new one on upstream.NewTransport); m may be nil;
+// logger nil becomes a no-op logger.
+func NewClient(app string, cfg Config, hc *http.Client, m *upstream.Metrics, logger *zap.Logger) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("realtime: app %q: %w", app, err)
+	}
+	if hc == nil {
+		hc = &http.Client{Transport: upstream.NewTransport(0)}
+	}
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	segs, _ := parseTemplate(cfg.ChannelTemplate) // validated above
+	c := &Client{
+		app:    app,
+		base:   strings.TrimRight(cfg.URL, "/"),
+		segs:   segs,
+		topics: make(map[string]string, len(cfg.Topics)),
+		caller: &upstream.Caller{Client: hc, Policy: cfg.Policy.WithDefaults(), Transport: string(broadcast.TransportRealtime), Metrics: m},
+		logger: logger.With(zap.String("app", app), zap.String("transport", "realtime")),
+	}
+	for k, v := range cfg.Topics {
+		c.topics[k] = v
+	}
+	for _, k := range []string{cfg.SigningKey, cfg.FallbackSigningKey} {
+		if k == "" {
+			continue
+		}
+		h, _ := HashSigningKey(k) // validated above
+		c.auth = append(c.auth, "Bearer "+h)
+	}
+	return c, nil
+}
+
+// App returns the app this client serves.
+func (c *Client) App() string { return c.app }
+
+// URL returns the configured base URL without a trailing slash.
+func (c *Client) URL() string { return c.base }
+
+// Channel expands the channel template for room and the configured channel
+// name.
+func (c *Client) Channel(room, channel string) string {
+	var b strings.Builder
+	for _, s := range c.segs {
+		switch s.ph {
+		case "":
+			b.WriteString(s.lit)
+		case "{room}":
+			b.WriteString(room)
+		case "{app}":
+			b.WriteString(c.app)
+		case "{channel}":
+			b.WriteString(channel)
+		}
+	}
+	return b.String()
+}
+
+// Topic returns the Inngest topic of a configured channel name.
+func (c *Client) Topic(channel string) string {
+	if t, ok := c.topics[channel]; ok {
+		return t
+	}
+	return channel
+}
+
+// TopicsFor returns the distinct topics of channels, in first-seen order.
+func (c *Client) TopicsFor(channels []string) []string {
+	out := make([]string, 0, len(channels))
+	seen := make(map[string]bool, len(channels))
+	for _, ch := range channels {
+		t := c.Topic(ch)
+		if !seen[t] {
+			seen[t] = true
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// Publish sends m.Envelope, byte for byte, to the channel and topic of
+// m.Room and m.Channel. It refuses an envelope over
+// broadcast.MaxRealtimeBody before sending (ETOOLARGE, zero attempts),
+// retries transient failures under the configured Policy within ctx, and
+// retries once with the fallback key on 401/403. Failures are
+// *broadcast.Error with code EUPSTREAM. Safe for concurrent use.
+func (c *Client) Publish(ctx context.Context, m *broadcast.Message) (broadcast.PublishResult, error) {
+	if m == nil {
+		return broadcast.PublishResult{}, broadcast.Errorf(broadcast.EINVALID, "message: required")
+	}
+	if len(m.Envelope) > broadcast.MaxRealtimeBody {
+		return broadcast.PublishResult{}, &broadcast.Error{
+			Code: broadcast.ETOOLARGE, Transport: broadcast.TransportRealtime,
+			Message: fmt.Sprintf("message envelope is %d bytes, over the %d byte limit of the realtime transport", len(m.Envelope), broadcast.MaxRealtimeBody),
+		}
+	}
+	q := url.Values{"channel": {c.Channel(m.Room, m.Channel)}, "topic": {c.Topic(m.Channel)}}
+	target := c.base + "/v1/realtime/publish?" + q.Encode()
+	_, attempts, err := c.call(ctx, "publish", func(ctx context.Context, auth string) (*http.Request, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(m.Envelope))
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		return req, nil
+	})
+	res := broadcast.PublishResult{Attempts: attempts}
+	if err != nil {
+		return res, upstreamError("publish", err, fmt.Errorf("realtime: publish room %q: %w", m.Room, err))
+	}
+	return res, nil
+}
+
+// call runs one upstream call with the primary key and, after a 401/403,
+// once more with the fallback key. attempts adds up both.
+func (c *Client) call(ctx context.Context, op string, build func(ctx context.Context, auth string) (*http.Request, error)) (upstream.Response, int, error) {
+	keys := c.auth
+	if len(keys) == 0 {
+		keys = []string{""}
+	}
+	total := 0
+	var lastErr error
+	for i, auth := range keys {
+		resp, n, err := c.caller.Do(ctx, op, func(ctx context.Context) (*http.Request, error) { return build(ctx, auth) })
+		total += n
+		if err == nil {
+			if i > 0 {
+				c.logger.Warn("realtime: primary signing key refused, fallback key accepted", zap.String("op", op))
+			}
+			return resp, total, nil
+		}
+		lastErr = err
+		var se *upstream.StatusError
+		if !errors.As(err, &se) || (se.Status != http.StatusUnauthorized && se.Status != http.StatusForbidden) {
+			break
+		}
+	}
+	return upstream.Response{}, total, lastErr
+}
+
+// upstreamError wraps cause in a client-safe EUPSTREAM error.
+func upstreamError(op string, status, cause error) *broadcast.Error {
+	msg := "inngest realtime " + op + " failed"
+	var se *upstream.StatusError
+	switch {
+	case errors.As(status, &se) && (se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden):
+		msg = fmt.Sprintf("inngest realtime refused the signing key (%d)", se.Status)
+	case errors.As(status, &se):
+		msg = fmt.Sprintf("inngest realtime %s answered %d", op, se.Status)
+	case errors.Is(status, context.DeadlineExceeded):
+		msg = "inngest realtime " + op + " timed out"
+	case errors.Is(status, context.Canceled):
+		msg = "inngest realtime " + op + " canceled"
+	}
+	return &broadcast.Error{Code: broadcast.EUPSTREAM, Transport: broadcast.TransportRealtime, Message: msg, Err: cause}
+}
+
+// Token is a subscription token as browsers need it (the JS client's token
+// object): Key is the JWT, ExpiresAt its exp.
+type Token struct {
+	Key       string    `json:"key"`
+	Channel   string    `json:"channel"`
+	Topics    []string  `json:"topics"`
+	ExpiresAt time.Time `json:"expiresAt"`
+}
+
+// TokenSource mints subscription tokens; *Client is one. Implementations
+// must be safe for concurrent use.
+type TokenSource interface {
+	MintToken(ctx context.Context, channel string, topics []string) (Token, error)
+}
+
+type tokenTopic struct {
+	Channel string `json:"channel"`
+	Name    string `json:"name"`
+	Kind    string `json:"kind"`
+}
+
+// MintToken asks the upstream for a token subscribing to topics of channel
+// (POST /v1/realtime/token, signing-key auth, fallback key on 401/403) and
+// validates the answer. Errors are *broadcast.Error with code EUPSTREAM (or
+// EINVALID for bad arguments). The token is never logged. Safe for
+// concurrent use.
+func (c *Client) MintToken(ctx context.Context, channel string, topics []string) (Token, error) {
+	if channel == "" {
+		return Token{}, broadcast.Errorf(broadcast.EINVALID, "channel: required")
+	}
+	if len(topics) == 0 {
+		return Token{}, broadcast.Errorf(broadcast.EINVALID, "topics: at least one required")
+	}
+	reqBody := make([]tokenTopic, len(topics))
+	for i, t := range topics {
+		if t == "" {
+			return Token{}, broadcast.Errorf(broadcast.EINVALID, "topics[%d]: empty", i)
+		}
+		reqBody[i] = tokenTopic{Channel: channel, Name: t, Kind: "run"}
+	}
+	body, err := json.Marshal(reqBody)
+	if err != nil {
+		return Token{}, fmt.Errorf("realtime: token: encode: %w", err)
+	}
+	target := c.base + "/v1/realtime/token"
+	resp, _, err := c.call(ctx, "token", func(ctx context.Context, auth string) (*http.Request, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		return req, nil
+	})
+	if err != nil {
+		return Token{}, upstreamError("token", err, fmt.Errorf("realtime: token for channel %q: %w", channel, err))
+	}
+	jwt, exp, err := decodeTokenAnswer(resp.Status, resp.Body)
+	if err != nil {
+		return Token{}, &broadcast.Error{Code: broadcast.EUPSTREAM, Transport: broadcast.TransportRealtime,
+			Message: "inngest realtime token answer was not usable",
+			Err:     fmt.Errorf("realtime: token for channel %q: %w", channel, err)}
+	}
+	return Token{Key: jwt, Channel: channel, Topics: append([]string(nil), topics...), ExpiresAt: exp}, nil
+}
+
+// decodeTokenAnswer validates a token endpoint answer: status 200 or 201, a
+// JSON object with a non-empty string "jwt" that parses as a compact JWT
+// carrying an exp. The error never contains the token.
+func decodeTokenAnswer(status int, body []byte) (string, time.Time, error) {
+	if status != http.StatusCreated && status != http.StatusOK {
+		return "", time.Time{}, fmt.Errorf("answer status %d, want 201", status)
+	}
+	var ans struct {
+		JWT *string `json:"jwt"`
+	}
+	b := bytes.TrimSpace(body)
+	if len(b) == 0 || b[0] != '{' {
+		return "", time.Time{}, errors.New("answer is not a JSON object")
+	}
+	if err := json.Unmarshal(b, &ans); err != nil {
+		return "", time.Time{}, fmt.Errorf("answer: %v", jsonErrorShape(err))
+	}
+	if ans.JWT == nil || *ans.JWT == "" {
+		return "", time.Time{}, errors.New(`answer: "jwt" missing or empty`)
+	}
+	var reg hs256.Registered
+	if err := hs256.ParseUnverified(*ans.JWT, &reg); err != nil {
+		return "", time.Time{}, fmt.Errorf("answer: jwt: %w", err)
+	}
+	if reg.ExpiresAt == nil {
+		return "", time.Time{}, errors.New("answer: jwt has no exp claim")
+	}
+	return *ans.JWT, reg.ExpiresAt.Time(), nil
+}
+
+// jsonErrorShape keeps the type of a JSON decode error without echoing the
+// input (which may hold a token).
+func jsonErrorShape(err error) error {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return fmt.Errorf("field %q has JSON type %s, want %s", te.Field, te.Value, te.Type)
+	}
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Errorf("invalid JSON at offset %d", se.Offset)
+	}
+	return errors.New("invalid JSON")
+}

@@ -1,0 +1,154 @@
+package realtime
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+
+	"github.com/switchyard/switchyard/upstream"
+)
+
+// DefaultChannelTemplate maps a room onto the Inngest channel of the same
+// name; the configured channels become topics of that channel.
+const DefaultChannelTemplate = "{room}"
+
+// Config is one app's Inngest Realtime configuration. It is plain data,
+// validated once by Validate (NewClient calls it).
+type Config struct {
+	// URL is the API base, e.g. http://127.0.0.1:8288 (dev server) or
+	// https://api.inngest.com. Paths /v1/realtime/... are appended.
+	URL string `yaml:"url"`
+	// SigningKey is the app's signing key, signkey-{env}-{hex}. Empty sends
+	// no Authorization header (the dev server needs none).
+	SigningKey string `yaml:"signingKey"`
+	// FallbackSigningKey is tried once when the upstream answers 401/403
+	// with SigningKey (key rotation).
+	FallbackSigningKey string `yaml:"fallbackSigningKey"`
+	// ChannelTemplate builds the Inngest channel from {room}, {app} and
+	// {channel} (the configured channel name); default "{room}". It must
+	// contain {room} so that rooms never share a channel.
+	ChannelTemplate string `yaml:"channelTemplate"`
+	// Topics maps a configured channel name to its Inngest topic; a channel
+	// absent from the map uses its own name as topic.
+	Topics map[string]string `yaml:"topics"`
+	// Policy is the deadline and retry policy of publish and token calls.
+	Policy upstream.Policy `yaml:"-"`
+}
+
+var (
+	signingKeyRe = regexp.MustCompile(`^(signkey-[a-z0-9]+-)([0-9a-fA-F]+)$`)
+	placeholders = map[string]bool{"{room}": true, "{app}": true, "{channel}": true}
+)
+
+// Validate reports the first problem of c, naming the field.
+func (c Config) Validate() error {
+	if c.URL == "" {
+		return errors.New("url: required")
+	}
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		return fmt.Errorf("url: %v", err)
+	}
+	switch {
+	case u.Scheme == "":
+		return errors.New("url: missing scheme (want http:// or https://)")
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("url: scheme %q not supported (want http or https)", u.Scheme)
+	case u.Host == "":
+		return errors.New("url: missing host")
+	case u.RawQuery != "" || u.Fragment != "":
+		return errors.New("url: must not have a query or fragment")
+	case u.User != nil:
+		return errors.New("url: must not carry credentials")
+	}
+	if c.SigningKey != "" {
+		if _, err := HashSigningKey(c.SigningKey); err != nil {
+			return fmt.Errorf("signingKey: %w", err)
+		}
+	}
+	if c.FallbackSigningKey != "" {
+		if c.SigningKey == "" {
+			return errors.New("fallbackSigningKey: set without signingKey")
+		}
+		if _, err := HashSigningKey(c.FallbackSigningKey); err != nil {
+			return fmt.Errorf("fallbackSigningKey: %w", err)
+		}
+	}
+	if _, err := parseTemplate(c.ChannelTemplate); err != nil {
+		return fmt.Errorf("channelTemplate: %w", err)
+	}
+	for ch, topic := range c.Topics {
+		if ch == "" {
+			return errors.New("topics: empty channel name")
+		}
+		if topic == "" || strings.ContainsAny(topic, " \t\r\n") || len(topic) > 256 {
+			return fmt.Errorf("topics[%q]: topic %q must be 1 to 256 bytes without whitespace", ch, topic)
+		}
+	}
+	return nil
+}
+
+// HashSigningKey returns the bearer form of a signing key:
+// signkey-{env}-{hex(sha256(hexdecode(keyhex)))}, prefix kept. It fails when
+// key does not look like signkey-{env}-{hex} with an even number of hex
+// digits. The error never contains the key.
+func HashSigningKey(key string) (string, error) {
+	m := signingKeyRe.FindStringSubmatch(key)
+	if m == nil {
+		return "", errors.New("must look like signkey-{env}-{hex}")
+	}
+	raw, err := hex.DecodeString(m[2])
+	if err != nil {
+		return "", errors.New("must look like signkey-{env}-{hex}: hex part does not decode")
+	}
+	sum := sha256.Sum256(raw)
+	return m[1] + hex.EncodeToString(sum[:]), nil
+}
+
+// segment is one piece of a parsed channel template: literal text or a
+// placeholder.
+type segment struct {
+	lit string
+	ph  string // "", "{room}", "{app}" or "{channel}"
+}
+
+func parseTemplate(tpl string) ([]segment, error) {
+	if tpl == "" {
+		tpl = DefaultChannelTemplate
+	}
+	var segs []segment
+	hasRoom := false
+	rest := tpl
+	for rest != "" {
+		i := strings.IndexAny(rest, "{}")
+		if i < 0 {
+			segs = append(segs, segment{lit: rest})
+			break
+		}
+		if rest[i] == '}' {
+			return nil, fmt.Errorf("unbalanced '}' in %q", tpl)
+		}
+		if i > 0 {
+			segs = append(segs, segment{lit: rest[:i]})
+		}
+		j := strings.IndexByte(rest[i:], '}')
+		if j < 0 {
+			return nil, fmt.Errorf("unterminated placeholder in %q", tpl)
+		}
+		ph := rest[i : i+j+1]
+		if !placeholders[ph] {
+			return nil, fmt.Errorf("unknown placeholder %q (want {room}, {app} or {channel})", ph)
+		}
+		hasRoom = hasRoom || ph == "{room}"
+		segs = append(segs, segment{ph: ph})
+		rest = rest[i+j+1:]
+	}
+	if !hasRoom {
+		return nil, fmt.Errorf("%q must contain {room}", tpl)
+	}
+	return segs, nil
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs on a fresh machine (idempotent):
+# the PartyKit npm fixture, Debian's prometheus (promtool) and chromium, and
+# staticcheck. Run by `make test` and so by .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -x test/partykit/node_modules/.bin/partykit ]; then
+  echo "test-deps: npm ci in test/partykit"
+  (cd test/partykit && NO_UPDATE_NOTIFIER=1 npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+need=()
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "test-deps: apt-get install ${need[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+gobin="$(go env GOPATH)/bin"
+if [ ! -x "$gobin/staticcheck" ]; then
+  echo "test-deps: go install staticcheck"
+  go install honnef.co/go/tools/cmd/staticcheck@${STATICCHECK_VERSION:-v0.7.0}
+fi

@@ -1,0 +1,607 @@
+package shadow
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/switchyard/switchyard/broadcast"
+)
+
+const app = "courses"
+
+func TestOutcomes(t *testing.T) {
+	type step struct {
+		side  broadcast.Transport
+		frame string // "" sends the original envelope
+		after time.Duration
+	}
+	tests := []struct {
+		name  string
+		body  string
+		steps []step
+		// expire advances the clock past the timeout and sweeps.
+		expire bool
+		want   map[Outcome]int
+		paths  []string // differing paths of the legacy copy, if any
+	}{
+		{
+			name:  "match",
+			body:  `{"id":1}`,
+			steps: []step{{side: broadcast.TransportLegacy}, {side: broadcast.TransportRealtime}},
+			want:  map[Outcome]int{OutcomeMatch: 1},
+		},
+		{
+			name: "match after PartyKit re-encoding",
+			body: `{"v":1.0,"s":"caf\u00e9","big":1}`,
+			steps: []step{
+				{side: broadcast.TransportLegacy, frame: `{"name":"video.asset.ready","body":{"s":"café","v":1,"big":1},"requestId":"ID"}`},
+				{side: broadcast.TransportRealtime},
+			},
+			want: map[Outcome]int{OutcomeMatch: 1},
+		},
+		{
+			name: "precision loss",
+			body: `{"id":12345678901234567890}`,
+			steps: []step{
+				{side: broadcast.TransportLegacy, frame: `{"body":{"id":12345678901234567000},"requestId":"ID","name":"video.asset.ready"}`},
+				{side: broadcast.TransportRealtime},
+			},
+			want:  map[Outcome]int{OutcomePrecisionLoss: 1},
+			paths: []string{"body.id"},
+		},
+		{
+			name: "mismatch",
+			body: `{"items":[{"id":1},{"id":2},{"id":3}]}`,
+			steps: []step{
+				{side: broadcast.TransportLegacy, frame: `{"body":{"items":[{"id":1},{"id":2},{"id":30}]},"requestId":"ID","name":"video.asset.ready"}`},
+				{side: broadcast.TransportRealtime},
+			},
+			want:  map[Outcome]int{OutcomeMismatch: 1},
+			paths: []string{"body.items[2].id"},
+		},
+		{
+			name:   "missing realtime",
+			body:   `{}`,
+			steps:  []step{{side: broadcast.TransportLegacy}},
+			expire: true,
+			want:   map[Outcome]int{OutcomeMissingRealtime: 1},
+		},
+		{
+			name:   "missing legacy",
+			body:   `{}`,
+			steps:  []step{{side: broadcast.TransportRealtime}},
+			expire: true,
+			want:   map[Outcome]int{OutcomeMissingLegacy: 1},
+		},
+		{
+			name:   "missing both",
+			body:   `{}`,
+			expire: true,
+			want:   map[Outcome]int{OutcomeMissingLegacy: 1, OutcomeMissingRealtime: 1},
+		},
+		{
+			name: "duplicate counted once per side, compared once",
+			body: `{}`,
+			steps: []step{
+				{side: broadcast.TransportRealtime}, {side: broadcast.TransportRealtime},
+				{side: broadcast.TransportLegacy}, {side: broadcast.TransportRealtime},
+			},
+			expire: true,
+			want:   map[Outcome]int{OutcomeMatch: 1, OutcomeDuplicate: 1},
+		},
+		{
+			name:   "copy after decision within the window is a duplicate",
+			body:   `{}`,
+			steps:  []step{{side: broadcast.TransportLegacy}, {side: broadcast.TransportRealtime}, {side: broadcast.TransportLegacy, after: time.Second}},
+			want:   map[Outcome]int{OutcomeMatch: 1, OutcomeDuplicate: 1},
+			expire: true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, Config{}, nil)
+			lw, rw := h.observe(t, app, "room-1")
+			m := h.msg(t, app, "room-1", "video", "ID", tt.body)
+			h.c.Expect(m, broadcast.StageShadow)
+			for _, s := range tt.steps {
+				at := h.clock.Advance(10*time.Millisecond + s.after)
+				f := s.frame
+				if f == "" {
+					f = string(m.Envelope)
+				}
+				if s.side == broadcast.TransportLegacy {
+					lw.deliver(f, at)
+				} else {
+					rw.deliver(f, at)
+				}
+				h.pump()
+			}
+			if tt.expire {
+				h.c.sweep(h.clock.Advance(DefaultTimeout + time.Millisecond))
+			}
+			if got := h.counts(app, "video"); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("outcomes = %v, want %v", got, tt.want)
+			}
+			if tt.paths != nil {
+				ex := h.c.Mismatches(1)
+				if len(ex) != 1 {
+					t.Fatalf("Mismatches = %d examples, want 1", len(ex))
+				}
+				var paths []string
+				for _, d := range ex[0].Legacy {
+					paths = append(paths, d.Path)
+				}
+				if !reflect.DeepEqual(paths, tt.paths) || len(ex[0].Realtime) != 0 {
+					t.Errorf("legacy paths = %v (realtime %v), want %v", paths, ex[0].Realtime, tt.paths)
+				}
+			}
+			if got := testutil.ToFloat64(h.c.m.pending); tt.expire && got != 0 {
+				t.Errorf("pending gauge = %v after expiry, want 0", got)
+			}
+		})
+	}
+}
+
+func TestReordered(t *testing.T) {
+	h := newHarness(t, Config{}, nil)
+	lw, rw := h.observe(t, app, "r")
+	m1 := h.msg(t, app, "r", "ai", "a1", `"chunk 1"`)
+	m2 := h.msg(t, app, "r", "ai", "a2", `"chunk 2"`)
+	m3 := h.msg(t, app, "r", "ai", "a3", `"chunk 3"`)
+	for _, m := range []*broadcast.Message{m1, m2, m3} {
+		h.c.Expect(m, broadcast.StageDual)
+	}
+	at := h.clock.Advance(5 * time.Millisecond)
+	// Legacy in order; realtime delivers 3 before 1 and 2.
+	for _, m := range []*broadcast.Message{m1, m2, m3} {
+		lw.deliver(string(m.Envelope), at)
+	}
+	for _, m := range []*broadcast.Message{m3, m1, m2} {
+		rw.deliver(string(m.Envelope), at)
+	}
+	h.pump()
+	want := map[Outcome]int{OutcomeMatch: 3, OutcomeReordered: 2}
+	if got := h.counts(app, "ai"); !reflect.DeepEqual(got, want) {
+		t.Errorf("outcomes = %v, want %v", got, want)
+	}
+}
+
+func TestUnobserved(t *testing.T) {
+	h := newHarness(t, Config{}, nil)
+	m := h.msg(t, app, "new-room", "video", "u1", `{}`)
+	h.c.Expect(m, broadcast.StageShadow) // first sight: dial requested, not ready
+	h.pump()
+	lw, rw := h.legacy.last(t, app, "new-room"), h.realtime.last(t, app, "new-room")
+	// Its copies arrive now that the watches are up: absorbed, not foreign.
+	lw.deliver(string(m.Envelope), h.clock.Now())
+	rw.deliver(string(m.Envelope), h.clock.Now())
+	h.pump()
+	h.c.sweep(h.clock.Advance(DefaultTimeout + time.Millisecond))
+	if got, want := h.counts(app, "video"), map[Outcome]int{OutcomeUnobserved: 1}; !reflect.DeepEqual(got, want) {
+		t.Errorf("outcomes = %v, want %v", got, want)
+	}
+	if f := h.foreign(broadcast.TransportLegacy) + h.foreign(broadcast.TransportRealtime); f != 0 {
+		t.Errorf("foreign = %d, want 0", f)
+	}
+
+	// One side not ready: unobserved, nothing pending, no missing later.
+	rw.ready.Store(false)
+	m2 := h.msg(t, app, "new-room", "video", "u2", `{}`)
+	h.c.Expect(m2, broadcast.StageShadow)
+	h.c.sweep(h.clock.Advance(DefaultTimeout + time.Millisecond))
+	if got, want := h.counts(app, "video"), map[Outcome]int{OutcomeUnobserved: 2}; !reflect.DeepEqual(got, want) {
+		t.Errorf("outcomes = %v, want %v", got, want)
+	}
+
+	// Stages that are not compared are ignored.
+	h.c.Expect(h.msg(t, app, "other", "video", "l1", `{}`), broadcast.StageLegacy)
+	h.c.Expect(h.msg(t, app, "other", "video", "l2", `{}`), broadcast.StageRealtime)
+	h.pump()
+	if n := h.legacy.count(app, "other"); n != 0 {
+		t.Errorf("legacy-stage message opened %d watches", n)
+	}
+}
+
+func TestForeignFrames(t *testing.T) {
+	h := newHarness(t, Config{}, nil)
+	lw, rw := h.observe(t, app, "r")
+	now := h.clock.Now()
+	lw.deliver(`{"body":1,"requestId":"someone-else","name":"x"}`, now) // unknown requestId
+	lw.deliver(`conn-1: hello`, now)                                     // relay text
+	lw.deliver("\x00\x01yjs", now)                                       // binary
+	rw.deliver(`[1,2]`, now)                                             // not an object
+	h.pump()
+	if got, want := h.foreign(broadcast.TransportLegacy), 3; got != want {
+		t.Errorf("legacy foreign = %d, want %d", got, want)
+	}
+	if got, want := h.foreign(broadcast.TransportRealtime), 1; got != want {
+		t.Errorf("realtime foreign = %d, want %d", got, want)
+	}
+	// A copy arriving in another room is not this message.
+	m := h.msg(t, app, "r", "video", "x1", `{}`)
+	h.c.Expect(m, broadcast.StageShadow)
+	lw2, _ := h.observe(t, app, "r2")
+	lw2.deliver(string(m.Envelope), now)
+	h.pump()
+	if got, want := h.foreign(broadcast.TransportLegacy), 4; got != want {
+		t.Errorf("legacy foreign = %d, want %d", got, want)
+	}
+}
+
+func TestDropped(t *testing.T) {
+	t.Run("pending cap", func(t *testing.T) {
+		h := newHarness(t, Config{MaxPending: 2}, nil)
+		h.observe(t, app, "r")
+		h.c.sweep(h.clock.Advance(DefaultTimeout + time.Millisecond))
+		for i := 0; i < 3; i++ {
+			h.c.Expect(h.msg(t, app, "r", "video", fmt.Sprint("d", i), `{}`), broadcast.StageShadow)
+		}
+		if got := h.count(app, "video", OutcomeDropped); got != 1 {
+			t.Errorf("dropped = %d, want 1", got)
+		}
+		if got := testutil.ToFloat64(h.c.m.pending); got != 2 {
+			t.Errorf("pending gauge = %v, want 2", got)
+		}
+	})
+	t.Run("queue full", func(t *testing.T) {
+		h := newHarness(t, Config{QueueSize: 1}, nil)
+		lw, rw := h.observe(t, app, "r")
+		m1 := h.msg(t, app, "r", "video", "q1", `{}`)
+		m2 := h.msg(t, app, "r", "video", "q2", `{}`)
+		h.c.Expect(m1, broadcast.StageShadow)
+		h.c.Expect(m2, broadcast.StageShadow)
+		// Per-worker queues hold QueueSize/workers, at least 1: fill the
+		// room's queue, so the next frames are dropped.
+		q := h.c.workers[h.roomOf(t, app, "r").worker]
+		for len(q) < cap(q) {
+			lw.deliver(`{"requestId":"filler"}`, h.clock.Now())
+		}
+		lw.deliver(string(m1.Envelope), h.clock.Now()) // dropped
+		h.pump()
+		rw.deliver(string(m1.Envelope), h.clock.Now())
+		h.pump()
+		for _, d := range []func(string, time.Time){lw.deliver, rw.deliver} {
+			d(string(m2.Envelope), h.clock.Now())
+			h.pump()
+		}
+		h.c.sweep(h.clock.Advance(DefaultTimeout + time.Millisecond))
+		if got, want := h.counts(app, "video"), map[Outcome]int{OutcomeDropped: 1, OutcomeMatch: 1}; !reflect.DeepEqual(got, want) {
+			t.Errorf("outcomes = %v, want %v", got, want)
+		}
+	})
+}
+
+// roomOf returns the observed room of app/name.
+func (h *harness) roomOf(tb testing.TB, app, name string) *room {
+	tb.Helper()
+	for i := range h.c.rooms {
+		if r := h.c.rooms[i].m[roomKey{app, name}]; r != nil {
+			return r
+		}
+	}
+	tb.Fatalf("room %s/%s not observed", app, name)
+	return nil
+}
+
+func TestLatencyAndSummary(t *testing.T) {
+	h := newHarness(t, Config{Window: 15 * time.Minute}, nil)
+	lw, rw := h.observe(t, app, "r")
+	for i := 0; i < 10; i++ {
+		m := h.msg(t, app, "r", "video", fmt.Sprint("l", i), `{"i":1}`)
+		h.c.Expect(m, broadcast.StageShadow)
+		lw.deliver(string(m.Envelope), m.AcceptedAt.Add(100*time.Millisecond))
+		rw.deliver(string(m.Envelope), m.AcceptedAt.Add(300*time.Millisecond))
+		h.pump()
+		h.clock.Advance(time.Second)
+	}
+	var s *ChannelSummary
+	for _, cs := range h.c.Summary() {
+		if cs.Channel == "video" {
+			s = &cs
+		}
+	}
+	if s == nil {
+		t.Fatal("no summary for channel video")
+	}
+	if s.Outcomes[OutcomeMatch] != 10 || s.Compared != 10 || s.ParityPercent == nil || *s.ParityPercent != 100 {
+		t.Errorf("summary = %+v, want 10 matches at 100%%", s)
+	}
+	within := func(name string, got, want float64) {
+		t.Helper()
+		if got < want || got > want*1.1 {
+			t.Errorf("%s = %v, want %v within +10%%", name, got, want)
+		}
+	}
+	within("legacy p50", s.LegacyLatency.P50Ms, 100)
+	within("realtime p99", s.RealtimeLatency.P99Ms, 300)
+	within("delta p50", s.LatencyDelta.P50Ms, 200)
+	if s.LatencyDelta.Count != 10 || s.LegacyLatency.Count != 10 {
+		t.Errorf("counts = %d, %d, want 10", s.LatencyDelta.Count, s.LegacyLatency.Count)
+	}
+	// Prometheus saw the same.
+	if n := histCount(t, h.c.m.delta.WithLabelValues(app, "video")); n != 10 {
+		t.Errorf("delta samples = %d, want 10", n)
+	}
+	if n := histCount(t, h.c.m.latency.WithLabelValues(app, "video", "realtime")); n != 10 {
+		t.Errorf("realtime latency samples = %d, want 10", n)
+	}
+
+	// One mismatch and one missing: parity 10/12.
+	m := h.msg(t, app, "r", "video", "bad", `{"i":1}`)
+	h.c.Expect(m, broadcast.StageShadow)
+	lw.deliver(`{"body":{"i":2},"requestId":"bad","name":"video.asset.ready"}`, h.clock.Now())
+	rw.deliver(string(m.Envelope), h.clock.Now())
+	lost := h.msg(t, app, "r", "video", "lost", `{}`)
+	h.c.Expect(lost, broadcast.StageShadow)
+	lw.deliver(string(lost.Envelope), h.clock.Now())
+	h.pump()
+	h.c.sweep(h.clock.Advance(DefaultTimeout + time.Millisecond))
+	s = &h.c.Summary()[1]
+	if s.Channel != "video" || s.Compared != 12 || *s.ParityPercent != 100*10.0/12 {
+		t.Errorf("summary = %+v, want parity 10/12", s)
+	}
+
+	// Everything slides out of the window.
+	h.clock.Advance(16 * time.Minute)
+	for _, cs := range h.c.Summary() {
+		if cs.Compared != 0 || cs.ParityPercent != nil || cs.LegacyLatency.Count != 0 {
+			t.Errorf("after the window: %+v, want empty", cs)
+		}
+	}
+	b, err := json.Marshal(h.c.Summary())
+	if err != nil || !strings.Contains(string(b), `"parityPercent":null`) {
+		t.Errorf("summary JSON = %s, %v", b, err)
+	}
+}
+
+func histCount(tb testing.TB, o prometheus.Observer) uint64 {
+	tb.Helper()
+	var m dto.Metric
+	if err := o.(prometheus.Metric).Write(&m); err != nil {
+		tb.Fatalf("write metric: %v", err)
+	}
+	return m.GetHistogram().GetSampleCount()
+}
+
+func TestMismatchExamplesAndLogging(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	cfg := Config{Channels: map[string]ChannelConfig{
+		"video": {RedactPaths: []string{"body.token"}, IgnorePaths: []string{"body.updatedAt"}},
+	}}
+	h := newHarness(t, cfg, zap.New(core))
+	lw, rw := h.observe(t, app, "r")
+	for i := 0; i < 25; i++ {
+		m := h.msg(t, app, "r", "video", fmt.Sprint("m", i), fmt.Sprintf(`{"token":"s3cret","n":%d,"updatedAt":"a"}`, i))
+		h.c.Expect(m, broadcast.StageShadow)
+		lw.deliver(fmt.Sprintf(`{"body":{"token":"leak","n":%d,"updatedAt":"b"},"requestId":"m%d","name":"video.asset.ready"}`, i, i), h.clock.Now())
+		rw.deliver(fmt.Sprintf(`{"body":{"token":"s3cret","n":-1,"updatedAt":"c"},"requestId":"m%d","name":"video.asset.ready"}`, i), h.clock.Now())
+		h.pump()
+	}
+	if got := h.count(app, "video", OutcomeMismatch); got != 25 {
+		t.Errorf("mismatches = %d, want 25", got)
+	}
+	lines := logs.FilterMessage("shadow: copies differ from the message sent").All()
+	if len(lines) != 20 { // burst of the limiter; the clock did not move
+		t.Errorf("log lines = %d, want 20 (rate-limited)", len(lines))
+	}
+	ex := h.c.Mismatches(3)
+	if len(ex) != 3 || ex[0].RequestID != "m24" || ex[2].RequestID != "m22" {
+		t.Fatalf("Mismatches(3) = %+v, want m24, m23, m22", ex)
+	}
+	e := ex[0]
+	wantLegacy := []Difference{{Path: "body.token", Kind: "changed", Want: `"[redacted]"`, Got: `"[redacted]"`}}
+	wantRealtime := []Difference{{Path: "body.n", Kind: "changed", Want: "24", Got: "-1"}}
+	if !reflect.DeepEqual(e.Legacy, wantLegacy) || !reflect.DeepEqual(e.Realtime, wantRealtime) {
+		t.Errorf("example diffs = %+v / %+v, want %+v / %+v", e.Legacy, e.Realtime, wantLegacy, wantRealtime)
+	}
+	if len(e.Between) != 2 {
+		t.Errorf("between = %+v, want token and n", e.Between)
+	}
+	all, _ := json.Marshal(h.c.Mismatches(0))
+	for _, secret := range []string{"s3cret", "leak"} {
+		if strings.Contains(string(all), secret) {
+			t.Errorf("examples leak %q: %s", secret, all)
+		}
+	}
+	for _, l := range lines {
+		if b, _ := json.Marshal(l.ContextMap()); strings.Contains(string(b), "s3cret") || strings.Contains(string(b), "leak") {
+			t.Errorf("log line leaks a redacted value: %s", b)
+		}
+	}
+	if !strings.Contains(e.Original, `"token":"[redacted]"`) || e.Stage != broadcast.StageShadow || e.Outcome != OutcomeMismatch {
+		t.Errorf("example = %+v", e)
+	}
+	if got := len(h.c.Mismatches(1000)); got != 25 {
+		t.Errorf("Mismatches(1000) = %d, want 25", got)
+	}
+}
+
+func TestRoomCapAndLRU(t *testing.T) {
+	h := newHarness(t, Config{MaxRooms: 2}, nil)
+	a, _ := h.observe(t, app, "a")
+	h.clock.Advance(time.Second)
+	b, _ := h.observe(t, app, "b")
+	h.clock.Advance(time.Second)
+	h.c.Expect(h.msg(t, app, "a", "video", "touch-a", `{}`), broadcast.StageShadow) // a is now newer than b
+	h.clock.Advance(time.Second)
+	c, _ := h.observe(t, app, "c")
+	if !b.closed.Load() || a.closed.Load() || c.closed.Load() {
+		t.Errorf("closed a,b,c = %v,%v,%v; want b evicted only", a.closed.Load(), b.closed.Load(), c.closed.Load())
+	}
+	if got := testutil.ToFloat64(h.c.m.observedRooms); got != 2 {
+		t.Errorf("observed rooms = %v, want 2", got)
+	}
+	if w := h.realtime.last(t, app, "b"); !w.closed.Load() {
+		t.Error("realtime watch of b still open")
+	}
+	// Seen again, b is reopened and another one goes.
+	h.clock.Advance(time.Second)
+	h.observe(t, app, "b")
+	if got := h.legacy.count(app, "b"); got != 2 {
+		t.Errorf("b opened %d times, want 2", got)
+	}
+	if !a.closed.Load() {
+		t.Error("a (least recently used) still open")
+	}
+}
+
+func TestEvictedRoomPendingIsUnobserved(t *testing.T) {
+	h := newHarness(t, Config{MaxRooms: 1}, nil)
+	lw, _ := h.observe(t, app, "a")
+	m := h.msg(t, app, "a", "video", "p1", `{}`)
+	h.c.Expect(m, broadcast.StageShadow)
+	lw.deliver(string(m.Envelope), h.clock.Now())
+	h.pump()
+	h.clock.Advance(time.Millisecond)
+	h.observe(t, app, "b") // evicts a
+	h.c.sweep(h.clock.Advance(DefaultTimeout + time.Millisecond))
+	if got := h.count(app, "video", OutcomeUnobserved); got != 1 {
+		t.Errorf("unobserved = %d, want 1 (and no missing: %v)", got, h.counts(app, "video"))
+	}
+}
+
+func TestIdleTTL(t *testing.T) {
+	h := newHarness(t, Config{IdleTTL: time.Minute}, nil)
+	lw, rw := h.observe(t, app, "r")
+	h.c.sweep(h.clock.Advance(30 * time.Second))
+	h.pump()
+	if lw.closed.Load() {
+		t.Fatal("closed before the idle TTL")
+	}
+	h.c.sweep(h.clock.Advance(31 * time.Second))
+	h.pump()
+	if !lw.closed.Load() || !rw.closed.Load() {
+		t.Error("watches still open after the idle TTL")
+	}
+	if got := testutil.ToFloat64(h.c.m.observedRooms); got != 0 {
+		t.Errorf("observed rooms = %v, want 0", got)
+	}
+	h.observe(t, app, "r")
+	if got := h.legacy.count(app, "r"); got != 2 {
+		t.Errorf("reopened %d times, want 2", got)
+	}
+}
+
+func TestDialFailureRetries(t *testing.T) {
+	h := newHarness(t, Config{}, nil)
+	failing := true
+	h.realtime.fail = func(app, room string) error {
+		if failing {
+			return errDial
+		}
+		return nil
+	}
+	h.c.Expect(h.msg(t, app, "r", "video", "x0", `{}`), broadcast.StageShadow)
+	h.pump()
+	if lw := h.legacy.last(t, app, "r"); !lw.closed.Load() {
+		t.Error("legacy watch left open after the realtime dial failed")
+	}
+	failing = false
+	h.c.Expect(h.msg(t, app, "r", "video", "x1", `{}`), broadcast.StageShadow)
+	h.pump()
+	if got := h.realtime.calls; got != 1 { // x0 dialed once
+		t.Errorf("redialed before the retry delay: %d calls", got)
+	}
+	h.clock.Advance(dialRetry)
+	h.c.Expect(h.msg(t, app, "r", "video", "x2", `{}`), broadcast.StageShadow)
+	h.pump()
+	m := h.msg(t, app, "r", "video", "x3", `{}`)
+	h.c.Expect(m, broadcast.StageShadow)
+	h.legacy.last(t, app, "r").deliver(string(m.Envelope), h.clock.Now())
+	h.realtime.last(t, app, "r").deliver(string(m.Envelope), h.clock.Now())
+	h.pump()
+	if got := h.count(app, "video", OutcomeMatch); got != 1 {
+		t.Errorf("match after redial = %d, want 1 (%v)", got, h.counts(app, "video"))
+	}
+}
+
+func TestChannelTimeoutOverride(t *testing.T) {
+	h := newHarness(t, Config{Channels: map[string]ChannelConfig{"ai": {Timeout: 20 * time.Second}}}, nil)
+	lw, _ := h.observe(t, app, "r")
+	m := h.msg(t, app, "r", "ai", "t1", `"x"`)
+	h.c.Expect(m, broadcast.StageShadow)
+	lw.deliver(string(m.Envelope), h.clock.Now())
+	h.pump()
+	h.c.sweep(h.clock.Advance(10 * time.Second))
+	if got := h.count(app, "ai", OutcomeMissingRealtime); got != 0 {
+		t.Fatalf("missing before the channel timeout")
+	}
+	h.c.sweep(h.clock.Advance(11 * time.Second))
+	if got := h.count(app, "ai", OutcomeMissingRealtime); got != 1 {
+		t.Errorf("missing_realtime = %d, want 1", got)
+	}
+}
+
+func TestRunLifecycle(t *testing.T) {
+	legacy, realtime := &fakeWatcher{}, &fakeWatcher{}
+	c := New(Config{Timeout: 50 * time.Millisecond}, legacy, realtime, nil, nil, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	m, err := broadcast.NewMessage(app, "r", "n", "id1", json.RawMessage(`{}`), "video", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Expect(m, broadcast.StageShadow)
+	deadline := time.Now().Add(5 * time.Second)
+	for legacy.count(app, "r") == 0 || realtime.count(app, "r") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("room never dialed by Run")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	lw := legacy.last(t, app, "r")
+	for !c.roomReady(app, "r") {
+		if time.Now().After(deadline) {
+			t.Fatal("room never ready")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	m2, _ := broadcast.NewMessage(app, "r", "n", "id2", json.RawMessage(`{}`), "video", time.Now())
+	c.Expect(m2, broadcast.StageShadow)
+	lw.deliver(string(m2.Envelope), time.Now())
+	// The real sweeper decides missing_realtime after 50 ms.
+	for testutil.ToFloat64(c.m.outcomes.WithLabelValues(app, "video", string(OutcomeMissingRealtime))) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("missing_realtime never decided by Run's sweeper: %v", c.Summary())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run = %v, want nil", err)
+	}
+	if !lw.closed.Load() || !realtime.last(t, app, "r").closed.Load() {
+		t.Error("watches left open after Run returned")
+	}
+	if err := c.Run(context.Background()); err == nil {
+		t.Error("second Run = nil, want an error")
+	}
+	c.Expect(m, broadcast.StageShadow) // no-op, must not panic or block
+}
+
+// roomReady reports whether app/room is observed and ready (tests only).
+func (c *Comparator) roomReady(app, name string) bool {
+	k := roomKey{app, name}
+	for i := range c.rooms {
+		sh := &c.rooms[i]
+		sh.mu.RLock()
+		r := sh.m[k]
+		sh.mu.RUnlock()
+		if r != nil {
+			return r.ready()
+		}
+	}
+	return false
+}

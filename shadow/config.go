@@ -1,0 +1,132 @@
+package shadow
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+)
+
+// Defaults applied by New to zero Config fields.
+const (
+	DefaultTimeout    = 5 * time.Second
+	DefaultIdleTTL    = 5 * time.Minute
+	DefaultMaxRooms   = 10000
+	DefaultMaxPending = 20000
+	DefaultWindow     = 15 * time.Minute
+	DefaultQueueSize  = 4096
+)
+
+// Config tunes the comparator. Zero fields take the defaults above. It is
+// read once by New and not retained by reference.
+type Config struct {
+	// Timeout is how long after Expect a copy may still arrive before the
+	// message is decided missing on that side; also how long a decided
+	// message is kept to detect duplicate copies.
+	Timeout time.Duration `yaml:"timeout" json:"timeout"`
+	// IdleTTL closes a room's subscriptions after no message was expected
+	// in it for this long.
+	IdleTTL time.Duration `yaml:"idleTTL" json:"idleTTL"`
+	// MaxRooms caps the observed rooms; past it the least recently used room
+	// is closed.
+	MaxRooms int `yaml:"maxRooms" json:"maxRooms"`
+	// MaxPending caps the expectations held at once; past it a message is
+	// counted dropped instead of being compared.
+	MaxPending int `yaml:"maxPending" json:"maxPending"`
+	// Window is the length of the sliding window Summary covers (15
+	// buckets).
+	Window time.Duration `yaml:"window" json:"window"`
+	// Channels holds per-channel rules by channel name.
+	Channels map[string]ChannelConfig `yaml:"channels" json:"channels"`
+	// QueueSize bounds the received frames waiting to be processed, over
+	// all workers; a frame that does not fit is dropped, and a message that
+	// then misses a copy is counted dropped rather than missing.
+	QueueSize int `yaml:"queueSize" json:"queueSize"`
+}
+
+// ChannelConfig holds the comparison rules of one channel. Paths use the
+// syntax of docs/shadow.md from the envelope root: "body.updatedAt",
+// "body.items[*].ts", `body["a.b"]`.
+type ChannelConfig struct {
+	// IgnorePaths are removed from the original and from both copies
+	// before comparing.
+	IgnorePaths []string `yaml:"ignorePaths" json:"ignorePaths"`
+	// RedactPaths have their values shown as "[redacted]" in logs and
+	// examples; they are still compared.
+	RedactPaths []string `yaml:"redactPaths" json:"redactPaths"`
+	// Timeout overrides Config.Timeout for this channel when positive.
+	Timeout time.Duration `yaml:"timeout" json:"timeout"`
+}
+
+// Validate reports every invalid field: negative durations or sizes, and
+// paths that do not parse, naming the field and the channel.
+func (c Config) Validate() error {
+	var errs []error
+	for _, f := range []struct {
+		name string
+		v    time.Duration
+	}{{"timeout", c.Timeout}, {"idleTTL", c.IdleTTL}, {"window", c.Window}} {
+		if f.v < 0 {
+			errs = append(errs, fmt.Errorf("shadow: %s: %v is negative", f.name, f.v))
+		}
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"maxRooms", c.MaxRooms}, {"maxPending", c.MaxPending}, {"queueSize", c.QueueSize}} {
+		if f.v < 0 {
+			errs = append(errs, fmt.Errorf("shadow: %s: %d is negative", f.name, f.v))
+		}
+	}
+	names := make([]string, 0, len(c.Channels))
+	for n := range c.Channels {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		ch := c.Channels[n]
+		if ch.Timeout < 0 {
+			errs = append(errs, fmt.Errorf("shadow: channels.%s.timeout: %v is negative", n, ch.Timeout))
+		}
+		for i, p := range ch.IgnorePaths {
+			if _, err := parsePath(p); err != nil {
+				errs = append(errs, fmt.Errorf("shadow: channels.%s.ignorePaths[%d]: %w", n, i, err))
+			}
+		}
+		for i, p := range ch.RedactPaths {
+			if _, err := parsePath(p); err != nil {
+				errs = append(errs, fmt.Errorf("shadow: channels.%s.redactPaths[%d]: %w", n, i, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) withDefaults() Config {
+	if c.Timeout <= 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.IdleTTL <= 0 {
+		c.IdleTTL = DefaultIdleTTL
+	}
+	if c.MaxRooms <= 0 {
+		c.MaxRooms = DefaultMaxRooms
+	}
+	if c.MaxPending <= 0 {
+		c.MaxPending = DefaultMaxPending
+	}
+	if c.Window <= 0 {
+		c.Window = DefaultWindow
+	}
+	if c.QueueSize <= 0 {
+		c.QueueSize = DefaultQueueSize
+	}
+	return c
+}
+
+// rules are the parsed comparison rules of one channel.
+type rules struct {
+	ignore  [][]segment
+	redact  [][]segment
+	timeout time.Duration
+}

@@ -1,0 +1,331 @@
+package shadow
+
+import (
+	"hash/maphash"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/switchyard/switchyard/broadcast"
+)
+
+// handle processes one received frame on the worker that owns its room.
+func (c *Comparator) handle(f frame) {
+	tree, id, err := decodeFrame(f.data)
+	if err != nil {
+		c.foreign[f.side].Inc()
+		return
+	}
+	if f.at.IsZero() {
+		f.at = c.now()
+	}
+	r := f.room
+	k := pendingKey{r.key.app, r.key.room, id}
+	sh := &c.pend[maphash.Comparable(c.seed, k)%nShards]
+
+	sh.mu.Lock()
+	e := sh.m[k]
+	if e == nil {
+		sh.mu.Unlock()
+		c.foreign[f.side].Inc()
+		return
+	}
+	if e.unobserved {
+		sh.mu.Unlock()
+		return
+	}
+	st := &e.got[f.side]
+	if st.arrived {
+		first := !st.dup
+		st.dup = true
+		cs := e.cs
+		sh.mu.Unlock()
+		if first {
+			c.record(cs, oDuplicate, c.now().UnixNano())
+		}
+		return
+	}
+	st.arrived = true
+	st.at = f.at
+	e.inflight++
+	m, cs, ru := e.m, e.cs, e.rules
+	sh.mu.Unlock()
+
+	// Worker-owned from here: the room's sequence and the entry's orig.
+	reordered := false
+	if m.Seq != 0 {
+		if m.Seq < r.maxSeq[f.side] {
+			reordered = true
+		} else {
+			r.maxSeq[f.side] = m.Seq
+		}
+	}
+	lat := f.at.Sub(m.AcceptedAt).Seconds()
+	if lat < 0 {
+		lat = 0
+	}
+	cs.latency[f.side].Observe(lat)
+	nowN := c.now().UnixNano()
+	cs.mu.Lock()
+	cs.bucket(nowN / c.bucketWidth).latency[f.side].add(lat)
+	cs.mu.Unlock()
+	if reordered {
+		c.record(cs, oReordered, nowN)
+	}
+
+	if e.orig == nil {
+		orig, err := decodeJSON(m.Envelope)
+		if err != nil { // unreachable: NewMessage validated the body
+			orig = map[string]any{}
+		}
+		e.orig = applyIgnore(orig, ru.ignore)
+	}
+	copyTree := applyIgnore(tree, ru.ignore)
+	cls, diffs := diffTrees(e.orig, copyTree, ru.redact)
+
+	sh.mu.Lock()
+	st.cls, st.diffs, st.done = cls, diffs, true
+	if cls == classDiffer {
+		st.tree = copyTree
+	}
+	e.inflight--
+	other := &e.got[1-f.side]
+	decide := other.arrived && other.done && !e.decided
+	var legacy, realtime sideState
+	stage := e.stage
+	if decide {
+		e.decided = true
+		legacy, realtime = e.got[sideLegacy], e.got[sideRealtime]
+		e.m = nil
+		// Release what the duplicate window does not need.
+		e.got[sideLegacy].tree, e.got[sideRealtime].tree = nil, nil
+		e.got[sideLegacy].diffs, e.got[sideRealtime].diffs = nil, nil
+	}
+	sh.mu.Unlock()
+	if !decide {
+		return
+	}
+	e.orig = nil
+	c.decide(m, stage, cs, ru, &legacy, &realtime, nowN)
+}
+
+// decide records the outcome of a message whose two copies arrived.
+func (c *Comparator) decide(m *broadcast.Message, stage broadcast.Stage, cs *chanStats, ru *rules, legacy, realtime *sideState, nowN int64) {
+	cls := max(legacy.cls, realtime.cls)
+	o := oMatch
+	switch cls {
+	case classLossy:
+		o = oPrecisionLoss
+	case classDiffer:
+		o = oMismatch
+	}
+	delta := realtime.at.Sub(legacy.at).Seconds()
+	cs.delta.Observe(delta)
+	cs.outcomes[o].Inc()
+	keepExample := o == oMismatch
+	cs.mu.Lock()
+	b := cs.bucket(nowN / c.bucketWidth)
+	b.outcomes[o]++
+	b.delta.add(delta)
+	if o == oPrecisionLoss {
+		now := time.Unix(0, nowN)
+		if cs.lastLossExample.IsZero() || now.Sub(cs.lastLossExample) >= time.Minute {
+			cs.lastLossExample = now
+			keepExample = true
+		}
+	}
+	cs.mu.Unlock()
+	if !keepExample {
+		return
+	}
+	ex := MismatchExample{
+		Time: time.Unix(0, nowN).UTC(), App: m.App, Channel: m.Channel, Room: m.Room,
+		RequestID: m.RequestID, Name: m.Name, Stage: stage, Outcome: outcomes[o],
+		Legacy: legacy.diffs, Realtime: realtime.diffs,
+	}
+	if legacy.cls == classDiffer && realtime.cls == classDiffer && legacy.tree != nil && realtime.tree != nil {
+		_, ex.Between = diffTrees(legacy.tree, realtime.tree, ru.redact)
+	}
+	if full, err := decodeJSON(m.Envelope); err == nil {
+		ex.Original = render(full, nil, ru.redact, originalBytes)
+	}
+	c.examples.add(ex)
+	if ok, suppressed := c.logLimit.allow(time.Unix(0, nowN)); ok {
+		c.log.Warn("shadow: copies differ from the message sent",
+			zap.String("outcome", string(ex.Outcome)), zap.String("app", ex.App),
+			zap.String("channel", ex.Channel), zap.String("room", ex.Room),
+			zap.String("requestId", ex.RequestID), zap.String("name", ex.Name),
+			zap.String("stage", string(stage)),
+			zap.Any("legacyDiff", ex.Legacy), zap.Any("realtimeDiff", ex.Realtime),
+			zap.Any("betweenDiff", ex.Between), zap.String("original", ex.Original),
+			zap.Int("suppressed", suppressed))
+	}
+}
+
+// finished is an expectation whose deadline passed undecided.
+type finished struct {
+	k pendingKey
+	e *entry
+}
+
+// sweep decides the expectations whose deadline passed and closes idle
+// rooms. Safe for concurrent use (serialised).
+func (c *Comparator) sweep(now time.Time) {
+	c.sweepMu.Lock()
+	defer c.sweepMu.Unlock()
+	nowN := now.UnixNano()
+	var done []finished
+	var removed int64
+	for i := range c.pend {
+		sh := &c.pend[i]
+		sh.mu.Lock()
+		for k, e := range sh.m {
+			if e.deadline > nowN || e.inflight > 0 {
+				continue
+			}
+			delete(sh.m, k)
+			removed++
+			if e.unobserved || e.decided {
+				continue
+			}
+			// Snapshot under the lock; the entry is unreachable afterwards.
+			done = append(done, finished{k, e})
+		}
+		sh.mu.Unlock()
+	}
+	if removed > 0 {
+		c.pendCount.Add(-removed)
+		c.m.pending.Sub(float64(removed))
+	}
+	for _, d := range done {
+		c.expire(d.k, d.e, nowN)
+	}
+	if nowN-c.lastRoomSweep >= int64(min(c.cfg.IdleTTL/4, 30*time.Second)) {
+		c.lastRoomSweep = nowN
+		c.closeIdle(nowN)
+	}
+}
+
+// expire decides a message with at least one copy missing at its deadline.
+func (c *Comparator) expire(k pendingKey, e *entry, nowN int64) {
+	var missing [2]bool
+	unobserved, dropped := false, false
+	for s := sideLegacy; s <= sideRealtime; s++ {
+		if e.got[s].arrived {
+			continue
+		}
+		switch {
+		case e.room == nil || e.room.state.Load() == stateClosed:
+			unobserved = true // observation ended before the deadline
+		case e.room.dropAt[s].Load() >= e.expectAt:
+			dropped = true
+		default:
+			missing[s] = true
+		}
+	}
+	switch {
+	case unobserved:
+		c.record(e.cs, oUnobserved, nowN)
+	case dropped:
+		c.record(e.cs, oDropped, nowN)
+	default:
+		if missing[sideLegacy] {
+			c.record(e.cs, oMissingLegacy, nowN)
+		}
+		if missing[sideRealtime] {
+			c.record(e.cs, oMissingRealtime, nowN)
+		}
+		if ok, suppressed := c.logLimit.allow(time.Unix(0, nowN)); ok {
+			c.log.Warn("shadow: copy missing after the timeout",
+				zap.String("app", k.app), zap.String("channel", e.cs.key.channel),
+				zap.String("room", k.room), zap.String("requestId", k.requestID),
+				zap.String("stage", string(e.stage)),
+				zap.Bool("missingLegacy", missing[sideLegacy]), zap.Bool("missingRealtime", missing[sideRealtime]),
+				zap.Duration("timeout", e.rules.timeout), zap.Int("suppressed", suppressed))
+		}
+	}
+}
+
+// closeIdle closes rooms with no Expect for IdleTTL.
+func (c *Comparator) closeIdle(nowN int64) {
+	cutoff := nowN - int64(c.cfg.IdleTTL)
+	var idle []*room
+	for i := range c.rooms {
+		sh := &c.rooms[i]
+		sh.mu.RLock()
+		for _, r := range sh.m {
+			if r.lastUsed.Load() <= cutoff {
+				idle = append(idle, r)
+			}
+		}
+		sh.mu.RUnlock()
+	}
+	for _, r := range idle {
+		if !c.unmap(r) {
+			continue
+		}
+		if !c.sendOp(roomOp{room: r, close: true}) {
+			c.closeWatches(r)
+		}
+	}
+}
+
+// Summary returns per app and channel the outcome counts, parity and
+// latency quantiles over the sliding window, sorted by app then channel. It
+// is safe for concurrent use and never blocks on I/O.
+func (c *Comparator) Summary() []ChannelSummary {
+	now := c.now().UnixNano()
+	cur := now / c.bucketWidth
+	var out []ChannelSummary
+	for _, cs := range c.stats.all() {
+		var counts [numOutcomes]int64
+		var lat [2]logHist
+		var delta signedHist
+		cs.mu.Lock()
+		for i := range cs.buckets {
+			b := &cs.buckets[i]
+			if b.slot < 0 || b.slot > cur || b.slot <= cur-int64(len(cs.buckets)) {
+				continue
+			}
+			for o := range counts {
+				counts[o] += b.outcomes[o]
+			}
+			lat[0].merge(&b.latency[0])
+			lat[1].merge(&b.latency[1])
+			delta.merge(&b.delta)
+		}
+		cs.mu.Unlock()
+		s := ChannelSummary{
+			App: cs.key.app, Channel: cs.key.channel,
+			WindowSeconds: time.Duration(c.bucketWidth * int64(len(cs.buckets))).Seconds(),
+			Outcomes:      make(map[Outcome]int64, numOutcomes),
+		}
+		for i, o := range outcomes {
+			s.Outcomes[o] = counts[i]
+		}
+		s.Compared = counts[oMatch] + counts[oMismatch] + counts[oPrecisionLoss] + counts[oMissingLegacy] + counts[oMissingRealtime]
+		s.ParityPercent = percent(counts[oMatch], s.Compared)
+		s.JSParityPercent = percent(counts[oMatch]+counts[oPrecisionLoss], s.Compared)
+		s.LegacyLatency = latSummary(&lat[0])
+		s.RealtimeLatency = latSummary(&lat[1])
+		s.LatencyDelta = LatencySummary{
+			Count: int64(delta.count()),
+			P50Ms: delta.quantile(0.5) * 1000,
+			P99Ms: delta.quantile(0.99) * 1000,
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func latSummary(h *logHist) LatencySummary {
+	return LatencySummary{Count: int64(h.n), P50Ms: h.quantile(0.5) * 1000, P99Ms: h.quantile(0.99) * 1000}
+}
+
+// Mismatches returns up to limit recent mismatch and precision_loss
+// examples, newest first (limit <= 0 or over the ring size returns all
+// kept, at most 128). Values at redact paths read "[redacted]". Safe for
+// concurrent use.
+func (c *Comparator) Mismatches(limit int) []MismatchExample {
+	return c.examples.recent(limit)
+}

@@ -1,0 +1,628 @@
+// Package shadow is Switchyard's comparator: it watches the rooms of the
+// messages the multicast adapter publishes in the shadow and dual stages
+// through browser-like subscriptions on both transports, correlates the two
+// received copies with the envelope the gateway sent, and records match,
+// mismatch, precision loss, missing, duplicate and reordered copies and the
+// delivery latencies, as Prometheus metrics, rate-limited log lines, a
+// sliding-window summary and a ring of recent mismatch examples.
+//
+// Nothing here runs on the caller's path: Expect only records an
+// expectation; subscriptions are dialed, frames decoded and compared by the
+// goroutines of Run. See docs/shadow.md.
+package shadow
+
+import (
+	"context"
+	"errors"
+	"hash/maphash"
+	"runtime"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/switchyard/switchyard/broadcast"
+)
+
+// RoomWatcher opens browser-like subscriptions to rooms of one transport.
+// WatchRoom must return promptly (connecting happens in the background) and
+// be safe for concurrent use; onFrame is called from one goroutine per
+// watch, in arrival order, with the envelope JSON of each message, and is
+// not called after the watch's Close returns.
+type RoomWatcher interface {
+	WatchRoom(app, room string, onFrame func(data []byte, receivedAt time.Time)) (broadcast.Watch, error)
+}
+
+var _ broadcast.Observer = (*Comparator)(nil)
+
+const (
+	nShards       = 64
+	exampleCap    = 128
+	originalBytes = 4096
+	// dialRetry is how long a room whose WatchRoom failed waits before an
+	// Expect may try again.
+	dialRetry = 30 * time.Second
+	// closeParallel bounds concurrent Close calls at shutdown.
+	closeParallel = 32
+)
+
+// Room states.
+const (
+	stateOpening int32 = iota
+	stateOpen
+	stateFailed
+	stateClosed
+)
+
+type roomKey struct{ app, room string }
+
+type watchPair struct{ legacy, realtime broadcast.Watch }
+
+// room is one observed room.
+type room struct {
+	key      roomKey
+	worker   int
+	lastUsed atomic.Int64 // unix nanos of the last Expect
+	state    atomic.Int32
+	retryAt  atomic.Int64
+	watches  atomic.Pointer[watchPair]
+	// dropAt is when a frame of this room was last dropped per side (unix
+	// nanos), so a copy missing after a drop counts as dropped.
+	dropAt [2]atomic.Int64
+
+	mu     sync.Mutex // serialises open and close
+	closed bool
+
+	// maxSeq is the highest Seq received per side; owned by the room's
+	// worker goroutine.
+	maxSeq [2]uint64
+}
+
+func (r *room) ready() bool {
+	if r.state.Load() != stateOpen {
+		return false
+	}
+	w := r.watches.Load()
+	return w != nil && w.legacy.Ready() && w.realtime.Ready()
+}
+
+type roomShard struct {
+	mu sync.RWMutex
+	m  map[roomKey]*room
+}
+
+type pendingKey struct{ app, room, requestID string }
+
+// sideState is what arrived on one side for one expectation.
+type sideState struct {
+	arrived bool
+	dup     bool // a duplicate was counted
+	done    bool // compared against the original
+	at      time.Time
+	cls     class
+	diffs   []Difference
+	tree    any // the copy, kept only when it differs (for Between)
+}
+
+// entry is one expectation. Fields are guarded by the pending shard's mutex
+// except orig, which only the room's worker touches.
+type entry struct {
+	m          *broadcast.Message // nil once decided
+	stage      broadcast.Stage
+	cs         *chanStats
+	rules      *rules
+	room       *room
+	expectAt   int64
+	deadline   int64
+	unobserved bool // counted unobserved at Expect; absorbs its copies
+	decided    bool
+	inflight   int
+	got        [2]sideState
+
+	orig any // decoded, normalised original; worker-owned
+}
+
+type pendShard struct {
+	mu sync.Mutex
+	m  map[pendingKey]*entry
+}
+
+type frame struct {
+	room    *room
+	side    side
+	data    []byte
+	at      time.Time
+	barrier chan struct{} // test flush marker
+}
+
+type roomOp struct {
+	room  *room
+	close bool
+}
+
+// Comparator correlates the copies of compared messages. Expect, Summary
+// and Mismatches are safe for concurrent use at any time; Run must be
+// called once to dial, process and sweep.
+type Comparator struct {
+	cfg       Config
+	legacy    RoomWatcher
+	realtime  RoomWatcher
+	m         *Metrics
+	log       *zap.Logger
+	now       func() time.Time
+	chanRules map[string]*rules
+	defRules  *rules
+	seed      maphash.Seed
+
+	rooms     [nShards]roomShard
+	roomCount atomic.Int64
+	pend      [nShards]pendShard
+	pendCount atomic.Int64
+
+	ops      chan roomOp
+	workers  []chan frame
+	foreign  [2]prometheus.Counter
+	stats    statsTable
+	examples exampleRing
+	logLimit limiter
+	errLimit limiter
+
+	bucketWidth int64 // nanos
+	sweepEvery  time.Duration
+	dialers     int
+
+	started atomic.Bool
+	stopped atomic.Bool
+	evictMu sync.Mutex
+	sweepMu sync.Mutex
+
+	lastRoomSweep int64 // guarded by sweepMu
+}
+
+// New builds a comparator. legacy and realtime open the subscriptions of
+// each transport; m nil records metrics on a private registry; logger nil
+// logs nothing; now nil uses time.Now. Invalid paths in cfg (see
+// Config.Validate, which the caller should run first) are logged and
+// skipped. Nothing is dialed until messages are expected and Run runs.
+func New(cfg Config, legacy, realtime RoomWatcher, m *Metrics, logger *zap.Logger, now func() time.Time) *Comparator {
+	cfg = cfg.withDefaults()
+	if m == nil {
+		m = NewMetrics(prometheus.NewRegistry())
+	}
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	if now == nil {
+		now = time.Now
+	}
+	c := &Comparator{
+		cfg: cfg, legacy: legacy, realtime: realtime, m: m, log: logger, now: now,
+		chanRules: make(map[string]*rules, len(cfg.Channels)),
+		defRules:  &rules{timeout: cfg.Timeout},
+		seed:      maphash.MakeSeed(),
+		ops:       make(chan roomOp, 1024),
+		examples:  exampleRing{buf: make([]MismatchExample, exampleCap)},
+		logLimit:  limiter{burst: 20, perSecond: 5},
+		errLimit:  limiter{burst: 10, perSecond: 1},
+		dialers:   4,
+	}
+	for name, ch := range cfg.Channels {
+		r := &rules{timeout: cfg.Timeout}
+		if ch.Timeout > 0 {
+			r.timeout = ch.Timeout
+		}
+		for _, p := range ch.IgnorePaths {
+			segs, err := parsePath(p)
+			if err != nil {
+				logger.Error("shadow: ignore path skipped", zap.String("channel", name), zap.Error(err))
+				continue
+			}
+			r.ignore = append(r.ignore, segs)
+		}
+		for _, p := range ch.RedactPaths {
+			segs, err := parsePath(p)
+			if err != nil {
+				logger.Error("shadow: redact path skipped", zap.String("channel", name), zap.Error(err))
+				continue
+			}
+			r.redact = append(r.redact, segs)
+		}
+		c.chanRules[name] = r
+	}
+	for i := range c.rooms {
+		c.rooms[i].m = make(map[roomKey]*room)
+		c.pend[i].m = make(map[pendingKey]*entry)
+	}
+	nw := runtime.GOMAXPROCS(0)
+	if nw > 8 {
+		nw = 8
+	}
+	per := cfg.QueueSize / nw
+	if per < 1 {
+		per = 1
+	}
+	c.workers = make([]chan frame, nw)
+	for i := range c.workers {
+		c.workers[i] = make(chan frame, per)
+	}
+	for s := sideLegacy; s <= sideRealtime; s++ {
+		c.foreign[s] = m.foreign.WithLabelValues(string(s.transport()))
+	}
+	c.stats = statsTable{m: make(map[chanKey]*chanStats), metrics: m, nBuckets: 15}
+	c.bucketWidth = int64(cfg.Window / 15)
+	if c.bucketWidth <= 0 {
+		c.bucketWidth = 1
+	}
+	minTimeout := cfg.Timeout
+	for _, r := range c.chanRules {
+		if r.timeout < minTimeout {
+			minTimeout = r.timeout
+		}
+	}
+	c.sweepEvery = min(max(minTimeout/5, 10*time.Millisecond), time.Second)
+	return c
+}
+
+func (c *Comparator) rulesFor(channel string) *rules {
+	if r, ok := c.chanRules[channel]; ok {
+		return r
+	}
+	return c.defRules
+}
+
+// Expect records that m is about to be published in stage (only shadow and
+// dual are compared; other stages are ignored). It never blocks and never
+// compares: it looks the room up (asking for its subscriptions on first
+// sight, dialed by Run's goroutines), and records the expectation. A room
+// not ready on both sides makes the message unobserved; a full pending table
+// makes it dropped. It is a no-op after Run returned.
+func (c *Comparator) Expect(m *broadcast.Message, stage broadcast.Stage) {
+	if m == nil || !stage.Compared() || c.stopped.Load() {
+		return
+	}
+	now := c.now()
+	nowN := now.UnixNano()
+	cs := c.stats.get(m.App, m.Channel)
+	r := c.observe(m.App, m.Room, nowN)
+	ready := r != nil && r.ready()
+	limit := int64(c.cfg.MaxPending)
+	if !ready {
+		// Keep a tombstone that absorbs the copies (so they are not counted
+		// foreign) only while the table is less than half full.
+		limit /= 2
+	}
+	if c.pendCount.Add(1) > limit {
+		c.pendCount.Add(-1)
+		if ready {
+			c.record(cs, oDropped, nowN)
+		} else {
+			c.record(cs, oUnobserved, nowN)
+		}
+		return
+	}
+	ru := c.rulesFor(m.Channel)
+	e := &entry{
+		m: m, stage: stage, cs: cs, rules: ru, room: r,
+		expectAt: nowN, deadline: nowN + int64(ru.timeout), unobserved: !ready,
+	}
+	k := pendingKey{m.App, m.Room, m.RequestID}
+	sh := &c.pend[maphash.Comparable(c.seed, k)%nShards]
+	sh.mu.Lock()
+	if _, dup := sh.m[k]; dup { // the same requestId expected twice: keep the first
+		sh.mu.Unlock()
+		c.pendCount.Add(-1)
+		return
+	}
+	sh.m[k] = e
+	sh.mu.Unlock()
+	c.m.pending.Inc()
+	if !ready {
+		c.record(cs, oUnobserved, nowN)
+	}
+}
+
+// observe returns the room of app and room, creating it and queueing its
+// dial on first sight, or nil when the dial queue is full.
+func (c *Comparator) observe(app, name string, nowN int64) *room {
+	k := roomKey{app, name}
+	h := maphash.Comparable(c.seed, k)
+	sh := &c.rooms[h%nShards]
+	sh.mu.RLock()
+	r := sh.m[k]
+	sh.mu.RUnlock()
+	if r != nil {
+		r.lastUsed.Store(nowN)
+		if r.state.Load() == stateFailed && nowN >= r.retryAt.Load() && r.state.CompareAndSwap(stateFailed, stateOpening) {
+			if !c.sendOp(roomOp{room: r}) {
+				r.state.Store(stateFailed)
+			}
+		}
+		return r
+	}
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if r = sh.m[k]; r != nil {
+		r.lastUsed.Store(nowN)
+		return r
+	}
+	r = &room{key: k, worker: int((h >> 8) % uint64(len(c.workers)))}
+	r.lastUsed.Store(nowN)
+	if !c.sendOp(roomOp{room: r}) {
+		return nil
+	}
+	sh.m[k] = r
+	c.roomCount.Add(1)
+	c.m.observedRooms.Inc()
+	return r
+}
+
+func (c *Comparator) sendOp(op roomOp) bool {
+	select {
+	case c.ops <- op:
+		return true
+	default:
+		return false
+	}
+}
+
+// record counts one outcome in Prometheus and the window.
+func (c *Comparator) record(cs *chanStats, o outcomeIdx, nowN int64) {
+	cs.outcomes[o].Inc()
+	cs.mu.Lock()
+	cs.bucket(nowN / c.bucketWidth).outcomes[o]++
+	cs.mu.Unlock()
+}
+
+// Run dials subscriptions, processes frames and sweeps expired
+// expectations and idle rooms until ctx ends; then it stops intake (Expect
+// and frames become no-ops), waits for its goroutines and closes every
+// watch. It returns nil after ctx ended, or an error if called twice.
+func (c *Comparator) Run(ctx context.Context) error {
+	if !c.started.CompareAndSwap(false, true) {
+		return errors.New("shadow: Run called more than once")
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < c.dialers; i++ {
+		wg.Go(func() { c.dialLoop(ctx) })
+	}
+	for _, q := range c.workers {
+		wg.Go(func() { c.workLoop(ctx, q) })
+	}
+	t := time.NewTicker(c.sweepEvery)
+	defer t.Stop()
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-t.C:
+			c.sweep(c.now())
+		}
+	}
+	c.stopped.Store(true)
+	wg.Wait()
+	c.closeAll()
+	return nil
+}
+
+func (c *Comparator) dialLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case op := <-c.ops:
+			if op.close {
+				c.closeWatches(op.room)
+			} else {
+				c.open(op.room)
+			}
+		}
+	}
+}
+
+// open dials both sides of r, first making room under MaxRooms.
+func (c *Comparator) open(r *room) {
+	c.evictIfFull(r)
+	r.mu.Lock()
+	closed := r.closed
+	r.mu.Unlock()
+	if closed {
+		return
+	}
+	lw, err := c.legacy.WatchRoom(r.key.app, r.key.room, c.onFrame(r, sideLegacy))
+	if err != nil {
+		c.dialFailed(r, broadcast.TransportLegacy, err)
+		return
+	}
+	rw, err := c.realtime.WatchRoom(r.key.app, r.key.room, c.onFrame(r, sideRealtime))
+	if err != nil {
+		c.closeWatch(lw, r, broadcast.TransportLegacy)
+		c.dialFailed(r, broadcast.TransportRealtime, err)
+		return
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		c.closeWatch(lw, r, broadcast.TransportLegacy)
+		c.closeWatch(rw, r, broadcast.TransportRealtime)
+		return
+	}
+	r.watches.Store(&watchPair{legacy: lw, realtime: rw})
+	r.state.Store(stateOpen)
+	r.mu.Unlock()
+}
+
+func (c *Comparator) dialFailed(r *room, t broadcast.Transport, err error) {
+	r.retryAt.Store(c.now().Add(dialRetry).UnixNano())
+	r.mu.Lock()
+	if !r.closed {
+		r.state.Store(stateFailed)
+	}
+	r.mu.Unlock()
+	if ok, suppressed := c.errLimit.allow(c.now()); ok {
+		c.log.Warn("shadow: watch room failed; retrying on a later message",
+			zap.String("app", r.key.app), zap.String("room", r.key.room),
+			zap.String("transport", string(t)), zap.Duration("retryAfter", dialRetry),
+			zap.Int("suppressed", suppressed), zap.Error(err))
+	}
+}
+
+func (c *Comparator) closeWatch(w broadcast.Watch, r *room, t broadcast.Transport) {
+	if err := w.Close(); err != nil {
+		c.log.Debug("shadow: close watch", zap.String("app", r.key.app), zap.String("room", r.key.room),
+			zap.String("transport", string(t)), zap.Error(err))
+	}
+}
+
+// closeWatches marks r closed and closes its watches; idempotent.
+func (c *Comparator) closeWatches(r *room) {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.closed = true
+	r.state.Store(stateClosed)
+	w := r.watches.Load()
+	r.mu.Unlock()
+	if w != nil {
+		c.closeWatch(w.legacy, r, broadcast.TransportLegacy)
+		c.closeWatch(w.realtime, r, broadcast.TransportRealtime)
+	}
+}
+
+// unmap removes r from the room table if it is still there.
+func (c *Comparator) unmap(r *room) bool {
+	sh := &c.rooms[maphash.Comparable(c.seed, r.key)%nShards]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.m[r.key] != r {
+		return false
+	}
+	delete(sh.m, r.key)
+	c.roomCount.Add(-1)
+	c.m.observedRooms.Dec()
+	return true
+}
+
+// evictIfFull closes the least recently used rooms (never keep) until the
+// table is within MaxRooms.
+func (c *Comparator) evictIfFull(keep *room) {
+	if c.roomCount.Load() <= int64(c.cfg.MaxRooms) {
+		return
+	}
+	c.evictMu.Lock()
+	defer c.evictMu.Unlock()
+	excess := int(c.roomCount.Load()) - c.cfg.MaxRooms
+	if excess <= 0 {
+		return
+	}
+	type cand struct {
+		r    *room
+		used int64
+	}
+	var victims []cand
+	if excess == 1 {
+		var best *room
+		var bestUsed int64
+		for i := range c.rooms {
+			sh := &c.rooms[i]
+			sh.mu.RLock()
+			for _, r := range sh.m {
+				if u := r.lastUsed.Load(); r != keep && (best == nil || u < bestUsed) {
+					best, bestUsed = r, u
+				}
+			}
+			sh.mu.RUnlock()
+		}
+		if best != nil {
+			victims = append(victims, cand{best, bestUsed})
+		}
+	} else {
+		for i := range c.rooms {
+			sh := &c.rooms[i]
+			sh.mu.RLock()
+			for _, r := range sh.m {
+				if r != keep {
+					victims = append(victims, cand{r, r.lastUsed.Load()})
+				}
+			}
+			sh.mu.RUnlock()
+		}
+		sort.Slice(victims, func(i, j int) bool { return victims[i].used < victims[j].used })
+		if len(victims) > excess {
+			victims = victims[:excess]
+		}
+	}
+	for _, v := range victims {
+		if c.unmap(v.r) {
+			c.closeWatches(v.r)
+		}
+	}
+}
+
+// closeAll closes every room at shutdown, a bounded number at a time.
+func (c *Comparator) closeAll() {
+	var all []*room
+	for i := range c.rooms {
+		sh := &c.rooms[i]
+		sh.mu.RLock()
+		for _, r := range sh.m {
+			all = append(all, r)
+		}
+		sh.mu.RUnlock()
+	}
+	sem := make(chan struct{}, closeParallel)
+	var wg sync.WaitGroup
+	for _, r := range all {
+		c.unmap(r)
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			c.closeWatches(r)
+		})
+	}
+	wg.Wait()
+}
+
+// onFrame returns the callback of r's watch on side s: it copies the frame
+// into r's worker queue, or notes a drop when the queue is full.
+func (c *Comparator) onFrame(r *room, s side) func([]byte, time.Time) {
+	return func(data []byte, at time.Time) {
+		if c.stopped.Load() {
+			return
+		}
+		if len(data) > maxFrameBytes {
+			c.foreign[s].Inc()
+			return
+		}
+		q := c.workers[r.worker]
+		if len(q) == cap(q) {
+			r.dropAt[s].Store(c.now().UnixNano())
+			return
+		}
+		select {
+		case q <- frame{room: r, side: s, data: append([]byte(nil), data...), at: at}:
+		default:
+			r.dropAt[s].Store(c.now().UnixNano())
+		}
+	}
+}
+
+func (c *Comparator) workLoop(ctx context.Context, q chan frame) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case f := <-q:
+			if f.barrier != nil {
+				close(f.barrier)
+				continue
+			}
+			c.handle(f)
+		}
+	}
+}
