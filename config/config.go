@@ -391,7 +391,7 @@ func (c *Config) applyDefaults() {
 	}
 	m := &c.Multicast
 	if m.OffPathQueue == 0 {
-		m.OffPathQueue = 4096
+		m.OffPathQueue = 1024
 	}
 	if m.OffPathWorkers == 0 {
 		m.OffPathWorkers = 8
