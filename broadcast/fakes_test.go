@@ -159,13 +159,15 @@ func (r *testRig) drain(tb testing.TB) DrainReport {
 	return r.mc.Close(ctx)
 }
 
-// mustMessage builds a valid message or fails the test.
+// mustMessage builds a valid message, idempotent on its requestId as the
+// broadcast API makes it, or fails the test.
 func mustMessage(tb testing.TB, app, room, name, requestID string) *Message {
 	tb.Helper()
 	m, err := NewMessage(app, room, name, requestID, json.RawMessage(`{"n":1}`), "", time.Now())
 	if err != nil {
 		tb.Fatalf("NewMessage: %v", err)
 	}
+	m.IdempotencyKey = requestID
 	return m
 }
 

@@ -131,11 +131,11 @@ type BatchResult struct {
 //     and transport; a worker takes a room (not a message) and publishes
 //     its messages one at a time, so a room never has two off-path
 //     publishes to one transport in flight. When a room's answering
-//     transport still has off-path
-//     messages of that room queued (its stage changed, or its channels are
-//     in different stages), the answering publish first waits for them,
-//     within AnswerTimeout. A consequence: one room's messages are
-//     published one at a time; different rooms proceed in parallel.
+//     transport still has off-path messages of that room queued (its stage
+//     changed, or its channels are in different stages), the answering
+//     publish first waits for them, within AnswerTimeout (then EUPSTREAM,
+//     nothing published). A consequence: one room's messages are published
+//     one at a time per transport; different rooms proceed in parallel.
 //   - Idempotency: a requestId seen for the same app within DedupWindow is
 //     not published again; the answer marks every transport Duplicate and
 //     no error is returned. A requestId whose answering publish failed is
@@ -235,7 +235,7 @@ func NewMulticaster(cfg Config, legacy, realtime Publisher, resolver StageResolv
 		resolver: resolver,
 		observer: observer,
 		metrics:  newBoundMetrics(m, apps, cfg.Channels),
-		offLog: logger.Named("multicast").WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+		offLog: logger.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
 			// Off-path failures come in bursts when an upstream is down:
 			// log the first 5 per second and message, then every 100th.
 			return zapcore.NewSamplerWithOptions(c, time.Second, 5, 100)
@@ -318,7 +318,13 @@ func (mc *Multicaster) Broadcast(ctx context.Context, m *Message) (Outcome, erro
 		am.rateLimited.Inc()
 		return out, &Error{Code: ERATELIMIT, Message: "app " + m.App + " is over its publish rate", RetryAfterSeconds: wait}
 	}
-	gen, dup := mc.dedup.claim(m.App, m.RequestID, now)
+	// Only messages with an idempotency key are deduplicated: the drop-in
+	// path has none (apps reuse requestId as a correlation id there).
+	var gen uint64
+	dup := false
+	if m.IdempotencyKey != "" {
+		gen, dup = mc.dedup.claim(m.App, m.IdempotencyKey, now)
+	}
 	if dup {
 		am.duplicates.Inc()
 		out.Deliveries = map[Transport]Delivery{
@@ -329,8 +335,8 @@ func (mc *Multicaster) Broadcast(ctx context.Context, m *Message) (Outcome, erro
 	}
 	cm := am.channel(m.Channel)
 	out, err := mc.publish(ctx, m, stage, out, cm)
-	if err != nil {
-		mc.dedup.release(m.App, m.RequestID, gen)
+	if err != nil && m.IdempotencyKey != "" {
+		mc.dedup.release(m.App, m.IdempotencyKey, gen)
 	}
 	return out, err
 }

@@ -909,3 +909,40 @@ func TestBroadcastStageChangeWaitsForOffPath(t *testing.T) {
 		t.Errorf("realtime order: got %v, want %v", got, want)
 	}
 }
+
+func TestBroadcastAnswerTimeout(t *testing.T) {
+	b := newBlocker()
+	r := newRig(t, rigOpts{cfg: Config{AnswerTimeout: 20 * time.Millisecond}, resolver: fixedStage(StageShadow), legacy: b.publish})
+	out, err := r.mc.Broadcast(context.Background(), mustMessage(t, "app", "room", "e", "id"))
+	var e *Error
+	if !errors.As(err, &e) || e.Code != EUPSTREAM || e.Transport != TransportLegacy {
+		t.Fatalf("hung answering publisher: got %v, want EUPSTREAM naming legacy", err)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("error does not wrap the deadline: %v", err)
+	}
+	if got, want := out.Deliveries[TransportLegacy].Status, Failed; got != want {
+		t.Errorf("legacy: got %q, want %q", got, want)
+	}
+}
+
+// TestNoIdempotencyKeyNoDedup: the PartyKit drop-in path sends messages
+// without an idempotency key (streamed chunks share one requestId), and
+// each of them is published.
+func TestNoIdempotencyKeyNoDedup(t *testing.T) {
+	r := newRig(t, rigOpts{resolver: fixedStage(StageLegacy)})
+	for i := 0; i < 3; i++ {
+		m := mustMessage(t, "app", "room", "ai.message", "chat-1")
+		m.IdempotencyKey = ""
+		out, err := r.mc.Broadcast(context.Background(), m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := out.Deliveries[TransportLegacy].Status; got != Delivered {
+			t.Fatalf("chunk %d: legacy status %s, want delivered", i, got)
+		}
+	}
+	if got := len(r.legacy.messages()); got != 3 {
+		t.Fatalf("legacy got %d messages, want 3", got)
+	}
+}

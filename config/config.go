@@ -391,10 +391,10 @@ func (c *Config) applyDefaults() {
 	}
 	m := &c.Multicast
 	if m.OffPathQueue == 0 {
-		m.OffPathQueue = 1024
+		m.OffPathQueue = 4096
 	}
 	if m.OffPathWorkers == 0 {
-		m.OffPathWorkers = 8
+		m.OffPathWorkers = 64
 	}
 	if m.OffPathTimeout == 0 {
 		m.OffPathTimeout = 5 * time.Second
