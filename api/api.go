@@ -91,16 +91,15 @@ type Deps struct {
 // Server holds the handlers of both listeners. Its handlers are safe for
 // concurrent use; SetReady may be called at any time.
 type Server struct {
-	cfg     Config
-	deps    Deps
-	m       *Metrics
-	log     *zap.Logger
-	now     func() time.Time
-	ready   atomic.Bool
-	apps    []App // for constant-time key lookup over every app
-	public  http.Handler
-	admin   http.Handler
-	keyless bool
+	cfg    Config
+	deps   Deps
+	m      *Metrics
+	log    *zap.Logger
+	now    func() time.Time
+	ready  atomic.Bool
+	apps   []App // for constant-time key lookup over every app
+	public http.Handler
+	admin  http.Handler
 }
 
 // New builds the server. logger nil is a no-op logger; now nil is

@@ -95,10 +95,10 @@ func jsonError(err error, prefix string) error {
 
 func kindOf(goType string) string {
 	switch {
-	case strings.Contains(goType, "string"):
-		return "a string"
 	case strings.HasPrefix(goType, "[]"):
 		return "an array"
+	case strings.Contains(goType, "string"):
+		return "a string"
 	}
 	return "of type " + goType
 }

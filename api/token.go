@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/switchyard/switchyard/broadcast"
 	"github.com/switchyard/switchyard/hs256"
@@ -66,6 +67,7 @@ type tokenRequest struct {
 // handleTokenServer is POST /v1/realtime/token: the app's server asks, with
 // its API key, after checking that the user owns the room.
 func (s *Server) handleTokenServer(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store") // the answer is a credential
 	app, err := s.authApp(r)
 	if err != nil {
 		s.tokenError(w, r, "", "unauthorized", err)
@@ -91,6 +93,7 @@ func (s *Server) handleTokenServer(w http.ResponseWriter, r *http.Request) {
 // handleTokenGrant is GET /v1/realtime/token?app=&room= with a room grant:
 // the browser asks directly.
 func (s *Server) handleTokenGrant(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
 	q := r.URL.Query()
 	app, room := q.Get("app"), q.Get("room")
 	a, ok := s.cfg.Apps[app]
@@ -237,17 +240,20 @@ func (s *Server) tokenError(w http.ResponseWriter, r *http.Request, app, reason 
 	s.writeError(w, r, app, "", err)
 }
 
-// TokenCache keeps minted tokens per (app, realtime channel, topics) for a
-// short time well inside their 60 s life, so a burst of browsers in one
-// room costs one upstream call. It is safe for concurrent use and bounded.
+// TokenCache keeps minted tokens per (app, room, channels) for a short
+// time well inside their 60 s life, so a burst of browsers in one room
+// costs one upstream call: concurrent misses of one key share a single
+// in-flight mint. It is safe for concurrent use and bounded. Set the fields
+// before Wrap; do not change them afterwards.
 type TokenCache struct {
 	TTL     time.Duration // how long a token is reused (default 20s)
 	Margin  time.Duration // never hand out a token closer than this to expiry (default 30s)
 	MaxSize int           // entries kept (default 10,000)
 	Now     func() time.Time
 
-	mu sync.Mutex
-	m  map[string]cachedToken
+	mu     sync.Mutex
+	m      map[string]cachedToken
+	flight singleflight.Group
 }
 
 type cachedToken struct {
@@ -256,7 +262,10 @@ type cachedToken struct {
 }
 
 // Wrap returns a TokenMinter that serves from the cache and calls next on a
-// miss.
+// miss. The upstream call of a miss is shared by every caller of the same
+// key that arrives while it runs; it is not cancelled when one of them
+// gives up (next's own deadline bounds it), and a caller whose ctx ends
+// stops waiting with ctx's error.
 func (c *TokenCache) Wrap(next TokenMinter, logger *zap.Logger) TokenMinter {
 	if c.TTL == 0 {
 		c.TTL = 20 * time.Second
@@ -272,37 +281,64 @@ func (c *TokenCache) Wrap(next TokenMinter, logger *zap.Logger) TokenMinter {
 	}
 	return TokenMinterFunc(func(ctx context.Context, app, room string, channels []string) ([]Token, error) {
 		key := app + "\x00" + room + "\x00" + strings.Join(channels, ",")
-		now := c.Now()
-		c.mu.Lock()
-		if e, ok := c.m[key]; ok && now.Before(e.until) {
-			c.mu.Unlock()
-			return []Token{e.tok}, nil
+		if tok, ok := c.get(key); ok {
+			return []Token{tok}, nil
 		}
-		c.mu.Unlock()
-		toks, err := next.Mint(ctx, app, room, channels)
-		if err != nil || len(toks) != 1 {
-			return toks, err
+		ch := c.flight.DoChan(key, func() (any, error) {
+			// A flight that ended between the lookup above and DoChan
+			// has filled the cache: look again before calling upstream.
+			if tok, ok := c.get(key); ok {
+				return []Token{tok}, nil
+			}
+			return c.fill(context.WithoutCancel(ctx), next, key, app, room, channels)
+		})
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case r := <-ch:
+			toks, _ := r.Val.([]Token)
+			return toks, r.Err
 		}
-		until := now.Add(c.TTL)
-		if lim := toks[0].ExpiresAt.Add(-c.Margin); lim.Before(until) {
-			until = lim
-		}
-		c.mu.Lock()
-		if c.m == nil {
-			c.m = make(map[string]cachedToken)
-		}
-		if len(c.m) >= c.MaxSize {
-			for k, e := range c.m { // drop expired entries, then anything
-				if !now.Before(e.until) || len(c.m) >= c.MaxSize {
-					delete(c.m, k)
-				}
-				if len(c.m) < c.MaxSize/2 {
-					break
-				}
+	})
+}
+
+// get returns the cached token of key while it is fresh.
+func (c *TokenCache) get(key string) (Token, bool) {
+	now := c.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.m[key]; ok && now.Before(e.until) {
+		return e.tok, true
+	}
+	return Token{}, false
+}
+
+// fill mints through next and caches a single-token answer.
+func (c *TokenCache) fill(ctx context.Context, next TokenMinter, key, app, room string, channels []string) ([]Token, error) {
+	now := c.Now()
+	toks, err := next.Mint(ctx, app, room, channels)
+	if err != nil || len(toks) != 1 {
+		return toks, err
+	}
+	until := now.Add(c.TTL)
+	if lim := toks[0].ExpiresAt.Add(-c.Margin); lim.Before(until) {
+		until = lim
+	}
+	c.mu.Lock()
+	if c.m == nil {
+		c.m = make(map[string]cachedToken)
+	}
+	if len(c.m) >= c.MaxSize {
+		for k, e := range c.m { // drop expired entries, then anything
+			if !now.Before(e.until) || len(c.m) >= c.MaxSize {
+				delete(c.m, k)
+			}
+			if len(c.m) < c.MaxSize/2 {
+				break
 			}
 		}
-		c.m[key] = cachedToken{tok: toks[0], until: until}
-		c.mu.Unlock()
-		return toks, nil
-	})
+	}
+	c.m[key] = cachedToken{tok: toks[0], until: until}
+	c.mu.Unlock()
+	return toks, nil
 }

@@ -421,6 +421,13 @@ func TestTokenServerAnswerShape(t *testing.T) {
 	if ct := a.header.Get("Content-Type"); ct != "application/json" {
 		t.Errorf("Content-Type = %q", ct)
 	}
+	// A token is a credential: no cache may keep it, on either path.
+	g := grant(t, grantSecret, "ai-hero", []string{"video-1"}, tokenNow, time.Minute)
+	for _, a := range []answer{a, do(t, "GET", grantURL(f.pub.URL, "ai-hero", "video-1"), "Bearer "+g, "")} {
+		if a.status != 200 || a.header.Get("Cache-Control") != "no-store" {
+			t.Errorf("token answer %d has Cache-Control %q, want no-store", a.status, a.header.Get("Cache-Control"))
+		}
+	}
 }
 
 func TestTokenMintFailures(t *testing.T) {
@@ -662,8 +669,8 @@ func TestTokenCacheConcurrent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if n := calls.Load(); n > 40 {
-		t.Errorf("400 mints of 5 rooms cost %d upstream calls", n)
+	if n := calls.Load(); n != 5 {
+		t.Errorf("400 mints of 5 rooms cost %d upstream calls, want 5", n)
 	}
 }
 
@@ -694,4 +701,83 @@ func FuzzTokenGrant(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestTokenCacheBurst: a burst of browsers of one room arriving together,
+// while the first mint is still in flight, costs one upstream call.
+func TestTokenCacheBurst(t *testing.T) {
+	var calls atomic.Int32
+	release := make(chan struct{})
+	c := &TokenCache{}
+	m := c.Wrap(TokenMinterFunc(func(ctx context.Context, app, room string, ch []string) ([]Token, error) {
+		calls.Add(1)
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return []Token{{Key: "k-" + room, Channel: room, ExpiresAt: time.Now().Add(time.Minute)}}, nil
+	}), nil)
+	const n = 20
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	keys := make([]string, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			toks, err := m.Mint(context.Background(), "a", "room", []string{"x"})
+			errs[i] = err
+			if len(toks) == 1 {
+				keys[i] = toks[0].Key
+			}
+		}()
+	}
+	time.Sleep(50 * time.Millisecond) // let the burst pile up behind the first call
+	close(release)
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil || keys[i] != "k-room" {
+			t.Fatalf("caller %d: %q %v", i, keys[i], errs[i])
+		}
+	}
+	if got := calls.Load(); got != 1 {
+		t.Errorf("a burst of %d callers cost %d upstream calls, want 1", n, got)
+	}
+}
+
+// TestTokenCacheCallerGone: a caller that gives up does not fail the
+// others waiting on the same mint.
+func TestTokenCacheCallerGone(t *testing.T) {
+	release := make(chan struct{})
+	c := &TokenCache{}
+	m := c.Wrap(TokenMinterFunc(func(ctx context.Context, app, room string, ch []string) ([]Token, error) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return []Token{{Key: "k", ExpiresAt: time.Now().Add(time.Minute)}}, nil
+	}), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	first := make(chan error, 1)
+	go func() {
+		_, err := m.Mint(ctx, "a", "room", []string{"x"})
+		first <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	second := make(chan error, 1)
+	go func() {
+		_, err := m.Mint(context.Background(), "a", "room", []string{"x"})
+		second <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	cancel()
+	if err := <-first; err == nil {
+		t.Error("the caller that gave up got a token")
+	}
+	close(release)
+	if err := <-second; err != nil {
+		t.Errorf("the remaining caller failed: %v", err)
+	}
 }

@@ -101,7 +101,7 @@ func newGateway(cfg *config.Config, logger *zap.Logger, hooks gatewayHooks) (_ *
 		partyCfgs[name] = pc
 		rc, err := realtime.NewClient(name, realtime.Config{URL: a.Realtime.URL, SigningKey: a.Realtime.SigningKey,
 			FallbackSigningKey: a.Realtime.FallbackSigningKey, ChannelTemplate: a.Realtime.Channel,
-			Topics: a.Realtime.Topics, Policy: policy}, hc, um, logger.Named("realtime").With(zap.String("app", name)))
+			Topics: a.Realtime.Topics, Policy: policy}, hc, um, logger.Named("realtime"))
 		if err != nil {
 			return nil, fmt.Errorf("apps.%s.realtime: %w", name, err)
 		}
