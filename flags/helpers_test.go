@@ -12,7 +12,6 @@ import (
 	"github.com/open-feature/go-sdk/openfeature"
 	"github.com/open-feature/go-sdk/openfeature/isolated"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 var testChannels = []string{"video-upload", "video-ready", "transcript", "ai-stream"}
@@ -131,5 +130,3 @@ func waitFor(tb testing.TB, within time.Duration, what string, cond func() bool)
 		time.Sleep(10 * time.Millisecond)
 	}
 }
-
-func gaugeValue(g prometheus.Collector) float64 { return testutil.ToFloat64(g) }

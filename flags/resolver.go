@@ -46,6 +46,7 @@ type Resolver struct {
 	cache    *decisionCache
 	ttl      time.Duration
 	gen      atomic.Uint64
+	killOn   atomic.Bool // last value written to the kill switch gauge
 
 	logMu   sync.Mutex
 	logLast map[string]time.Time
@@ -229,10 +230,14 @@ func (r *Resolver) count(cs *channelState, rt *broadcast.Route) {
 	if c := cs.evals[rt.Stage]; c != nil {
 		c.Inc()
 	}
-	if rt.KillSwitch {
-		r.metrics.killSwitch.Set(1)
-	} else {
-		r.metrics.killSwitch.Set(0)
+	// Write the gauge only on change: a store per decision would make
+	// every core contend for its cache line.
+	if r.killOn.Load() != rt.KillSwitch && r.killOn.CompareAndSwap(!rt.KillSwitch, rt.KillSwitch) {
+		if rt.KillSwitch {
+			r.metrics.killSwitch.Set(1)
+		} else {
+			r.metrics.killSwitch.Set(0)
+		}
 	}
 }
 

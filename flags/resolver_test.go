@@ -260,7 +260,11 @@ func TestFlagsProviderNotReadyThenError(t *testing.T) {
 	// The listener accepts and never answers: the gRPC sync hangs until
 	// flagd's init deadline (500 ms) passes, and the provider is NOT_READY
 	// meanwhile.
-	defer ln.Close()
+	// Cleanups run last-registered first: the API (below) shuts down while
+	// the connection still hangs, then the listener closes. The other
+	// order races inside flagd v0.6.0's gRPC sync (Shutdown closes its
+	// event channel while the connection monitor may send on it).
+	t.Cleanup(func() { ln.Close() })
 	go func() {
 		var held []net.Conn
 		defer func() {

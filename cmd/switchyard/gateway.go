@@ -226,6 +226,7 @@ func (g *gateway) Run(ctx context.Context) error {
 	bg, _ := errgroup.WithContext(bgCtx)
 	bg.Go(func() error { return g.cmp.Run(bgCtx) })
 	bg.Go(func() error { return g.rtWatch.Run(bgCtx) })
+	bg.Go(func() error { return g.resolver.Run(bgCtx) })
 	grp.Go(func() error { return serve(g.publicSrv, g.publicLn) })
 	grp.Go(func() error { return serve(g.adminSrv, g.adminLn) })
 	g.api.SetReady(true)
