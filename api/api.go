@@ -207,10 +207,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, app, request
 		}
 	}
 	if status >= 500 {
-		s.log.Error("request failed", zap.String("route", routeOf(r)), zap.String("app", app),
+		s.log.Error("request failed", zap.String("route", routeOf(w)), zap.String("app", app),
 			zap.String("requestId", requestID), zap.String("code", code), zap.Error(err))
 	} else if ce := s.log.Check(zapcore.DebugLevel, "request refused"); ce != nil {
-		ce.Write(zap.String("route", routeOf(r)), zap.String("app", app),
+		ce.Write(zap.String("route", routeOf(w)), zap.String("app", app),
 			zap.String("requestId", requestID), zap.String("code", code), zap.String("message", be.Error.Message))
 	}
 	s.m.rejected(s.appLabel(app), code)
@@ -367,10 +367,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 
 func (m *Metrics) rejected(app, code string) { m.rejects.WithLabelValues(app, code).Inc() }
 
-// statusRecorder captures the status code for the metrics middleware.
+// statusRecorder captures the status code for the metrics middleware and
+// carries the route name for writeError's logs.
 type statusRecorder struct {
 	http.ResponseWriter
 	status int
+	route  string
 }
 
 func (r *statusRecorder) WriteHeader(code int) {
@@ -393,13 +395,35 @@ func (r *statusRecorder) Flush() {
 	}
 }
 
-type routeKey struct{}
-
-func routeOf(r *http.Request) string {
-	if v, ok := r.Context().Value(routeKey{}).(string); ok {
-		return v
+// routeOf returns the route name instrument gave the request answered
+// through w, or "other".
+func routeOf(w http.ResponseWriter) string {
+	if rec, ok := w.(*statusRecorder); ok {
+		return rec.route
 	}
 	return "other"
+}
+
+// statusLabel is the code label of status, without an allocation for the
+// common codes.
+func statusLabel(status int) string {
+	switch status {
+	case http.StatusOK:
+		return "200"
+	case http.StatusBadRequest:
+		return "400"
+	case http.StatusUnauthorized:
+		return "401"
+	case http.StatusNotFound:
+		return "404"
+	case http.StatusTooManyRequests:
+		return "429"
+	case http.StatusBadGateway:
+		return "502"
+	case http.StatusServiceUnavailable:
+		return "503"
+	}
+	return strconv.Itoa(status)
 }
 
 // instrument wraps h with the request counter and histogram, labelled by
@@ -408,13 +432,14 @@ func (s *Server) instrument(listener, route string, h http.HandlerFunc) http.Han
 	dur := s.m.duration.WithLabelValues(listener, route)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		rec := &statusRecorder{ResponseWriter: w}
-		r = r.WithContext(context.WithValue(r.Context(), routeKey{}, route))
+		// The route travels in the recorder rather than in a context value:
+		// r.WithContext would copy the request on every call.
+		rec := &statusRecorder{ResponseWriter: w, route: route}
 		h(rec, r)
 		if rec.status == 0 {
 			rec.status = http.StatusOK
 		}
 		dur.Observe(time.Since(start).Seconds())
-		s.m.requests.WithLabelValues(listener, route, strconv.Itoa(rec.status)).Inc()
+		s.m.requests.WithLabelValues(listener, route, statusLabel(rec.status)).Inc()
 	})
 }

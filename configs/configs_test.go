@@ -48,13 +48,14 @@ var _ prometheus.Registerer = (*captureRegisterer)(nil)
 var (
 	descName   = regexp.MustCompile(`fqName: "([^"]+)"`)
 	descLabels = regexp.MustCompile(`variableLabels: \{([^}]*)\}`)
-	cmdName    = regexp.MustCompile(`Name:\s*"(switchyard_[a-z0-9_]+)"`)
+	cmdName    = regexp.MustCompile(`"(switchyard_[a-z0-9_]+)"`)
 )
 
 // registeredMetrics returns every switchyard_* metric the gateway
 // registers: the collectors of each package's NewMetrics (names, labels,
-// histogram or not), plus the names cmd/switchyard registers itself (read
-// from its source, labels unknown).
+// histogram or not), plus the names cmd/switchyard registers itself (every
+// "switchyard_..." string literal of its non-test source, labels unknown:
+// build_info, the canary's textfile metrics).
 func registeredMetrics(tb testing.TB) map[string]metricInfo {
 	tb.Helper()
 	reg := &captureRegisterer{}
@@ -206,6 +207,7 @@ func TestCheckExprCatchesRenames(t *testing.T) {
 		{"histogram bucket", `histogram_quantile(0.99, sum by (transport, le) (rate(switchyard_shadow_delivery_latency_seconds_bucket{transport="realtime"}[5m])))`, true},
 		{"gauge", `switchyard_flag_file_valid == 0`, true},
 		{"cmd metric", `switchyard_build_info`, true},
+		{"canary textfile metric", `time() - max by (app) (switchyard_canary_last_success_timestamp_seconds)`, true},
 		{"renamed metric", `rate(switchyard_shadow_outcome_total[5m])`, false},
 		{"bucket of a counter", `switchyard_deliveries_total_bucket`, false},
 		{"unknown matcher label", `rate(switchyard_deliveries_total{result="failed"}[5m])`, false},

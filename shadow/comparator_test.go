@@ -218,9 +218,9 @@ func TestForeignFrames(t *testing.T) {
 	lw, rw := h.observe(t, app, "r")
 	now := h.clock.Now()
 	lw.deliver(`{"body":1,"requestId":"someone-else","name":"x"}`, now) // unknown requestId
-	lw.deliver(`conn-1: hello`, now)                                     // relay text
-	lw.deliver("\x00\x01yjs", now)                                       // binary
-	rw.deliver(`[1,2]`, now)                                             // not an object
+	lw.deliver(`conn-1: hello`, now)                                    // relay text
+	lw.deliver("\x00\x01yjs", now)                                      // binary
+	rw.deliver(`[1,2]`, now)                                            // not an object
 	h.pump()
 	if got, want := h.foreign(broadcast.TransportLegacy), 3; got != want {
 		t.Errorf("legacy foreign = %d, want %d", got, want)
@@ -549,7 +549,7 @@ func TestRunLifecycle(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
-	m, err := broadcast.NewMessage(app, "r", "n", "id1", json.RawMessage(`{}`), "video", time.Now())
+	m, err := broadcast.NewMessage(app, "r", "n", "id1", json.RawMessage(`{}`), "prime", time.Now()) // unobserved, or missing if the dial won the race
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -604,4 +604,92 @@ func (c *Comparator) roomReady(app, name string) bool {
 		}
 	}
 	return false
+}
+
+func TestEvictSeveralAtOnce(t *testing.T) {
+	h := newHarness(t, Config{MaxRooms: 2}, nil)
+	a, _ := h.observe(t, app, "a")
+	h.clock.Advance(time.Second)
+	b, _ := h.observe(t, app, "b")
+	h.clock.Advance(time.Second)
+	// Two new rooms queued before any dial: the first dial evicts two.
+	h.c.Expect(h.msg(t, app, "c", "prime", "c1", `{}`), broadcast.StageShadow)
+	h.c.Expect(h.msg(t, app, "d", "prime", "d1", `{}`), broadcast.StageShadow)
+	h.pump()
+	c, d := h.legacy.last(t, app, "c"), h.legacy.last(t, app, "d")
+	if !a.closed.Load() || !b.closed.Load() || c.closed.Load() || d.closed.Load() {
+		t.Errorf("closed a,b,c,d = %v,%v,%v,%v; want a and b evicted", a.closed.Load(), b.closed.Load(), c.closed.Load(), d.closed.Load())
+	}
+	if got := h.c.roomCount.Load(); got != 2 {
+		t.Errorf("rooms = %d, want 2", got)
+	}
+}
+
+// TestConcurrentRun drives Expect and both transports' frames from several
+// goroutines while Run's dialers, workers and sweeper run (for -race).
+func TestConcurrentRun(t *testing.T) {
+	legacy, realtime := &fakeWatcher{}, &fakeWatcher{}
+	c := New(Config{Timeout: time.Second, QueueSize: 1 << 14}, legacy, realtime, nil, nil, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	const owners, roomsPer, perRoom = 4, 5, 50
+	errs := make(chan error, owners)
+	for o := 0; o < owners; o++ {
+		go func() {
+			// Each goroutine owns its rooms, so each watch has one caller
+			// of onFrame, as the RoomWatcher contract says.
+			for r := 0; r < roomsPer; r++ {
+				room := fmt.Sprintf("o%d-r%d", o, r)
+				prime, _ := broadcast.NewMessage(app, room, "n", room+"-prime", json.RawMessage(`{}`), "prime", time.Now())
+				c.Expect(prime, broadcast.StageShadow)
+				deadline := time.Now().Add(5 * time.Second)
+				for !c.roomReady(app, room) {
+					if time.Now().After(deadline) {
+						errs <- fmt.Errorf("room %s never ready", room)
+						return
+					}
+					time.Sleep(time.Millisecond)
+				}
+				lw, rw := legacy.last(t, app, room), realtime.last(t, app, room)
+				for i := 0; i < perRoom; i++ {
+					m, _ := broadcast.NewMessage(app, room, "n", fmt.Sprintf("%s-%d", room, i), json.RawMessage(`{"i":1.0}`), "video", time.Now())
+					m.Seq = uint64(i + 1)
+					c.Expect(m, broadcast.StageShadow)
+					lw.deliver(string(m.Envelope), time.Now())
+					rw.deliver(string(m.Envelope), time.Now())
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for o := 0; o < owners; o++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := int64(owners * roomsPer * perRoom)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var got ChannelSummary
+		for _, s := range c.Summary() {
+			if s.Channel == "video" {
+				got = s
+			}
+		}
+		if got.Outcomes[OutcomeMatch] == want {
+			if got.Compared != want || got.Outcomes[OutcomeReordered] != 0 {
+				t.Errorf("summary = %+v", got)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("matches = %d, want %d (%v)", got.Outcomes[OutcomeMatch], want, got.Outcomes)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v", err)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // A path names a node of a decoded envelope, from the envelope root:
@@ -27,6 +28,9 @@ type segment struct {
 func parsePath(s string) ([]segment, error) {
 	if s == "" {
 		return nil, fmt.Errorf("empty path")
+	}
+	if !utf8.ValidString(s) {
+		return nil, fmt.Errorf("path %q: not valid UTF-8", s)
 	}
 	var segs []segment
 	i := 0

@@ -271,12 +271,13 @@ func (c *Comparator) closeIdle(nowN int64) {
 }
 
 // Summary returns per app and channel the outcome counts, parity and
-// latency quantiles over the sliding window, sorted by app then channel. It
-// is safe for concurrent use and never blocks on I/O.
+// latency quantiles over the sliding window, sorted by app then channel
+// (an empty, non-nil slice before any message). It is safe for concurrent
+// use and never blocks on I/O.
 func (c *Comparator) Summary() []ChannelSummary {
 	now := c.now().UnixNano()
 	cur := now / c.bucketWidth
-	var out []ChannelSummary
+	out := []ChannelSummary{}
 	for _, cs := range c.stats.all() {
 		var counts [numOutcomes]int64
 		var lat [2]logHist

@@ -263,7 +263,10 @@ func runCanary(ctx context.Context, o canaryOptions, app config.App, hc *http.Cl
 	run := hex.EncodeToString(b[:])
 	arr := &arrivals{requestID: "switchyard-canary-" + run, name: o.event, at: map[broadcast.Transport]time.Time{}, notify: make(chan struct{}, 1)}
 
+	// The subscriptions end before runCanary returns, goroutines included.
 	subCtx, stopSubs := context.WithCancel(ctx)
+	var bg sync.WaitGroup
+	defer bg.Wait()
 	defer stopSubs()
 	var ready []func() bool
 	for _, t := range want {
@@ -279,7 +282,7 @@ func runCanary(ctx context.Context, o canaryOptions, app config.App, hc *http.Cl
 			defer s.Close()
 			ready = append(ready, s.Ready)
 		case broadcast.TransportRealtime:
-			isReady, err := subscribeRealtime(setupCtx, subCtx, o, app, route.Channel, arr, logger)
+			isReady, err := subscribeRealtime(setupCtx, subCtx, &bg, o, app, route.Channel, arr, logger)
 			if err != nil {
 				res.err = fmt.Errorf("realtime: subscribe: %w", err)
 				return res
@@ -367,8 +370,8 @@ func contains(ts []broadcast.Transport, t broadcast.Transport) bool {
 
 // subscribeRealtime subscribes like a browser: a token minted with the
 // config's signing key for the room's channel and the canary channel's
-// topic, on a Subscriber that runs until runCtx ends.
-func subscribeRealtime(setupCtx, runCtx context.Context, o canaryOptions, app config.App, channel string, arr *arrivals, logger *zap.Logger) (func() bool, error) {
+// topic, on a Subscriber that runs until runCtx ends (tracked by bg).
+func subscribeRealtime(setupCtx, runCtx context.Context, bg *sync.WaitGroup, o canaryOptions, app config.App, channel string, arr *arrivals, logger *zap.Logger) (func() bool, error) {
 	c, err := realtime.NewClient(o.app, realtime.Config{URL: app.Realtime.URL, SigningKey: app.Realtime.SigningKey,
 		FallbackSigningKey: app.Realtime.FallbackSigningKey, ChannelTemplate: app.Realtime.Channel,
 		Topics: app.Realtime.Topics}, nil, nil, logger.Named("canary.realtime"))
@@ -388,7 +391,11 @@ func subscribeRealtime(setupCtx, runCtx context.Context, o canaryOptions, app co
 	if err != nil {
 		return nil, err
 	}
-	go func() { _ = sub.Run(runCtx) }()
+	bg.Add(1)
+	go func() {
+		defer bg.Done()
+		_ = sub.Run(runCtx)
+	}()
 	s, err := sub.Sub(setupCtx, tok)
 	if err != nil {
 		return nil, err

@@ -60,9 +60,9 @@ func waitStage(t *testing.T, admin, event, want string, wantKill bool) {
 // gateway's routes and answers, with an audit record per change.
 func TestFlagsCLIRoundTripThroughGateway(t *testing.T) {
 	party := partytest.New().Start()
-	defer party.Close()
+	t.Cleanup(party.Close)
 	rt := realtimetest.NewServer(realtimetest.Config{})
-	defer rt.Close()
+	t.Cleanup(rt.Close) // after the gateway's own cleanup (LIFO)
 	path := writeE2EConfig(t, party.URL(), rt.URL(), "legacy", "")
 	flagFile := filepath.Join(filepath.Dir(path), "flags.json")
 	g := startServe(t, path)

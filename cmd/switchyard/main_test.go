@@ -45,16 +45,24 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// stageFlags returns a flag file putting every channel at stage.
+// stageFlags returns a flag file (indented, as people write them) putting
+// every channel at stage.
 func stageFlags(stage string) string {
-	variants := `{"legacy": "legacy", "shadow": "shadow", "dual": "dual", "realtime": "realtime"}`
-	var b strings.Builder
-	b.WriteString(`{"flags": {"realtime-killswitch": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off"}`)
-	for _, ch := range []string{"video-upload", "video-ready", "transcript", "ai-stream", "default"} {
-		fmt.Fprintf(&b, `, "realtime-%s": {"state": "ENABLED", "variants": %s, "defaultVariant": %q}`, ch, variants, stage)
+	type flag struct {
+		State          string         `json:"state"`
+		Variants       map[string]any `json:"variants"`
+		DefaultVariant string         `json:"defaultVariant"`
 	}
-	b.WriteString("}}\n")
-	return b.String()
+	stages := map[string]any{"legacy": "legacy", "shadow": "shadow", "dual": "dual", "realtime": "realtime"}
+	fl := map[string]flag{"realtime-killswitch": {"ENABLED", map[string]any{"on": true, "off": false}, "off"}}
+	for _, ch := range []string{"video-upload", "video-ready", "transcript", "ai-stream", "default"} {
+		fl["realtime-"+ch] = flag{"ENABLED", stages, stage}
+	}
+	b, err := json.MarshalIndent(map[string]any{"flags": fl}, "", "  ")
+	if err != nil {
+		panic(err)
+	}
+	return string(b) + "\n"
 }
 
 // writeE2EConfig writes a config for a gateway on :0 in a temp dir and
@@ -237,7 +245,7 @@ func (b *browser) next(t *testing.T) string {
 func TestServeEndToEndRealPartyKit(t *testing.T) {
 	pk := partykitdev.Start(t)
 	rt := realtimetest.NewServer(realtimetest.Config{})
-	defer rt.Close()
+	t.Cleanup(rt.Close) // after the gateway's own cleanup (LIFO)
 	g := startServe(t, writeE2EConfig(t, pk, rt.URL(), "legacy", ""))
 	if code := get(t, g.admin+"/readyz"); code != 200 {
 		t.Fatalf("readyz = %d, want 200", code)
@@ -354,7 +362,7 @@ func TestSigtermDrainsInFlight(t *testing.T) {
 	}))
 	defer party.Close()
 	rt := realtimetest.NewServer(realtimetest.Config{})
-	defer rt.Close()
+	t.Cleanup(rt.Close) // after the gateway's own cleanup (LIFO)
 	path := writeE2EConfig(t, party.URL, rt.URL(), "legacy", "")
 
 	cmd := exec.Command(bin, "serve", "--config", path)

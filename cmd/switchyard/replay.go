@@ -37,6 +37,8 @@ type replayEntry struct {
 	line int // 1-based line number in the file
 	rec  recordLine
 	at   time.Time
+	// id is the requestId the replay sends (see replayRequestID).
+	id string
 }
 
 // decodeRecordLine parses and validates one recording line: a single JSON
@@ -65,6 +67,10 @@ func decodeRecordLine(b []byte) (recordLine, time.Time, error) {
 		return recordLine{}, time.Time{}, errors.New("app: required")
 	}
 	if err := broadcast.ValidateRoom(rec.Room); err != nil {
+		var be *broadcast.Error
+		if errors.As(err, &be) {
+			err = errors.New(be.Message) // "room: ...", without the API code
+		}
 		return recordLine{}, time.Time{}, err
 	}
 	for _, f := range []struct{ key, v string }{{"name", rec.Name}, {"requestId", rec.RequestID}} {
@@ -119,15 +125,21 @@ func readRecording(r io.Reader) ([]replayEntry, error) {
 
 // replayRequestID derives the requestId of a replayed message: the
 // original with "-replay-<run>" appended, so that a replay is not refused
-// as a duplicate of the recorded traffic or of another run; an original too
+// as a duplicate of the recorded traffic or of another run. An original
+// that several lines share (the drop-in path has no idempotency: every
+// ai.message chunk of one answer may carry the same requestId) also gets
+// "-<line>", since /v1/broadcast would refuse the repeats. An original too
 // long for that is shortened to a digest.
-func replayRequestID(orig, run string) string {
-	id := orig + "-replay-" + run
-	if len(id) <= 256 {
-		return id
+func replayRequestID(orig, run string, line int, shared bool) string {
+	suffix := "-replay-" + run
+	if shared {
+		suffix += "-" + strconv.Itoa(line)
+	}
+	if len(orig)+len(suffix) <= 256 {
+		return orig + suffix
 	}
 	sum := sha256.Sum256([]byte(orig))
-	return hex.EncodeToString(sum[:12]) + "-replay-" + run
+	return hex.EncodeToString(sum[:12]) + suffix
 }
 
 // replayOptions are the flags of `switchyard replay`.
@@ -214,7 +226,10 @@ func cmdReplay(ctx context.Context, args []string, getenv func(string) string, s
 
 // replayAnswer is what the replay reads of a broadcast answer.
 type replayAnswer struct {
-	Stage broadcast.Stage `json:"stage"`
+	Stage      broadcast.Stage `json:"stage"`
+	Deliveries map[string]struct {
+		Status string `json:"status"`
+	} `json:"deliveries"`
 	Error *struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
@@ -263,6 +278,19 @@ func replay(ctx context.Context, o replayOptions, all []replayEntry, hc *http.Cl
 	if len(entries) == 0 {
 		return fmt.Errorf("replay: %s has no message of app %q (apps in it: %s)", o.file, o.app, mapKeys(apps))
 	}
+	if o.runID == "" {
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		o.runID = hex.EncodeToString(b[:])
+	}
+	uses := map[string]int{}
+	for _, e := range entries {
+		uses[e.rec.RequestID]++
+	}
+	for i := range entries {
+		e := &entries[i]
+		e.id = replayRequestID(e.rec.RequestID, o.runID, e.line, uses[e.rec.RequestID] > 1)
+	}
 	sort.SliceStable(entries, func(i, j int) bool { return entries[i].at.Before(entries[j].at) })
 	rooms := map[string][]replayEntry{}
 	var roomOrder []string
@@ -271,11 +299,6 @@ func replay(ctx context.Context, o replayOptions, all []replayEntry, hc *http.Cl
 			roomOrder = append(roomOrder, e.rec.Room)
 		}
 		rooms[e.rec.Room] = append(rooms[e.rec.Room], e)
-	}
-	if o.runID == "" {
-		var b [4]byte
-		_, _ = rand.Read(b[:])
-		o.runID = hex.EncodeToString(b[:])
 	}
 	span := entries[len(entries)-1].at.Sub(entries[0].at)
 	speed := "as fast as possible"
@@ -380,7 +403,7 @@ func sendReplay(ctx context.Context, hc *http.Client, o replayOptions, e replayE
 		Name      string          `json:"name"`
 		Body      json.RawMessage `json:"body"`
 		RequestID string          `json:"requestId"`
-	}{e.rec.Room, e.rec.Name, e.rec.Body, replayRequestID(e.rec.RequestID, o.runID)})
+	}{e.rec.Room, e.rec.Name, e.rec.Body, e.id})
 	st.sent.Add(1)
 	where := fmt.Sprintf("line %d (room %s, %s)", e.line, e.rec.Room, e.rec.Name)
 	for attempt := 1; ; attempt++ {
@@ -405,6 +428,12 @@ func sendReplay(ctx context.Context, hc *http.Client, o replayOptions, e replayE
 		var ans replayAnswer
 		_ = json.Unmarshal(b, &ans)
 		if resp.StatusCode == http.StatusOK {
+			for t, d := range ans.Deliveries {
+				if d.Status == "duplicate" && attempt == 1 {
+					st.fail("duplicate", fmt.Sprintf("%s: %s answered duplicate for requestId %s", where, t, e.id))
+					return
+				}
+			}
 			st.ok.Add(1)
 			st.stage(ans.Stage)
 			return

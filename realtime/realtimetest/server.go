@@ -285,15 +285,27 @@ func (s *Server) CloseConnections() {
 	}
 }
 
-// Close sends "closing" to every subscriber, then stops the server.
+// Close sends "closing" to every subscriber, then stops the server. It is
+// safe to call while clients are connecting: done is closed under the lock
+// that registers connections, so none registers after the snapshot that is
+// closed here (a hijacked websocket is not closed by httptest).
 func (s *Server) Close() {
+	s.mu.Lock()
 	select {
 	case <-s.done:
+		s.mu.Unlock()
 		return
 	default:
 	}
-	s.CloseConnections()
 	close(s.done)
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.closeWith(websocket.CloseGoingAway, "closing")
+	}
 	s.srv.CloseClientConnections()
 	s.srv.Close()
 	s.wg.Wait()

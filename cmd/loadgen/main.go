@@ -1,0 +1,148 @@
+// Command loadgen is `make bench`'s side-by-side load benchmark of the
+// Switchyard gateway. It builds cmd/switchyard, starts fast in-process
+// upstream fakes (PartyKit-like and Inngest-Realtime-like) and two gateway
+// processes on 127.0.0.1:0 (every channel in `legacy`, every channel in
+// `shadow`), then runs interleaved rounds in one run and prints ratios
+// measured side by side: gateway vs direct throughput, added latency over
+// calling PartyKit directly, legacy vs shadow throughput, the caller's p99
+// with the realtime upstream hung or failing, and the gateway process's CPU,
+// allocations and heap per message and its goroutines after the load. It
+// targets loopback only and is bounded by round count and time.
+//
+// Usage:
+//
+//	go run ./cmd/loadgen [-rounds 12] [-duration 700ms] [-callers 32] [-quick]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+// options tune one load run; see the flags in parseOptions.
+type options struct {
+	rounds         int
+	duration       time.Duration
+	warmup         time.Duration
+	callers        int
+	latencyCallers []int
+	faultCallers   int
+	heapCallers    int
+	heapDelay      time.Duration
+	heapDuration   time.Duration
+	bin            string
+	cpuProfile     string
+	profileTime    time.Duration
+	quick          bool
+}
+
+func defaultOptions() options {
+	return options{
+		rounds: 12, duration: 700 * time.Millisecond, warmup: time.Second, callers: 32,
+		latencyCallers: []int{1, 4}, faultCallers: 4,
+		heapCallers: 256, heapDelay: 200 * time.Millisecond, heapDuration: 3 * time.Second,
+		profileTime: 5 * time.Second,
+	}
+}
+
+// quickOptions is the short run the test drives.
+func quickOptions() options {
+	o := defaultOptions()
+	o.quick = true
+	o.rounds, o.duration, o.warmup = 1, 250*time.Millisecond, 200*time.Millisecond
+	o.heapCallers, o.heapDuration = 64, time.Second
+	return o
+}
+
+func parseOptions(args []string, stderr io.Writer) (options, error) {
+	o := defaultOptions()
+	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	quick := fs.Bool("quick", false, "a short run (1 round of 250ms phases): checks the harness, not the targets")
+	rounds := fs.Int("rounds", o.rounds, "interleaved rounds")
+	duration := fs.Duration("duration", o.duration, "length of each phase of a round")
+	callers := fs.Int("callers", o.callers, "concurrent callers of the throughput phases")
+	faultCallers := fs.Int("fault-callers", o.faultCallers, "concurrent callers of the realtime-fault phases")
+	heapCallers := fs.Int("heap-callers", o.heapCallers, "in-flight messages of the heap phase")
+	bin := fs.String("bin", "", "use this switchyard binary instead of building cmd/switchyard")
+	cpuProfile := fs.String("cpuprofile", "", "instead of the benchmark, profile an in-process gateway (api+broadcast+upstream clients) under shadow load and write the CPU profile here")
+	profileTime := fs.Duration("profile-time", o.profileTime, "load time of -cpuprofile")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *quick {
+		o = quickOptions()
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if set["rounds"] {
+		o.rounds = *rounds
+	}
+	if set["duration"] {
+		o.duration = *duration
+	}
+	if set["callers"] {
+		o.callers = *callers
+	}
+	if set["fault-callers"] {
+		o.faultCallers = *faultCallers
+	}
+	if set["heap-callers"] {
+		o.heapCallers = *heapCallers
+	}
+	o.bin, o.cpuProfile, o.profileTime = *bin, *cpuProfile, *profileTime
+	switch {
+	case o.rounds < 1 || o.rounds > 50:
+		return o, errors.New("-rounds: must be 1..50")
+	case o.duration < 50*time.Millisecond || o.duration > time.Minute:
+		return o, errors.New("-duration: must be 50ms..1m")
+	case o.callers < 1 || o.callers > 1024:
+		return o, errors.New("-callers: must be 1..1024")
+	case o.faultCallers < 1 || o.faultCallers > 1024:
+		return o, errors.New("-fault-callers: must be 1..1024")
+	case o.heapCallers < 1 || o.heapCallers > 2048:
+		return o, errors.New("-heap-callers: must be 1..2048")
+	case o.profileTime <= 0 || o.profileTime > 5*time.Minute:
+		return o, errors.New("-profile-time: must be 0..5m")
+	}
+	return o, nil
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run is the whole program: it returns the exit code (0 ok, 1 failure,
+// 2 usage). Whether the targets are met does not change the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	o, err := parseOptions(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(stderr, "loadgen: %v\n", err)
+		return 2
+	}
+	if o.cpuProfile != "" {
+		err = profileInProcess(ctx, o, stdout)
+	} else {
+		_, err = bench(ctx, o, stdout)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "loadgen: %v\n", err)
+		return 1
+	}
+	return 0
+}
