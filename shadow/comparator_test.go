@@ -177,6 +177,64 @@ func TestReordered(t *testing.T) {
 	}
 }
 
+// TestSharedRequestID: on the PartyKit drop-in path apps stream the chunks
+// of one AI answer with one requestId. Each copy matches the chunk of its
+// position (none is a duplicate or foreign), a lost chunk is missing after
+// the timeout, and a copy beyond the chunks is a duplicate.
+func TestSharedRequestID(t *testing.T) {
+	h := newHarness(t, Config{Timeout: time.Second}, nil)
+	lw, rw := h.observe(t, app, "r")
+	var ms []*broadcast.Message
+	for _, body := range []string{`"Sure"`, `", here"`, `" it is"`} {
+		m := h.msg(t, app, "r", "ai", "chat-1", body)
+		h.c.Expect(m, broadcast.StageShadow)
+		ms = append(ms, m)
+	}
+	at := h.clock.Advance(5 * time.Millisecond)
+	for _, m := range ms {
+		lw.deliver(string(m.Envelope), at)
+	}
+	lw.deliver(string(ms[2].Envelope), at) // one copy too many on legacy
+	for _, m := range ms[:2] {             // realtime loses the last chunk
+		rw.deliver(string(m.Envelope), at)
+	}
+	h.pump()
+	if got, want := h.counts(app, "ai"), map[Outcome]int{OutcomeMatch: 2, OutcomeDuplicate: 1}; !reflect.DeepEqual(got, want) {
+		t.Errorf("outcomes before the timeout = %v, want %v", got, want)
+	}
+	h.clock.Advance(2 * time.Second)
+	h.c.sweep(h.clock.Now())
+	if got, want := h.counts(app, "ai"), map[Outcome]int{OutcomeMatch: 2, OutcomeDuplicate: 1, OutcomeMissingRealtime: 1}; !reflect.DeepEqual(got, want) {
+		t.Errorf("outcomes after the timeout = %v, want %v", got, want)
+	}
+	for _, tr := range []broadcast.Transport{broadcast.TransportLegacy, broadcast.TransportRealtime} {
+		if got := h.foreign(tr); got != 0 {
+			t.Errorf("foreign %s frames = %d, want 0", tr, got)
+		}
+	}
+}
+
+// TestOffPathDropIsDropped: a copy the gateway itself dropped (off-path
+// queue full) is "dropped" after the timeout, not "missing_realtime".
+func TestOffPathDropIsDropped(t *testing.T) {
+	h := newHarness(t, Config{Timeout: time.Second}, nil)
+	lw, _ := h.observe(t, app, "r")
+	kept := h.msg(t, app, "r", "ai", "k1", `"a"`)
+	lost := h.msg(t, app, "r", "ai", "d1", `"b"`)
+	h.c.Expect(kept, broadcast.StageShadow)
+	h.c.Expect(lost, broadcast.StageShadow)
+	h.c.Dropped(lost, broadcast.TransportRealtime, "queue_full")
+	at := h.clock.Advance(5 * time.Millisecond)
+	lw.deliver(string(kept.Envelope), at)
+	lw.deliver(string(lost.Envelope), at)
+	h.pump()
+	h.clock.Advance(2 * time.Second)
+	h.c.sweep(h.clock.Now())
+	if got, want := h.counts(app, "ai"), map[Outcome]int{OutcomeDropped: 1, OutcomeMissingRealtime: 1}; !reflect.DeepEqual(got, want) {
+		t.Errorf("outcomes = %v, want %v", got, want)
+	}
+}
+
 func TestUnobserved(t *testing.T) {
 	h := newHarness(t, Config{}, nil)
 	m := h.msg(t, app, "new-room", "video", "u1", `{}`)

@@ -30,11 +30,17 @@ func (c *Comparator) handle(f frame) {
 		c.foreign[f.side].Inc()
 		return
 	}
+	// A copy belongs to the first expectation of its key still waiting for
+	// this side; when none waits it is a duplicate of the last one.
+	for e.got[f.side].arrived && e.next != nil {
+		e = e.next
+	}
+	st := &e.got[f.side]
 	if e.unobserved {
+		st.arrived = true // absorbed: counted unobserved at Expect
 		sh.mu.Unlock()
 		return
 	}
-	st := &e.got[f.side]
 	if st.arrived {
 		first := !st.dup
 		st.dup = true
@@ -179,17 +185,34 @@ func (c *Comparator) sweep(now time.Time) {
 	for i := range c.pend {
 		sh := &c.pend[i]
 		sh.mu.Lock()
-		for k, e := range sh.m {
-			if e.deadline > nowN || e.inflight > 0 {
-				continue
+		for k, head := range sh.m {
+			// Keep the entries of the chain that are still live, in order.
+			var keep, tail *entry
+			for e := head; e != nil; {
+				next := e.next
+				if e.deadline > nowN || e.inflight > 0 {
+					e.next = nil
+					if tail == nil {
+						keep = e
+					} else {
+						tail.next = e
+					}
+					tail = e
+				} else {
+					removed++
+					if !e.unobserved && !e.decided {
+						// Snapshot under the lock; unreachable afterwards.
+						done = append(done, finished{k, e})
+					}
+				}
+				e = next
 			}
-			delete(sh.m, k)
-			removed++
-			if e.unobserved || e.decided {
-				continue
+			switch {
+			case keep == nil:
+				delete(sh.m, k)
+			case keep != head:
+				sh.m[k] = keep
 			}
-			// Snapshot under the lock; the entry is unreachable afterwards.
-			done = append(done, finished{k, e})
 		}
 		sh.mu.Unlock()
 	}
@@ -217,7 +240,7 @@ func (c *Comparator) expire(k pendingKey, e *entry, nowN int64) {
 		switch {
 		case e.room == nil || e.room.state.Load() == stateClosed:
 			unobserved = true // observation ended before the deadline
-		case e.room.dropAt[s].Load() >= e.expectAt:
+		case e.offDropped[s] || e.room.dropAt[s].Load() >= e.expectAt:
 			dropped = true
 		default:
 			missing[s] = true

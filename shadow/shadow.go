@@ -121,6 +121,14 @@ type entry struct {
 	decided    bool
 	inflight   int
 	got        [2]sideState
+	// offDropped marks a side whose off-path copy the gateway dropped
+	// (queue full, shutdown): its absence is "dropped", not "missing".
+	offDropped [2]bool
+	// next is the following expectation with the same key: the PartyKit
+	// drop-in path lets apps send several messages with one requestId (the
+	// streamed ai.message chunks of one answer), and copies match them in
+	// acceptance order.
+	next *entry
 
 	orig any // decoded, normalised original; worker-owned
 }
@@ -311,17 +319,46 @@ func (c *Comparator) Expect(m *broadcast.Message, stage broadcast.Stage) {
 	k := pendingKey{m.App, m.Room, m.RequestID}
 	sh := &c.pend[maphash.Comparable(c.seed, k)%nShards]
 	sh.mu.Lock()
-	if _, dup := sh.m[k]; dup { // the same requestId expected twice: keep the first
-		sh.mu.Unlock()
-		c.pendCount.Add(-1)
-		return
+	if head := sh.m[k]; head != nil { // the same requestId again: queue behind
+		tail := head
+		for tail.next != nil {
+			tail = tail.next
+		}
+		tail.next = e
+	} else {
+		sh.m[k] = e
 	}
-	sh.m[k] = e
 	sh.mu.Unlock()
 	c.m.pending.Inc()
 	if !ready {
 		c.record(cs, oUnobserved, nowN)
 	}
+}
+
+var _ broadcast.DropObserver = (*Comparator)(nil)
+
+// Dropped is told by the adapter that m's copy for t will never be sent
+// (its off-path queue was full, or the gateway shut down), so a missing copy
+// on that side is counted "dropped" rather than blamed on the transport.
+// It does not block.
+func (c *Comparator) Dropped(m *broadcast.Message, t broadcast.Transport, _ string) {
+	if m == nil {
+		return
+	}
+	sd := sideLegacy
+	if t == broadcast.TransportRealtime {
+		sd = sideRealtime
+	}
+	k := pendingKey{m.App, m.Room, m.RequestID}
+	sh := &c.pend[maphash.Comparable(c.seed, k)%nShards]
+	sh.mu.Lock()
+	for e := sh.m[k]; e != nil; e = e.next {
+		if e.m == m {
+			e.offDropped[sd] = true
+			break
+		}
+	}
+	sh.mu.Unlock()
 }
 
 // observe returns the room of app and room, creating it and queueing its

@@ -151,6 +151,9 @@ func newGateway(cfg *config.Config, logger *zap.Logger, hooks gatewayHooks) (_ *
 	for _, ch := range cfg.Channels {
 		scfg.Channels[ch.Name] = shadow.ChannelConfig{IgnorePaths: ch.IgnorePaths, RedactPaths: ch.RedactPaths, Timeout: ch.Timeout}
 	}
+	if err := scfg.Validate(); err != nil {
+		return nil, fmt.Errorf("shadow: %w", err)
+	}
 	g.cmp = shadow.New(scfg, lw, g.rtWatch, shadow.NewMetrics(g.reg), logger.Named("shadow"), hooks.now)
 
 	g.mc = broadcast.NewMulticaster(broadcast.Config{
