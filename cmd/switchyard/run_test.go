@@ -1,0 +1,61 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestRunCommandLine covers the exit codes and messages of run itself.
+func TestRunCommandLine(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(bad, []byte("env: dev\napps:\n  ai-hero:\n    apiKeys: [\"${E2E_KEY}\"]\n    party: {url: \"127.0.0.1:1999\"}\n    realtime: {url: \"http://127.0.0.1:8288\"}\nchannels: [{name: c, events: [e]}]\nflags: {provider: memory}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		args     []string
+		code     int
+		out, err string
+	}{
+		{[]string{"version"}, 0, "switchyard ", ""},
+		{[]string{"help"}, 0, "switchyard serve --config FILE", ""},
+		{nil, 2, "", "Usage:"},
+		{[]string{"launch"}, 2, "", `unknown command "launch"`},
+		{[]string{"serve"}, 2, "", "serve needs --config FILE"},
+		{[]string{"serve", "--config"}, 2, "", "flag needs an argument"},
+		{[]string{"config"}, 2, "", "config check --config FILE"},
+		{[]string{"serve", "--config", filepath.Join(t.TempDir(), "missing.yaml")}, 1, "", "no such file"},
+		{[]string{"serve", "--config", bad}, 1, "", "apps.ai-hero.party.url: missing scheme"},
+		{[]string{"config", "check", "--config", bad}, 1, "", "apps.ai-hero.party.url: missing scheme"},
+		{[]string{"demo", "--duration", "-1s"}, 2, "", "must be positive"},
+	} {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var out, errOut strings.Builder
+			code := run(context.Background(), tt.args, e2eEnv, &out, &errOut)
+			if code != tt.code || !strings.Contains(out.String(), tt.out) || !strings.Contains(errOut.String(), tt.err) {
+				t.Fatalf("exit %d, stdout %q, stderr %q; want %d, %q, %q", code, out.String(), errOut.String(), tt.code, tt.out, tt.err)
+			}
+		})
+	}
+}
+
+// TestDemoRuns runs the embedded demo briefly: the README's first command
+// must work with no outside service and show every stage.
+func TestDemoRuns(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the demo for a few seconds")
+	}
+	var out, errOut strings.Builder
+	code := run(context.Background(), []string{"demo", "--duration", "3s", "--every", "1s"}, e2eEnv, &out, &errOut)
+	if code != 0 {
+		t.Fatalf("demo exited %d: %s\n%s", code, errOut.String(), out.String())
+	}
+	final := out.String()[strings.LastIndex(out.String(), "final:"):]
+	for _, want := range []string{"video-upload    legacy", "video-ready    shadow", "transcript    shadow", "ai-stream      dual", "default  realtime", "parity %"} {
+		if !strings.Contains(final, want) {
+			t.Errorf("final table lacks %q:\n%s", want, final)
+		}
+	}
+}
