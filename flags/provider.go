@@ -32,6 +32,11 @@ func WithMetrics(m *Metrics) ProviderOption {
 	return func(o *providerOptions) { o.metrics = m }
 }
 
+// initDeadlineMs bounds the provider's start (the first load of the flags)
+// and each in-process evaluation. flagd's default, 500 ms, fails the start
+// of a gateway on a loaded machine; evaluation in process never needs it.
+const initDeadlineMs = 5000
+
 // NewProvider builds the OpenFeature provider cfg selects. It does not
 // start it: the caller hands it to openfeature.SetProviderAndWait (run.go,
 // the only place that sets the process-global provider), which initialises
@@ -71,6 +76,7 @@ func NewProvider(cfg Config, logger *zap.Logger, opts ...ProviderOption) (openfe
 	case ProviderFlagd:
 		fo := []flagd.ProviderOption{
 			flagd.WithInProcessResolver(),
+			flagd.WithDeadline(initDeadlineMs),
 			flagd.WithOfflineFilePath(""), // ignore FLAGD_OFFLINE_FLAG_SOURCE_PATH
 		}
 		if cfg.FlagdTargetURI != "" {
@@ -93,6 +99,7 @@ func NewProvider(cfg Config, logger *zap.Logger, opts ...ProviderOption) (openfe
 		src := newFileSource(abs, cfg.Channels, cfg.PollInterval, o.metrics, logger.Named("flagfile"))
 		p, err := flagd.NewProvider(
 			flagd.WithInProcessResolver(),
+			flagd.WithDeadline(initDeadlineMs),
 			flagd.WithOfflineFilePath(""), // the custom source below is the only one
 			flagd.WithCustomSyncProviderAndUri(src, "file://"+abs),
 		)
