@@ -33,6 +33,8 @@ type Error struct {
 	Err error
 }
 
+// Error returns the code, the message and the cause, for logs; callers
+// are shown only ErrorMessage.
 func (e *Error) Error() string {
 	if e.Err != nil {
 		return e.Code + ": " + e.Message + ": " + e.Err.Error()

@@ -144,6 +144,7 @@ type StatusError struct {
 	Body   string
 }
 
+// Error names the status and quotes the start of the answer.
 func (e *StatusError) Error() string {
 	return fmt.Sprintf("upstream answered %d: %q", e.Status, e.Body)
 }

@@ -21,6 +21,7 @@ type SyntaxError struct {
 	Msg    string
 }
 
+// Error reads like V8's JSON.parse error, as PartyKit answers it.
 func (e *SyntaxError) Error() string {
 	return fmt.Sprintf("SyntaxError: %s in JSON at position %d", e.Msg, e.Offset)
 }
