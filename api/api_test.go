@@ -210,7 +210,7 @@ func TestBroadcastAccepted(t *testing.T) {
 	if !strings.HasPrefix(got.RequestID, "sy-") || len(got.RequestID) != 27 {
 		t.Errorf("generated requestId = %q, want sy- and 24 hex digits", got.RequestID)
 	}
-	if d := got.Deliveries["legacy"]; d == nil || d.Status != broadcast.Delivered || d.Attempts != 1 || d.Millis != 1.5 {
+	if d := got.Deliveries.Legacy; d == nil || d.Status != broadcast.Delivered || d.Attempts != 1 || d.Millis != 1.5 {
 		t.Errorf("legacy delivery = %+v, want delivered, 1 attempt, 1.5 ms", d)
 	}
 	msgs := fb.sent()

@@ -138,8 +138,9 @@ func (c *Client) Publish(ctx context.Context, m *broadcast.Message) (broadcast.P
 			Message: fmt.Sprintf("message envelope is %d bytes, over the %d byte limit of the realtime transport", len(m.Envelope), broadcast.MaxRealtimeBody),
 		}
 	}
-	q := url.Values{"channel": {c.Channel(m.Room, m.Channel)}, "topic": {c.Topic(m.Channel)}}
-	target := c.base + "/v1/realtime/publish?" + q.Encode()
+	// The same query url.Values.Encode gives, without its map and sort.
+	target := c.base + "/v1/realtime/publish?channel=" + url.QueryEscape(c.Channel(m.Room, m.Channel)) +
+		"&topic=" + url.QueryEscape(c.Topic(m.Channel))
 	_, attempts, err := c.call(ctx, "publish", func(ctx context.Context, auth string) (*http.Request, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(m.Envelope))
 		if err != nil {

@@ -249,7 +249,7 @@ func (c *Caller) attempt(ctx context.Context, callDL time.Time, p Policy, op str
 		return Response{}, 0, false, fmt.Errorf("build request: %w", err)
 	}
 	start := time.Now()
-	resp, err := c.send(actx, req, newReq)
+	resp, err := c.send(req)
 	if c.Metrics != nil {
 		c.Metrics.duration.WithLabelValues(c.Transport, op).Observe(time.Since(start).Seconds())
 	}
@@ -272,28 +272,20 @@ func (c *Caller) attempt(ctx context.Context, callDL time.Time, p Policy, op str
 	case resp.StatusCode == http.StatusTooManyRequests:
 		c.count(op, "4xx")
 		return Response{}, retryAfter(resp.Header.Get("Retry-After")), true, &StatusError{Status: resp.StatusCode, Body: snippet(body)}
-	default:
-		c.count(op, "4xx")
+	default: // other 4xx, and 3xx: redirects are not followed
+		c.count(op, strconv.Itoa(resp.StatusCode/100)+"xx")
 		return Response{}, 0, false, &StatusError{Status: resp.StatusCode, Body: snippet(body)}
 	}
 }
 
-// send sends req through c.Client. When the client adds nothing to a
-// single exchange (no cookie jar, no client timeout, default redirect
-// policy, no credentials in the URL), req goes to the client's transport
-// directly: that spares the copy of the headers http.Client makes on every
-// request in case of a redirect (profiles of the gateway showed it among
-// the largest allocations of an upstream call). A redirect answer is then
-// dropped and a fresh request built by newReq is sent through the client,
-// which handles it exactly as before (at the price of one extra request on
-// an upstream that redirects). Errors are wrapped in *url.Error as the
-// client wraps them.
-func (c *Caller) send(ctx context.Context, req *http.Request, newReq NewRequestFunc) (*http.Response, error) {
-	hc := c.Client
-	if hc.Jar != nil || hc.Timeout != 0 || hc.CheckRedirect != nil || req.URL.User != nil {
-		return hc.Do(req)
-	}
-	rt := hc.Transport
+// send makes one exchange through the transport of c.Client. Redirects are
+// not followed: an upstream publish or token call answering 3xx is an
+// error like any other final answer (following it would turn a POST into a
+// GET), and going to the transport directly also spares the copy of the
+// headers http.Client makes for redirects on every request. Errors are
+// wrapped in *url.Error as http.Client wraps them.
+func (c *Caller) send(req *http.Request) (*http.Response, error) {
+	rt := c.Client.Transport
 	if rt == nil {
 		rt = http.DefaultTransport
 	}
@@ -303,20 +295,6 @@ func (c *Caller) send(ctx context.Context, req *http.Request, newReq NewRequestF
 			_ = resp.Body.Close()
 		}
 		return nil, &url.Error{Op: urlErrorOp(req.Method), URL: req.URL.String(), Err: err}
-	}
-	switch resp.StatusCode {
-	case http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther,
-		http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
-		if resp.Header.Get("Location") == "" {
-			return resp, nil // the client returns these as they are
-		}
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-		_ = resp.Body.Close()
-		again, err := newReq(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("build request: %w", err)
-		}
-		return hc.Do(again)
 	}
 	return resp, nil
 }

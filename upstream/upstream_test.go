@@ -75,6 +75,7 @@ func TestDoRetries(t *testing.T) {
 		{"400 is final", []int{400, 200}, nil, 1, 400},
 		{"401 is final", []int{401, 200}, nil, 1, 401},
 		{"404 is final", []int{404, 200}, nil, 1, 404},
+		{"a redirect is not followed", []int{307, 200}, http.Header{"Location": {"/elsewhere"}}, 1, 307},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
