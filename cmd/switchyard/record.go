@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/switchyard/switchyard/broadcast"
 	"github.com/switchyard/switchyard/config"
+	"github.com/switchyard/switchyard/shadow"
 )
 
 // Recording format (configs/recordings/README.md): one JSON object per
@@ -55,8 +54,6 @@ const (
 	recordBuffer = 64 << 10
 )
 
-const redactedValue = `"[redacted]"`
-
 // recorder appends every accepted message to a JSON-lines file (opt-in:
 // record.file). Record is called on the request path, so it only hands the
 // message to a bounded queue; one writer goroutine redacts, encodes and
@@ -69,7 +66,7 @@ type recorder struct {
 	log      *zap.Logger
 	path     string
 	maxBytes int64
-	redact   [][]pathSeg
+	redact   *shadow.Redaction
 
 	mu     sync.RWMutex // guards closed against the close of queue
 	closed bool
@@ -113,13 +110,9 @@ func newRecorder(cfg config.Record, logger *zap.Logger) (*recorder, error) {
 	if maxBytes == 0 {
 		maxBytes = recordDefaultMaxBytes
 	}
-	var redact [][]pathSeg
-	for i, p := range cfg.RedactPaths {
-		segs, err := parseRedactPath(p)
-		if err != nil {
-			return nil, fmt.Errorf("record: redactPaths[%d]: %w", i, err)
-		}
-		redact = append(redact, segs)
+	redact, err := shadow.NewRedaction(cfg.RedactPaths)
+	if err != nil {
+		return nil, fmt.Errorf("record: %w", err)
 	}
 	if st, err := os.Stat(cfg.File); err == nil {
 		if st.Mode().Perm()&0o077 != 0 {
@@ -149,7 +142,7 @@ func newRecorder(cfg config.Record, logger *zap.Logger) (*recorder, error) {
 	}
 	go r.run()
 	logger.Info("recording accepted messages", zap.String("file", cfg.File), zap.Int64("maxBytes", maxBytes),
-		zap.Int("redactPaths", len(redact)))
+		zap.Int("redactPaths", len(cfg.RedactPaths)))
 	return r, nil
 }
 
@@ -275,13 +268,10 @@ func (r *recorder) writeFailed(err error) {
 }
 
 // encodeRecordLine appends m's recording line, newline included, to buf.
-func encodeRecordLine(buf *bytes.Buffer, m *broadcast.Message, redact [][]pathSeg) error {
-	body := m.Body
-	if len(redact) > 0 {
-		var err error
-		if body, err = redactJSON(body, nil, redact); err != nil {
-			return fmt.Errorf("redact body: %w", err)
-		}
+func encodeRecordLine(buf *bytes.Buffer, m *broadcast.Message, redact *shadow.Redaction) error {
+	body, err := redact.Body(m.Body)
+	if err != nil {
+		return fmt.Errorf("redact body: %w", err)
 	}
 	enc := json.NewEncoder(buf)
 	enc.SetEscapeHTML(false)
@@ -291,171 +281,4 @@ func encodeRecordLine(buf *bytes.Buffer, m *broadcast.Message, redact [][]pathSe
 		T: m.AcceptedAt.UTC().Format(time.RFC3339Nano), App: m.App, Room: m.Room, Name: m.Name,
 		Channel: m.Channel, RequestID: m.RequestID, Party: m.Party, Body: body,
 	})
-}
-
-// pathSeg is one step of a redact path: an object key, an array index, or
-// a wildcard of either kind. The syntax is the comparator's (docs/shadow.md):
-// body.text, body.items[2].id, body.items[*].token, body.*.secret,
-// body["a.b"]; paths start at the envelope root, so they begin with body.
-type pathSeg struct {
-	key   string
-	index int
-	isIdx bool
-	any   bool
-}
-
-// parseRedactPath parses one redact path; the first segment must be body,
-// the only part of a message a recording redacts.
-func parseRedactPath(s string) ([]pathSeg, error) {
-	if s == "" {
-		return nil, errors.New("empty path")
-	}
-	var segs []pathSeg
-	for i := 0; i < len(s); {
-		switch {
-		case s[i] == '[':
-			end := strings.IndexByte(s[i:], ']')
-			if end < 0 {
-				return nil, fmt.Errorf("path %q: unterminated '[' at byte %d", s, i)
-			}
-			inner := s[i+1 : i+end]
-			switch {
-			case inner == "*":
-				segs = append(segs, pathSeg{isIdx: true, any: true})
-			case strings.HasPrefix(inner, `"`):
-				k, n, err := quotedPathKey(s[i+1:])
-				if err != nil {
-					return nil, fmt.Errorf("path %q: key at byte %d: %w", s, i, err)
-				}
-				segs = append(segs, pathSeg{key: k})
-				end = n + 1
-			default:
-				n, err := strconv.Atoi(inner)
-				if err != nil || n < 0 || inner != strconv.Itoa(n) {
-					return nil, fmt.Errorf("path %q: index %q at byte %d is not a non-negative integer or *", s, inner, i)
-				}
-				segs = append(segs, pathSeg{isIdx: true, index: n})
-			}
-			i += end + 1
-		default:
-			if s[i] == '.' {
-				if i == 0 {
-					return nil, fmt.Errorf("path %q: starts with '.'", s)
-				}
-				i++
-			}
-			j := i
-			for j < len(s) && s[j] != '.' && s[j] != '[' {
-				j++
-			}
-			if j == i {
-				return nil, fmt.Errorf("path %q: empty key at byte %d", s, i)
-			}
-			if k := s[i:j]; k == "*" {
-				segs = append(segs, pathSeg{any: true})
-			} else {
-				segs = append(segs, pathSeg{key: k})
-			}
-			i = j
-		}
-	}
-	if segs[0].isIdx || segs[0].any || segs[0].key != "body" {
-		return nil, fmt.Errorf("path %q: must start with body (paths are from the envelope root; only the body is redacted)", s)
-	}
-	return segs[1:], nil
-}
-
-// quotedPathKey decodes a JSON string at the start of s followed by ']' and
-// returns the key and the offset of that ']'.
-func quotedPathKey(s string) (string, int, error) {
-	for j := 1; j < len(s); j++ {
-		if s[j] == '"' && j+1 < len(s) && s[j+1] == ']' {
-			var k string
-			if err := json.Unmarshal([]byte(s[:j+1]), &k); err == nil {
-				return k, j + 1, nil
-			}
-		}
-	}
-	return "", 0, errors.New("unterminated quoted key")
-}
-
-// redactJSON returns raw with every value matched by one of patterns
-// (relative to raw, which sits at path at) replaced by "[redacted]". Parts
-// no pattern reaches are kept byte for byte, and object keys keep their
-// order; raw is returned unchanged when nothing matches.
-func redactJSON(raw json.RawMessage, at []pathSeg, patterns [][]pathSeg) (json.RawMessage, error) {
-	full, prefix := false, false
-	for _, p := range patterns {
-		f, pre := matchSegs(p, at)
-		full = full || f
-		prefix = prefix || pre
-	}
-	if full {
-		return json.RawMessage(redactedValue), nil
-	}
-	if !prefix {
-		return raw, nil
-	}
-	trimmed := bytes.TrimSpace(raw)
-	if len(trimmed) == 0 || (trimmed[0] != '{' && trimmed[0] != '[') {
-		return raw, nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(trimmed))
-	dec.UseNumber()
-	if _, err := dec.Token(); err != nil { // '{' or '['
-		return nil, err
-	}
-	var out bytes.Buffer
-	out.WriteByte(trimmed[0])
-	for n := 0; dec.More(); n++ {
-		if n > 0 {
-			out.WriteByte(',')
-		}
-		seg := pathSeg{isIdx: true, index: n}
-		if trimmed[0] == '{' {
-			tok, err := dec.Token()
-			if err != nil {
-				return nil, err
-			}
-			k, _ := tok.(string)
-			kb, _ := json.Marshal(k) // a string always marshals
-			out.Write(kb)
-			out.WriteByte(':')
-			seg = pathSeg{key: k}
-		}
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return nil, err
-		}
-		child := append(at[:len(at):len(at)], seg)
-		rv, err := redactJSON(v, child, patterns)
-		if err != nil {
-			return nil, err
-		}
-		out.Write(rv)
-	}
-	if _, err := dec.Token(); err != nil { // '}' or ']'
-		return nil, err
-	}
-	if trimmed[0] == '{' {
-		out.WriteByte('}')
-	} else {
-		out.WriteByte(']')
-	}
-	return out.Bytes(), nil
-}
-
-// matchSegs reports whether pattern matches the concrete path p exactly
-// (full) or reaches below it (prefix).
-func matchSegs(pattern, p []pathSeg) (full, prefix bool) {
-	if len(p) > len(pattern) {
-		return false, false
-	}
-	for i := range p {
-		ps, s := pattern[i], p[i]
-		if ps.isIdx != s.isIdx || (!ps.any && (ps.key != s.key || ps.index != s.index)) {
-			return false, false
-		}
-	}
-	return len(p) == len(pattern), len(p) < len(pattern)
 }

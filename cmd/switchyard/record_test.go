@@ -18,6 +18,7 @@ import (
 
 	"github.com/switchyard/switchyard/broadcast"
 	"github.com/switchyard/switchyard/config"
+	"github.com/switchyard/switchyard/shadow"
 )
 
 // mustMessage builds an accepted message for recorder tests.
@@ -117,13 +118,9 @@ func TestRecorderRedaction(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var segs [][]pathSeg
-			for _, p := range tt.paths {
-				s, err := parseRedactPath(p)
-				if err != nil {
-					t.Fatalf("parseRedactPath(%q): %v", p, err)
-				}
-				segs = append(segs, s)
+			segs, err := shadow.NewRedaction(tt.paths)
+			if err != nil {
+				t.Fatalf("NewRedaction(%q): %v", tt.paths, err)
 			}
 			var buf bytes.Buffer
 			if err := encodeRecordLine(&buf, mustMessage(t, "r", "n", "id", tt.body, time.Unix(0, 0)), segs); err != nil {
@@ -142,8 +139,8 @@ func TestRecorderRedaction(t *testing.T) {
 
 func TestParseRedactPathErrors(t *testing.T) {
 	for _, p := range []string{"", "text", "name", "requestId", ".body", "body.", "body[", "body[x]", "body[-1]", `body["a`, "*", "[0]"} {
-		if _, err := parseRedactPath(p); err == nil {
-			t.Errorf("parseRedactPath(%q) = nil error, want one", p)
+		if _, err := shadow.NewRedaction([]string{p}); err == nil {
+			t.Errorf("NewRedaction(%q) = nil error, want one", p)
 		}
 	}
 	if _, err := newRecorder(config.Record{File: filepath.Join(t.TempDir(), "r"), RedactPaths: []string{"body.ok", "text"}}, nil); err == nil || !strings.Contains(err.Error(), "redactPaths[1]") {
@@ -291,7 +288,7 @@ func BenchmarkRecord(b *testing.B) {
 }
 
 func BenchmarkRecordInline(b *testing.B) {
-	segs, _ := parseRedactPath("body.text")
+	segs, _ := shadow.NewRedaction([]string{"body.text"})
 	m := mustMessage(b, "video-42", "transcript.ready", "req-1", `{"id":"v1","text":"Welcome to the lesson, today we build an agent.","language":"en","confidence":0.93}`, time.Now())
 	f, err := os.Create(filepath.Join(b.TempDir(), "r"))
 	if err != nil {
@@ -305,7 +302,7 @@ func BenchmarkRecordInline(b *testing.B) {
 		var buf bytes.Buffer
 		for pb.Next() {
 			buf.Reset()
-			_ = encodeRecordLine(&buf, m, [][]pathSeg{segs})
+			_ = encodeRecordLine(&buf, m, segs)
 			mu.Lock()
 			_, _ = w.Write(buf.Bytes())
 			mu.Unlock()
