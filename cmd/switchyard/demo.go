@@ -86,25 +86,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := os.WriteFile(flagFile, []byte(demoFlags), 0o644); err != nil {
 		return err
 	}
-	var chans strings.Builder
-	for _, ch := range demoChannels {
-		evs, _ := json.Marshal(ch.Events)
-		fmt.Fprintf(&chans, "  - {name: %s, events: %s}\n", ch.Name, evs)
-	}
-	cfg, err := config.Parse([]byte(fmt.Sprintf(`
-env: dev
-listen: 127.0.0.1:0
-admin: {listen: 127.0.0.1:0}
-log: {level: warn, format: console}
-flags: {provider: file, file: %q, pollInterval: 500ms}
-channels:
-%sapps:
-  ai-hero:
-    apiKeys: [%q]
-    party: {url: %q, party: main}
-    realtime: {url: %q, channel: "{room}"}
-shadow: {sampleRate: 1.0, timeout: 2s}
-`, flagFile, chans.String(), demoKey, party.URL(), rt.URL())), func(string) string { return "" })
+	cfg, err := demoConfig(flagFile, party.URL(), rt.URL())
 	if err != nil {
 		return err
 	}
@@ -258,6 +240,31 @@ func printDemoTable(w io.Writer, g *gateway, st *demoStats) {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// demoConfig is the demo's gateway config: loopback on free ports, the
+// demo channels, the app ai-hero in front of the given upstreams, every
+// shadowed message compared.
+func demoConfig(flagFile, partyURL, realtimeURL string) (*config.Config, error) {
+	var chans strings.Builder
+	for _, ch := range demoChannels {
+		evs, _ := json.Marshal(ch.Events)
+		fmt.Fprintf(&chans, "  - {name: %s, events: %s}\n", ch.Name, evs)
+	}
+	return config.Parse([]byte(fmt.Sprintf(`
+env: dev
+listen: 127.0.0.1:0
+admin: {listen: 127.0.0.1:0}
+log: {level: warn, format: console}
+flags: {provider: file, file: %q, pollInterval: 500ms}
+channels:
+%sapps:
+  ai-hero:
+    apiKeys: [%q]
+    party: {url: %q, party: main}
+    realtime: {url: %q, channel: "{room}"}
+shadow: {sampleRate: 1.0, timeout: 2s}
+`, flagFile, chans.String(), demoKey, partyURL, realtimeURL)), func(string) string { return "" })
+}
 
 // demoTraffic sends video-upload flows, AI chat streams and odd events
 // through both API paths until ctx ends.

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -29,42 +28,12 @@ const (
 	oncallSigningKey = "signkey-test-00112233445566778899aabbccddeeff"
 )
 
-// lockedBuffer is a bytes.Buffer safe for a logger and a test at once.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// oncallFlags puts every channel at stage.
-func oncallFlags(stage broadcast.Stage) string {
-	variants := `{"legacy": "legacy", "shadow": "shadow", "dual": "dual", "realtime": "realtime"}`
-	var b strings.Builder
-	b.WriteString(`{"flags": {"realtime-killswitch": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off"}`)
-	for _, ch := range []string{"video-upload", "video-ready", "transcript", "ai-stream", "default"} {
-		fmt.Fprintf(&b, `, "realtime-%s": {"state": "ENABLED", "variants": %s, "defaultVariant": %q}`, ch, variants, stage)
-	}
-	b.WriteString("}}\n")
-	return b.String()
-}
-
 // testGateway is an in-process gateway built from a config file, as the
 // demo builds one, with its upstreams given by URL.
 type testGateway struct {
 	g          *gateway
 	configPath string
-	logs       *lockedBuffer
+	logs       *syncBuffer
 }
 
 // startTestGateway writes a config (admin token, realtime signing key,
@@ -73,7 +42,7 @@ type testGateway struct {
 func startTestGateway(t *testing.T, partyURL, realtimeURL string, stage broadcast.Stage, extra string) *testGateway {
 	t.Helper()
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "flags.json"), []byte(oncallFlags(stage)), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "flags.json"), []byte(stageFlags(string(stage))), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	yaml := fmt.Sprintf(`env: test
@@ -103,7 +72,7 @@ server: {shutdownTimeout: 5s}
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &lockedBuffer{}
+	logs := &syncBuffer{}
 	logger, err := newLogger(config.Log{Level: "warn", Format: "json"}, logs)
 	if err != nil {
 		t.Fatal(err)
@@ -164,7 +133,7 @@ func recLine(t time.Time, room, name, requestID, body string) string {
 // runCmd runs the program with args and returns its exit code and output.
 func runCmd(t *testing.T, env map[string]string, args ...string) (int, string, string) {
 	t.Helper()
-	var stdout, stderr lockedBuffer
+	var stdout, stderr syncBuffer
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	code := run(ctx, args, func(k string) string { return env[k] }, &stdout, &stderr)

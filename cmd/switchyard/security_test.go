@@ -71,24 +71,6 @@ const secFlags = `{
 }
 `
 
-// secBuffer is a log sink safe for concurrent writes.
-type secBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *secBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *secBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // secGateway is a whole gateway, built as demo.go builds one, with every
 // kind of secret configured, in front of test PartyKit and Realtime
 // servers that demand their secrets.
@@ -96,7 +78,7 @@ type secGateway struct {
 	g       *gateway
 	party   *partytest.Server
 	rt      *realtimetest.Server
-	logs    *secBuffer
+	logs    *syncBuffer
 	cfgPath string
 	pub     string // public base URL
 	adm     string // admin base URL
@@ -152,7 +134,7 @@ server: {shutdownTimeout: 5s}
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &secBuffer{}
+	logs := &syncBuffer{}
 	logger, err := newLogger(config.Log{Level: "debug", Format: "json"}, logs)
 	if err != nil {
 		t.Fatal(err)

@@ -23,7 +23,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/switchyard/switchyard/broadcast"
-	"github.com/switchyard/switchyard/config"
 	"github.com/switchyard/switchyard/legacyparty/partytest"
 	"github.com/switchyard/switchyard/realtime/realtimetest"
 	"github.com/switchyard/switchyard/shadow"
@@ -51,27 +50,12 @@ func startStatusGateway(t *testing.T) *statusGateway {
 	dir := t.TempDir()
 	flagFile := filepath.Join(dir, "flags.json")
 	writeStatusFlags(t, flagFile, demoFlags)
-	var chans strings.Builder
-	for _, ch := range demoChannels {
-		evs, _ := json.Marshal(ch.Events)
-		fmt.Fprintf(&chans, "  - {name: %s, events: %s}\n", ch.Name, evs)
-	}
-	cfg, err := config.Parse([]byte(fmt.Sprintf(`
-env: test
-listen: 127.0.0.1:0
-admin: {listen: 127.0.0.1:0}
-flags: {provider: file, file: %q, pollInterval: 200ms}
-channels:
-%sapps:
-  ai-hero:
-    apiKeys: [%q]
-    party: {url: %q, party: main}
-    realtime: {url: %q, channel: "{room}"}
-shadow: {sampleRate: 1.0, timeout: 1s}
-`, flagFile, chans.String(), demoKey, party.URL(), rt.URL())), func(string) string { return "" })
+	cfg, err := demoConfig(flagFile, party.URL(), rt.URL())
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
+	cfg.Flags.PollInterval = 200 * time.Millisecond
+	cfg.Shadow.Timeout = time.Second
 	g, err := newGateway(cfg, zap.NewNop(), gatewayHooks{})
 	if err != nil {
 		t.Fatalf("newGateway: %v", err)
