@@ -172,20 +172,30 @@ func (s *Server) accepted(m *broadcast.Message) {
 	}
 }
 
-func (s *Server) handleBroadcast(w http.ResponseWriter, r *http.Request) {
+// decodeAuthed authenticates the app by its API key, reads the body and
+// decodes it strictly into v. On failure it has answered the error and
+// reports false.
+func (s *Server) decodeAuthed(w http.ResponseWriter, r *http.Request, v any) (app string, ok bool) {
 	app, err := s.authApp(r)
 	if err != nil {
 		s.writeError(w, r, "", "", err)
-		return
+		return "", false
 	}
 	b, err := s.readBody(w, r)
+	if err == nil {
+		err = decodeStrict(b, v, "")
+	}
 	if err != nil {
 		s.writeError(w, r, app, "", err)
-		return
+		return app, false
 	}
+	return app, true
+}
+
+func (s *Server) handleBroadcast(w http.ResponseWriter, r *http.Request) {
 	var req messageRequest
-	if err := decodeStrict(b, &req, ""); err != nil {
-		s.writeError(w, r, app, "", err)
+	app, ok := s.decodeAuthed(w, r, &req)
+	if !ok {
 		return
 	}
 	m, err := s.newMessage(app, &req, "", true)
@@ -224,19 +234,9 @@ type batchError struct {
 }
 
 func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
-	app, err := s.authApp(r)
-	if err != nil {
-		s.writeError(w, r, "", "", err)
-		return
-	}
-	b, err := s.readBody(w, r)
-	if err != nil {
-		s.writeError(w, r, app, "", err)
-		return
-	}
 	var req batchRequest
-	if err := decodeStrict(b, &req, ""); err != nil {
-		s.writeError(w, r, app, "", err)
+	app, ok := s.decodeAuthed(w, r, &req)
+	if !ok {
 		return
 	}
 	switch {
