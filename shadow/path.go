@@ -288,11 +288,15 @@ func render(v any, at []segment, patterns [][]segment, maxBytes int) string {
 	if _, ok := v.(ignored); ok {
 		return ""
 	}
-	b, err := json.Marshal(redactClone(v, at, patterns))
-	if err != nil {
+	// For people (logs, the status page, which escapes HTML itself): no
+	// \u003c for '<'.
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(redactClone(v, at, patterns)); err != nil {
 		return fmt.Sprintf("<unprintable: %v>", err)
 	}
-	return truncate(string(b), maxBytes)
+	return truncate(strings.TrimSuffix(b.String(), "\n"), maxBytes)
 }
 
 func truncate(s string, maxBytes int) string {
