@@ -59,9 +59,25 @@ func newGateway(cfg *config.Config, logger *zap.Logger, hooks gatewayHooks) (_ *
 		hooks.now = time.Now
 	}
 	g := &gateway{cfg: cfg, log: logger, reg: prometheus.NewRegistry(), started: started}
-	defer func() {
-		if err != nil {
-			g.closeListeners()
+	providerSet := false
+	defer func() { // a failed start releases what it had started
+		if err == nil {
+			return
+		}
+		g.closeListeners()
+		if g.mc != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			g.mc.Close(ctx)
+			cancel()
+		}
+		if g.recorder != nil {
+			_ = g.recorder.Close()
+		}
+		if g.resolver != nil {
+			_ = g.resolver.Close()
+		}
+		if providerSet {
+			openfeature.Shutdown()
 		}
 	}()
 	g.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -135,6 +151,7 @@ func newGateway(cfg *config.Config, logger *zap.Logger, hooks gatewayHooks) (_ *
 	if err != nil {
 		return nil, err
 	}
+	providerSet = true
 	if err := openfeature.SetProviderAndWait(provider); err != nil {
 		return nil, fmt.Errorf("flags: provider did not start: %w", err)
 	}

@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestRunCommandLine covers the exit codes and messages of run itself.
@@ -57,5 +61,40 @@ func TestDemoRuns(t *testing.T) {
 		if !strings.Contains(final, want) {
 			t.Errorf("final table lacks %q:\n%s", want, final)
 		}
+	}
+}
+
+// TestServeRefusesABusyPort: a start that fails after the flags and the
+// adapter were built (the listen address is taken) says why, exits 1, and
+// leaves no goroutine of its own behind.
+func TestServeRefusesABusyPort(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	path := writeE2EConfig(t, "http://127.0.0.1:1", "http://127.0.0.1:1", "legacy", "")
+	cfg, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy := strings.Replace(string(cfg), "listen: 127.0.0.1:0\n", "listen: "+ln.Addr().String()+"\n", 1)
+	if err := os.WriteFile(path, []byte(busy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := runtime.NumGoroutine()
+	var errOut strings.Builder
+	if code := run(context.Background(), []string{"serve", "--config", path}, e2eEnv, io.Discard, &errOut); code != 1 {
+		t.Fatalf("exit %d, want 1: %s", code, errOut.String())
+	}
+	if !strings.Contains(errOut.String(), "listen: ") || !strings.Contains(errOut.String(), "address already in use") {
+		t.Errorf("stderr does not say the address is taken: %s", errOut.String())
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before+2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before+2 {
+		t.Errorf("%d goroutines after a failed start, %d before", n, before)
 	}
 }
