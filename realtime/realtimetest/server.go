@@ -400,19 +400,23 @@ func (s *Server) unauthorized(w http.ResponseWriter) {
 	http.Error(w, "Unauthorized", http.StatusUnauthorized)
 }
 
-func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
+// admit answers what the real server answers before it reads a POST body
+// (405 for another method, 401 for a wrong key) and applies the fault
+// switch of the endpoint; it reports whether the handler should go on.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, fault *HTTPFault) bool {
 	if r.Method != http.MethodPost {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-		return
+		return false
 	}
 	if !s.authorized(r) {
 		s.unauthorized(w)
-		return
+		return false
 	}
-	s.mu.Lock()
-	fault := &s.pubFault
-	s.mu.Unlock()
-	if s.applyFault(w, r, fault) {
+	return !s.applyFault(w, r, fault)
+}
+
+func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
+	if !s.admit(w, r, &s.pubFault) {
 		return
 	}
 	q := r.URL.Query()
@@ -543,18 +547,7 @@ func (s *Server) fanout(channel, topic string, b []byte) {
 }
 
 func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-		return
-	}
-	if !s.authorized(r) {
-		s.unauthorized(w)
-		return
-	}
-	s.mu.Lock()
-	fault := &s.tokFault
-	s.mu.Unlock()
-	if s.applyFault(w, r, fault) {
+	if !s.admit(w, r, &s.tokFault) {
 		return
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
