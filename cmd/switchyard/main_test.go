@@ -20,7 +20,9 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"go.uber.org/zap"
 
+	"github.com/switchyard/switchyard/config"
 	"github.com/switchyard/switchyard/legacyparty/partykitdev"
 	"github.com/switchyard/switchyard/realtime/realtimetest"
 )
@@ -43,6 +45,49 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// runGateway runs a gateway built from cfg, as serve does, until the test
+// ends or stop is called (stop may be called more than once), and returns
+// once /readyz answers 200.
+func runGateway(t *testing.T, cfg *config.Config, logger *zap.Logger) (g *gateway, stop func()) {
+	t.Helper()
+	g, err := newGateway(cfg, logger, gatewayHooks{})
+	if err != nil {
+		t.Fatalf("newGateway: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("gateway Run: %v", err)
+				}
+			case <-time.After(15 * time.Second):
+				t.Errorf("gateway did not stop within 15s")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(g.adminURL() + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return g, stop
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gateway not ready within 10s (last error %v)", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // stageFlags returns a flag file (indented, as people write them) putting

@@ -77,41 +77,12 @@ server: {shutdownTimeout: 5s}
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := newGateway(cfg, logger, gatewayHooks{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
+	g, _ := runGateway(t, cfg, logger)
 	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("gateway Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("gateway did not stop within 10s")
-		}
 		if t.Failed() {
 			t.Logf("gateway logs:\n%s", logs.String())
 		}
 	})
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		resp, err := http.Get(g.adminURL() + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gateway not ready within 5s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 	return &testGateway{g: g, configPath: path, logs: logs}
 }
 

@@ -15,7 +15,6 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -139,30 +138,8 @@ server: {shutdownTimeout: 5s}
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := newGateway(cfg, logger, gatewayHooks{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	var once sync.Once
-	sg := &secGateway{g: g, party: party, rt: rt, logs: logs, cfgPath: path, pub: g.publicURL(), adm: g.adminURL()}
-	sg.stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("gateway Run: %v", err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Errorf("gateway did not stop")
-			}
-		})
-	}
-	t.Cleanup(sg.stop)
-	secWait(t, 5*time.Second, "gateway ready", func() bool { return secDo(t, "GET", sg.adm+"/readyz", "", "").status == 200 })
+	g, stop := runGateway(t, cfg, logger)
+	sg := &secGateway{g: g, party: party, rt: rt, logs: logs, cfgPath: path, pub: g.publicURL(), adm: g.adminURL(), stop: stop}
 	return sg
 }
 

@@ -56,38 +56,7 @@ func startStatusGateway(t *testing.T) *statusGateway {
 	}
 	cfg.Flags.PollInterval = 200 * time.Millisecond
 	cfg.Shadow.Timeout = time.Second
-	g, err := newGateway(cfg, zap.NewNop(), gatewayHooks{})
-	if err != nil {
-		t.Fatalf("newGateway: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("gateway Run: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Errorf("gateway did not stop within 15s")
-		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := http.Get(g.adminURL() + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gateway not ready within 10s (last error %v)", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	g, _ := runGateway(t, cfg, zap.NewNop())
 	return &statusGateway{g: g, flagFile: flagFile}
 }
 
