@@ -96,5 +96,5 @@ func (s *Server) handleRoutes(w http.ResponseWriter, r *http.Request) {
 	}
 	ch := s.cfg.ChannelOf(event)
 	route := s.deps.Resolver.Resolve(broadcast.RouteQuery{App: app, Room: room, Channel: ch, Event: event})
-	writeJSON(w, http.StatusOK, map[string]any{"app": app, "room": room, "event": event, "env": s.cfg.Env, "route": route})
+	writeJSON(w, http.StatusOK, broadcast.RoutesAnswer{App: app, Room: room, Event: event, Env: s.cfg.Env, Route: &route})
 }

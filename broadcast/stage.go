@@ -88,3 +88,13 @@ type Route struct {
 type StageResolver interface {
 	Resolve(q RouteQuery) Route
 }
+
+// RoutesAnswer is the document GET /v1/admin/routes answers: the query as
+// understood, the environment, and the decision. Clients decode this type.
+type RoutesAnswer struct {
+	App   string `json:"app"`
+	Room  string `json:"room"`
+	Event string `json:"event"`
+	Env   string `json:"env"`
+	Route *Route `json:"route"`
+}

@@ -529,3 +529,21 @@ func WriteAtomic(path string, data []byte) error {
 	}
 	return nil
 }
+
+// TargetingSummary renders a flag's targeting rule as compact JSON, cut to
+// limit runes when limit > 0, "none" when there is none and "(invalid)"
+// when it is not JSON. It is for people (the flags CLI), not for parsing.
+func TargetingSummary(t json.RawMessage, limit int) string {
+	if len(t) == 0 {
+		return "none"
+	}
+	var b bytes.Buffer
+	if err := json.Compact(&b, t); err != nil {
+		return "(invalid)"
+	}
+	s := b.String()
+	if r := []rune(s); limit > 0 && len(r) > limit {
+		s = string(r[:limit-3]) + "..."
+	}
+	return s
+}

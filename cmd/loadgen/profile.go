@@ -5,37 +5,25 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
 	"strings"
 	"time"
 
-	"github.com/open-feature/go-sdk/openfeature"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/switchyard/switchyard/api"
-	"github.com/switchyard/switchyard/broadcast"
 	"github.com/switchyard/switchyard/config"
-	"github.com/switchyard/switchyard/flags"
-	"github.com/switchyard/switchyard/legacyparty"
-	"github.com/switchyard/switchyard/realtime"
-	"github.com/switchyard/switchyard/upstream"
+	"github.com/switchyard/switchyard/gateway"
 )
 
-// inProcess is the gateway's publish path wired in this process as
-// cmd/switchyard wires it (api, multicast, flag resolver on the file
-// provider, both upstream clients on one shared transport), without the
-// comparator (its sampling is off in the benchmark too), so that it can be
+// inProcess is a whole gateway run in this process, built by the one
+// wiring (package gateway) from the benchmark's config, so that it can be
 // profiled with runtime/pprof.
 type inProcess struct {
-	srv      *http.Server
-	public   string
-	mc       *broadcast.Multicaster
-	resolver *flags.Resolver
+	public string
+	stop   context.CancelFunc
+	done   chan error
 }
 
 func startInProcess(dir string, up *fakeUpstreams) (*inProcess, error) {
@@ -55,74 +43,19 @@ func startInProcess(dir string, up *fakeUpstreams) (*inProcess, error) {
 	if err != nil {
 		return nil, err
 	}
-	log := zap.NewNop()
-	reg := prometheus.NewRegistry()
-	specs := make([]broadcast.ChannelSpec, len(cfg.Channels))
-	for i, ch := range cfg.Channels {
-		specs[i] = broadcast.ChannelSpec{Name: ch.Name, Events: ch.Events}
-	}
-	channels, err := broadcast.NewChannels(specs)
+	g, err := gateway.New(cfg, zap.NewNop(), gateway.Options{})
 	if err != nil {
 		return nil, err
 	}
-	hc := &http.Client{Transport: upstream.NewTransport(cfg.Upstream.MaxConnsPerHost)}
-	policy := upstream.Policy{Timeout: cfg.Upstream.Timeout, AttemptTimeout: cfg.Upstream.AttemptTimeout,
-		MaxAttempts: cfg.Upstream.MaxAttempts, BackoffBase: cfg.Upstream.BackoffBase, BackoffMax: cfg.Upstream.BackoffMax}
-	um := upstream.NewMetrics(reg)
-	legacyRouter, realtimeRouter := broadcast.AppRouter{}, broadcast.AppRouter{}
-	apps := map[string]api.App{}
-	limits := map[string]broadcast.AppLimits{}
-	for name, a := range cfg.Apps {
-		lc, err := legacyparty.NewClient(legacyparty.Config{URL: a.Party.URL, Party: a.Party.Party, PathPrefix: a.Party.PathPrefix, Policy: policy}, hc, um, log)
-		if err != nil {
-			return nil, err
-		}
-		rc, err := realtime.NewClient(name, realtime.Config{URL: a.Realtime.URL, ChannelTemplate: a.Realtime.Channel,
-			Topics: a.Realtime.Topics, Policy: policy}, hc, um, log)
-		if err != nil {
-			return nil, err
-		}
-		legacyRouter[name], realtimeRouter[name] = lc, rc
-		limits[name] = broadcast.AppLimits{}
-		aa := api.App{Name: name}
-		for _, k := range a.APIKeys {
-			aa.KeyHashes = append(aa.KeyHashes, api.HashKey(k))
-		}
-		apps[name] = aa
-	}
-	fcfg := flags.Config{Provider: cfg.Flags.Provider, File: cfg.Flags.File, Env: cfg.Env,
-		Channels: cfg.ChannelNames(), PollInterval: cfg.Flags.PollInterval}
-	fm := flags.NewMetrics(reg)
-	provider, err := flags.NewProvider(fcfg, log, flags.WithMetrics(fm))
-	if err != nil {
-		return nil, err
-	}
-	if err := openfeature.SetProviderAndWait(provider); err != nil {
-		return nil, fmt.Errorf("flags: %w", err)
-	}
-	p := &inProcess{resolver: flags.NewResolver(fcfg, openfeature.NewClient("loadgen"), fm, log)}
-	p.mc = broadcast.NewMulticaster(broadcast.Config{Apps: limits, Channels: cfg.ChannelNames(), SampleRate: cfg.SampleRate},
-		legacyRouter, realtimeRouter, p.resolver, nil, broadcast.NewMetrics(reg), log, nil)
-	a := api.New(api.Config{Env: cfg.Env, Apps: apps, ChannelOf: channels.Of, MaxBodyBytes: cfg.Server.MaxBodyBytes},
-		api.Deps{Broadcaster: p.mc, Resolver: p.resolver, Gatherer: reg}, api.NewMetrics(reg), log, nil)
-	a.SetReady(true)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	p.srv = &http.Server{Handler: a.Public(), ReadHeaderTimeout: 10 * time.Second}
-	p.public = "http://" + ln.Addr().String()
-	go func() { _ = p.srv.Serve(ln) }()
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &inProcess{public: g.PublicURL(), stop: cancel, done: make(chan error, 1)}
+	go func() { p.done <- g.Run(ctx) }()
 	return p, nil
 }
 
 func (p *inProcess) close() {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = p.srv.Shutdown(ctx)
-	p.mc.Close(ctx)
-	_ = p.resolver.Close()
-	_ = openfeature.ShutdownWithContext(ctx)
+	p.stop()
+	<-p.done
 }
 
 // profileInProcess runs the shadow publish path in this process under

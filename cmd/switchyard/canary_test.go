@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/switchyard/switchyard/broadcast"
+	"github.com/switchyard/switchyard/canary"
 	"github.com/switchyard/switchyard/legacyparty"
 	"github.com/switchyard/switchyard/legacyparty/partykitdev"
 	"github.com/switchyard/switchyard/legacyparty/partytest"
@@ -20,7 +21,7 @@ import (
 // :0, so the URLs are given).
 func canaryArgs(tg *testGateway, extra ...string) []string {
 	return append([]string{"canary", "--config", tg.configPath, "--app", "ai-hero",
-		"--gateway", tg.g.publicURL(), "--admin", tg.g.adminURL()}, extra...)
+		"--gateway", tg.g.PublicURL(), "--admin", tg.g.AdminURL()}, extra...)
 }
 
 func TestCanaryStages(t *testing.T) {
@@ -47,8 +48,8 @@ func TestCanaryStages(t *testing.T) {
 			}
 			// It went through the gateway to the default canary room.
 			pubs := party.Publishes()
-			if tt.stage != broadcast.StageRealtime && (len(pubs) != 1 || pubs[0].Room != canaryDefaultRoom) {
-				t.Errorf("PartyKit publishes = %+v, want one to %s", pubs, canaryDefaultRoom)
+			if tt.stage != broadcast.StageRealtime && (len(pubs) != 1 || pubs[0].Room != canary.DefaultRoom) {
+				t.Errorf("PartyKit publishes = %+v, want one to %s", pubs, canary.DefaultRoom)
 			}
 			if tt.stage == broadcast.StageRealtime && len(pubs) != 0 {
 				t.Errorf("PartyKit got %d publishes at stage realtime", len(pubs))
@@ -184,8 +185,8 @@ func TestCanaryAndReplayRealPartyKit(t *testing.T) {
 		warmRoom(t, tg, "chat-clx7k2m9p0001vq08hz3f4t1a")
 		b.drain()
 		code, stdout, stderr := runCmd(t, nil, "replay", "../../configs/recordings/course-platform.jsonl",
-			"--to", tg.g.publicURL(), "--app", "ai-hero", "--key", oncallKey, "--speed", "0",
-			"--admin", tg.g.adminURL(), "--admin-token", oncallAdminToken, "--settle", "4s")
+			"--to", tg.g.PublicURL(), "--app", "ai-hero", "--key", oncallKey, "--speed", "0",
+			"--admin", tg.g.AdminURL(), "--admin-token", oncallAdminToken, "--settle", "4s")
 		if code != 0 || !strings.Contains(stdout, "failed 0") || !strings.Contains(stdout, "parity of the replayed traffic") {
 			t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 		}

@@ -10,10 +10,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/switchyard/switchyard/flags"
+	"github.com/switchyard/switchyard/shadow"
 )
 
 // flagsTestFile copies configs/flags/<env>.flagd.json into a temp dir with
@@ -40,17 +42,17 @@ func flagsTestRun(t *testing.T, env map[string]string, args ...string) (stdout, 
 	return out.String(), errb.String(), err
 }
 
-func flagsTestAudit(t *testing.T, path string) []auditRecord {
+func flagsTestAudit(t *testing.T, path string) []flags.AuditRecord {
 	t.Helper()
 	fh, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer fh.Close()
-	var recs []auditRecord
+	var recs []flags.AuditRecord
 	sc := bufio.NewScanner(fh)
 	for sc.Scan() {
-		var r auditRecord
+		var r flags.AuditRecord
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
 			t.Fatalf("audit line %q: %v", sc.Text(), err)
 		}
@@ -228,7 +230,7 @@ func TestFlagsCLISymlinkAndDryRun(t *testing.T) {
 }
 
 func TestFlagsCLIAdminSnapshot(t *testing.T) {
-	summary := `{"channels":{"transcript":{"parity":0.998,"mismatches":2,"errors":{"realtime":1}},"ai-stream":{"parity":1}}}`
+	summary := `{"channels":[{"app":"ai-hero","channel":"transcript","compared":500,"parityPercent":99.8},{"app":"ai-hero","channel":"ai-stream","compared":9}]}`
 	var gotAuth string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/v1/admin/shadow/summary" {
@@ -253,8 +255,9 @@ func TestFlagsCLIAdminSnapshot(t *testing.T) {
 		t.Error("token printed")
 	}
 	recs := flagsTestAudit(t, path+".audit.jsonl")
-	if got, want := string(recs[0].Shadow), `{"parity":0.998,"mismatches":2,"errors":{"realtime":1}}`; got != want {
-		t.Errorf("shadow = %s, want %s", got, want)
+	var row shadow.ChannelSummary
+	if err := json.Unmarshal(recs[0].Shadow, &row); err != nil || row.Channel != "transcript" || row.Compared != 500 || row.ParityPercent == nil || *row.ParityPercent != 99.8 {
+		t.Errorf("shadow = %s, want the transcript row", recs[0].Shadow)
 	}
 	if raw, _ := os.ReadFile(path + ".audit.jsonl"); bytes.Contains(raw, []byte("s3cret")) {
 		t.Error("token in the audit file")
@@ -275,24 +278,47 @@ func TestFlagsCLIAdminSnapshot(t *testing.T) {
 	}
 }
 
-func TestFlagsCLIChannelEntries(t *testing.T) {
+// TestFlagsCLISnapshotShapes: the audit keeps the channel's typed rows
+// (an object for one app, an array for several, the whole summary for the
+// kill switch); an answer that is not the summary document is refused with
+// the reason in shadowError, and the change still goes through.
+func TestFlagsCLISnapshotShapes(t *testing.T) {
+	var answer atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(answer.Load().(string)))
+	}))
+	defer srv.Close()
+	two := `{"channels":[{"app":"a","channel":"video-ready","compared":3},{"app":"b","channel":"video-ready","compared":4},{"app":"a","channel":"x"}]}`
 	tests := []struct {
-		name, body, want string
+		name, answer, key, variant string
+		want                       func(rec flags.AuditRecord) bool
 	}{
-		{"channels map", `{"channels":{"video-ready":{"parity":1}}}`, `[{"parity":1}]`},
-		{"channels list", `{"channels":[{"channel":"x"},{"channel":"video-ready","parity":0.5}]}`, `[{"channel":"video-ready","parity":0.5}]`},
-		{"top list per app", `[{"app":"a","channel":"video-ready"},{"app":"b","channel":"video-ready"}]`, `[{"app":"a","channel":"video-ready"},{"app":"b","channel":"video-ready"}]`},
-		{"top map", `{"video-ready":{"parity":1}}`, `[{"parity":1}]`},
-		{"absent", `{"channels":{}}`, `null`},
-		{"not an object", `42`, `null`},
+		{"two apps", two, "realtime-video-ready", "dual", func(r flags.AuditRecord) bool {
+			var rows []shadow.ChannelSummary
+			return json.Unmarshal(r.Shadow, &rows) == nil && len(rows) == 2 && rows[1].App == "b" && rows[1].Compared == 4
+		}},
+		{"kill switch", two, flags.KillSwitchKey, "on", func(r flags.AuditRecord) bool {
+			var s shadow.Summary
+			return json.Unmarshal(r.Shadow, &s) == nil && len(s.Channels) == 3
+		}},
+		{"untyped shape", `{"channels":{"video-ready":{"parity":1}}}`, "realtime-video-ready", "realtime", func(r flags.AuditRecord) bool {
+			return string(r.Shadow) == "null" && strings.Contains(r.ShadowError, "unexpected answer")
+		}},
+		{"channel absent", `{"channels":[]}`, "realtime-video-ready", "shadow", func(r flags.AuditRecord) bool {
+			return string(r.Shadow) == "null" && strings.Contains(r.ShadowError, `channel "video-ready" not in the summary`)
+		}},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, _ := json.Marshal(channelEntries([]byte(tt.body), "video-ready"))
-			if string(got) != tt.want {
-				t.Fatalf("channelEntries = %s, want %s", got, tt.want)
-			}
-		})
+	path := flagsTestFile(t, "staging")
+	for i, tt := range tests {
+		answer.Store(tt.answer)
+		if _, _, err := flagsTestRun(t, nil, "set", tt.key, tt.variant, "--file", path, "--env", "staging", "--reason", "r", "--admin", srv.URL); err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		recs := flagsTestAudit(t, path+".audit.jsonl")
+		if len(recs) != i+1 || !tt.want(recs[i]) {
+			t.Errorf("%s: audit record %+v (shadow %s)", tt.name, recs[len(recs)-1], recs[len(recs)-1].Shadow)
+		}
 	}
 }
 

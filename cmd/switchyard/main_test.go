@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/switchyard/switchyard/config"
+	"github.com/switchyard/switchyard/gateway"
 	"github.com/switchyard/switchyard/legacyparty/partykitdev"
 	"github.com/switchyard/switchyard/realtime/realtimetest"
 )
@@ -50,9 +51,9 @@ func (s *syncBuffer) String() string {
 // runGateway runs a gateway built from cfg, as serve does, until the test
 // ends or stop is called (stop may be called more than once), and returns
 // once /readyz answers 200.
-func runGateway(t *testing.T, cfg *config.Config, logger *zap.Logger) (g *gateway, stop func()) {
+func runGateway(t *testing.T, cfg *config.Config, logger *zap.Logger) (g *gateway.Gateway, stop func()) {
 	t.Helper()
-	g, err := newGateway(cfg, logger, gatewayHooks{})
+	g, err := gateway.New(cfg, logger, gateway.Options{})
 	if err != nil {
 		t.Fatalf("newGateway: %v", err)
 	}
@@ -76,7 +77,7 @@ func runGateway(t *testing.T, cfg *config.Config, logger *zap.Logger) (g *gatewa
 	t.Cleanup(stop)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		resp, err := http.Get(g.adminURL() + "/readyz")
+		resp, err := http.Get(g.AdminURL() + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"os"
@@ -96,5 +97,71 @@ func TestServeRefusesABusyPort(t *testing.T) {
 	}
 	if n := runtime.NumGoroutine(); n > before+2 {
 		t.Errorf("%d goroutines after a failed start, %d before", n, before)
+	}
+}
+
+// TestCommandHelp: `switchyard help CMD` and `switchyard CMD --help` print
+// that command's usage and flags to stdout and exit 0; a usage mistake
+// prints the command's usage to stderr and exits 2.
+func TestCommandHelp(t *testing.T) {
+	for _, c := range commands() {
+		for _, args := range [][]string{append(strings.Fields(c.name), "--help"), append(strings.Fields(c.name), "-h"), append([]string{"help"}, strings.Fields(c.name)...)} {
+			t.Run(strings.Join(args, " "), func(t *testing.T) {
+				var out, errOut strings.Builder
+				code := run(context.Background(), args, e2eEnv, &out, &errOut)
+				if c.name == "help" && args[0] == "help" {
+					if code != 0 || !strings.Contains(out.String(), "Usage:") {
+						t.Fatalf("exit %d, stdout %q", code, out.String())
+					}
+					return
+				}
+				if code != 0 || !strings.HasPrefix(out.String(), "Usage: switchyard "+c.name) || errOut.Len() != 0 {
+					t.Fatalf("exit %d, stdout %q, stderr %q; want 0 and the usage of %s on stdout", code, out.String(), errOut.String(), c.name)
+				}
+			})
+		}
+	}
+	for _, tt := range []struct {
+		args []string
+		want string // in the usage printed after the error
+	}{
+		{[]string{"serve", "--bogus"}, "Usage: switchyard serve --config FILE"},
+		{[]string{"canary", "--config"}, "-metrics-file"},
+		{[]string{"replay", "--speed", "fast"}, "Usage: switchyard replay"},
+		{[]string{"flags", "list", "extra", "--file", "x"}, "switchyard flags list --file FILE [--json]"},
+		{[]string{"demo", "--rate", "0"}, "-duration duration"},
+		{[]string{"help", "nope"}, "Usage: switchyard help"},
+		{[]string{"version", "extra"}, "Usage: switchyard version"},
+	} {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var out, errOut strings.Builder
+			code := run(context.Background(), tt.args, e2eEnv, &out, &errOut)
+			if code != 2 || out.Len() != 0 || !strings.Contains(errOut.String(), tt.want) {
+				t.Fatalf("exit %d, stdout %q, stderr %q; want 2 and %q on stderr", code, out.String(), errOut.String(), tt.want)
+			}
+		})
+	}
+}
+
+// TestFlagsListJSON: `flags list --json` prints every flag as typed JSON.
+func TestFlagsListJSON(t *testing.T) {
+	path := flagsTestFile(t, "dev")
+	stdout, _, err := flagsTestRun(t, nil, "list", "--json", "--file", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var views []flagView
+	if err := json.Unmarshal([]byte(stdout), &views); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, stdout)
+	}
+	byName := map[string]flagView{}
+	for _, v := range views {
+		byName[v.Flag] = v
+	}
+	if ks, ok := byName["realtime-killswitch"]; !ok || ks.Default != "off" || len(ks.Variants) != 2 {
+		t.Errorf("killswitch = %+v", ks)
+	}
+	if len(views) < 3 {
+		t.Errorf("%d flags, want every flag of the file", len(views))
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"image/png"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,25 +18,27 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/switchyard/switchyard/broadcast"
+	"github.com/switchyard/switchyard/demo"
+	"github.com/switchyard/switchyard/gateway"
 	"github.com/switchyard/switchyard/legacyparty/partytest"
 	"github.com/switchyard/switchyard/realtime/realtimetest"
 	"github.com/switchyard/switchyard/shadow"
+	"github.com/switchyard/switchyard/status"
 )
 
 // statusGateway is an in-process gateway (like the demo's) with embedded
 // PartyKit and Inngest Realtime test servers; the realtime server alters
 // the messages of the transcript topic, so transcript shows mismatches.
 type statusGateway struct {
-	g        *gateway
+	g        *gateway.Gateway
 	flagFile string
 	sent     int // batches sent, for unique requestIds
 }
 
-// startStatusGateway builds and runs a gateway with demoFlags (video-upload
+// startStatusGateway builds and runs a gateway with demo.Flags (video-upload
 // legacy, video-ready and transcript shadow, ai-stream dual, default
 // realtime) and stops it on cleanup.
 func startStatusGateway(t *testing.T) *statusGateway {
@@ -49,8 +50,8 @@ func startStatusGateway(t *testing.T) *statusGateway {
 
 	dir := t.TempDir()
 	flagFile := filepath.Join(dir, "flags.json")
-	writeStatusFlags(t, flagFile, demoFlags)
-	cfg, err := demoConfig(flagFile, party.URL(), rt.URL())
+	writeStatusFlags(t, flagFile, demo.Flags)
+	cfg, err := demo.Config(flagFile, party.URL(), rt.URL())
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
@@ -82,7 +83,7 @@ func statusBroadcast(t *testing.T, base, room, event, requestID string, body any
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+demoKey)
+	req.Header.Set("Authorization", "Bearer "+demo.Key)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -98,7 +99,7 @@ func statusBroadcast(t *testing.T, base, room, event, requestID string, body any
 // sendStatusBatch sends one message of each channel.
 func (sg *statusGateway) sendStatusBatch(t *testing.T) {
 	t.Helper()
-	base := sg.g.publicURL()
+	base := sg.g.PublicURL()
 	n := sg.sent
 	sg.sent++
 	room := fmt.Sprintf("video-%d", n%2)
@@ -119,7 +120,7 @@ func (sg *statusGateway) sendStatusTraffic(t *testing.T) {
 	for {
 		sg.sendStatusBatch(t)
 		var ready, mismatched bool
-		for _, s := range sg.g.cmp.Summary() {
+		for _, s := range sg.g.Comparator().Summary() {
 			switch s.Channel {
 			case "video-ready":
 				ready = s.Outcomes[shadow.OutcomeMatch] >= 3 && s.LatencyDelta.Count > 0
@@ -127,11 +128,11 @@ func (sg *statusGateway) sendStatusTraffic(t *testing.T) {
 				mismatched = s.Outcomes[shadow.OutcomeMismatch] >= 2
 			}
 		}
-		if ready && mismatched && len(sg.g.cmp.Mismatches(1)) > 0 {
+		if ready && mismatched && len(sg.g.Comparator().Mismatches(1)) > 0 {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("comparator did not judge enough messages within 30s: %+v", sg.g.cmp.Summary())
+			t.Fatalf("comparator did not judge enough messages within 30s: %+v", sg.g.Comparator().Summary())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -162,9 +163,9 @@ func channelRow(t *testing.T, page, app, channel string) string {
 	return m[1]
 }
 
-func parityOf(t *testing.T, g *gateway, channel string) string {
+func parityOf(t *testing.T, g *gateway.Gateway, channel string) string {
 	t.Helper()
-	for _, s := range g.cmp.Summary() {
+	for _, s := range g.Comparator().Summary() {
 		if s.Channel == channel && s.ParityPercent != nil {
 			return fmt.Sprintf("%.1f %%", *s.ParityPercent)
 		}
@@ -176,7 +177,7 @@ func parityOf(t *testing.T, g *gateway, channel string) string {
 func TestStatusPageRealGateway(t *testing.T) {
 	sg := startStatusGateway(t)
 	sg.sendStatusTraffic(t)
-	url := sg.g.adminURL() + "/"
+	url := sg.g.AdminURL() + "/"
 
 	// The comparator may still decide a pending message while the page is
 	// fetched: the page must show the parity of before or after.
@@ -244,9 +245,9 @@ func TestStatusPageRealGateway(t *testing.T) {
 
 	// The kill switch: flip it in the flag file, the page says so and every
 	// channel shows legacy.
-	writeStatusFlags(t, sg.flagFile, strings.Replace(demoFlags, `"on": true, "off": false}, "defaultVariant": "off"`, `"on": true, "off": false}, "defaultVariant": "on"`, 1))
+	writeStatusFlags(t, sg.flagFile, strings.Replace(demo.Flags, `"on": true, "off": false}, "defaultVariant": "off"`, `"on": true, "off": false}, "defaultVariant": "on"`, 1))
 	deadline := time.Now().Add(15 * time.Second)
-	for !sg.g.resolver.Resolve(broadcast.RouteQuery{App: "ai-hero", Room: statusRoom, Channel: "ai-stream"}).KillSwitch {
+	for !sg.g.Resolver().Resolve(broadcast.RouteQuery{App: "ai-hero", Room: status.Room, Channel: "ai-stream"}).KillSwitch {
 		if time.Now().After(deadline) {
 			t.Fatalf("kill switch not in force 15s after the flag file edit")
 		}
@@ -262,203 +263,6 @@ func TestStatusPageRealGateway(t *testing.T) {
 			t.Errorf("row %s with the kill switch on:\n%s", ch, row)
 		}
 	}
-}
-
-// fakeGatherer answers Gather with a fixed switchyard_flag_file_valid.
-func fakeGatherer(t *testing.T, valid float64) prometheus.Gatherer {
-	t.Helper()
-	reg := prometheus.NewRegistry()
-	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "switchyard_flag_file_valid", Help: "test"})
-	reg.MustRegister(g)
-	g.Set(valid)
-	return reg
-}
-
-func TestStatusPageUnit(t *testing.T) {
-	parity := 50.0
-	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
-	base := func() *statusPage {
-		return &statusPage{
-			env: "test", version: "v1", started: now.Add(-time.Hour), apps: []string{"ai-hero"},
-			channels: []string{"transcript", "default"},
-			resolve: func(q broadcast.RouteQuery) broadcast.Route {
-				return broadcast.Route{Stage: broadcast.StageShadow, Channel: q.Channel, FlagKey: "realtime-" + q.Channel, Variant: "shadow", Reason: "STATIC"}
-			},
-			summary: func() []shadow.ChannelSummary {
-				return []shadow.ChannelSummary{{
-					App: "ai-hero", Channel: "transcript", Compared: 4, ParityPercent: &parity, JSParityPercent: &parity,
-					Outcomes:     map[shadow.Outcome]int64{shadow.OutcomeMatch: 2, shadow.OutcomeMismatch: 2},
-					LatencyDelta: shadow.LatencySummary{Count: 2, P50Ms: -3, P99Ms: 12},
-				}}
-			},
-			mismatches: func(int) []shadow.MismatchExample { return nil },
-			now:        func() time.Time { return now },
-			log:        zap.NewNop(),
-			tmpl:       statusTemplate,
-			history:    map[string]*deltaHistory{},
-		}
-	}
-	tests := []struct {
-		name     string
-		adjust   func(p *statusPage)
-		want     []string
-		dontWant []string
-	}{
-		{
-			name: "figures",
-			want: []string{`<span class="stage stage-shadow">shadow</span>`, `50.0 %`, `parity-bad`, `-3.0 / 12.0`, `class="delta-bar"`, `No mismatch`, `Kill switch: off`},
-		},
-		{
-			name: "escapes everything from outside",
-			adjust: func(p *statusPage) {
-				p.mismatches = func(int) []shadow.MismatchExample {
-					return []shadow.MismatchExample{{
-						App: "ai-hero", Channel: "transcript", Name: `<script>alert(1)</script>`, Outcome: shadow.OutcomeMismatch,
-						Realtime: []shadow.Difference{{Path: `body.<img src=x onerror=alert(2)>`, Kind: "changed", Want: `"a"`, Got: `"</code><script>x</script>"`}},
-						Original: `{"body":"<iframe>"}`,
-					}}
-				}
-			},
-			want:     []string{`&lt;script&gt;alert(1)&lt;/script&gt;`, `&lt;img src=x onerror=alert(2)&gt;`, `&lt;iframe&gt;`, `realtime vs sent`},
-			dontWant: []string{`<script>`, `<img`, `<iframe>`},
-		},
-		{
-			name: "kill switch and route error",
-			adjust: func(p *statusPage) {
-				p.resolve = func(q broadcast.RouteQuery) broadcast.Route {
-					return broadcast.Route{Stage: broadcast.StageLegacy, Channel: q.Channel, FlagKey: "realtime-killswitch", Variant: "on", KillSwitch: true}
-				}
-			},
-			want: []string{`Kill switch: ON`, `2 of 2 app/channel rows forced to legacy`, `<span class="ks">kill switch</span>`},
-		},
-		{
-			name:   "flag file refused",
-			adjust: func(p *statusPage) { p.gatherer = fakeGatherer(t, 0) },
-			want:   []string{`last edit REFUSED`},
-		},
-		{
-			name:     "flag file valid",
-			adjust:   func(p *statusPage) { p.gatherer = fakeGatherer(t, 1) },
-			want:     []string{`id="flagfile"`, `valid`},
-			dontWant: []string{`REFUSED`},
-		},
-		{
-			name: "targeting noted",
-			adjust: func(p *statusPage) {
-				p.flagFile = filepath.Join(t.TempDir(), "flags.json")
-				writeStatusFlags(t, p.flagFile, `{"flags": {"realtime-transcript": {"state": "ENABLED", "variants": {"legacy": "legacy", "shadow": "shadow"}, "defaultVariant": "legacy",
-					"targeting": {"fractional": [["legacy", 90], ["shadow", 10]]}}}}`)
-			},
-			want: []string{`targeting: other rooms may get another stage`, `default variant &#34;legacy&#34;`},
-		},
-		{
-			name:   "unreadable flag file",
-			adjust: func(p *statusPage) { p.flagFile = filepath.Join(t.TempDir(), "missing.json") },
-			want:   []string{`class="err">flag file: open`},
-		},
-		{
-			name: "no comparator data",
-			adjust: func(p *statusPage) {
-				p.summary = func() []shadow.ChannelSummary { return nil }
-			},
-			want:     []string{`no message has arrived on both transports yet`},
-			dontWant: []string{`class="delta-bar"`, `<svg class="spark"`},
-		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			p := base()
-			if tt.adjust != nil {
-				tt.adjust(p)
-			}
-			rec := httptest.NewRecorder()
-			p.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
-			if rec.Code != http.StatusOK {
-				t.Fatalf("status %d", rec.Code)
-			}
-			page := rec.Body.String()
-			for _, w := range tt.want {
-				if !strings.Contains(page, w) {
-					t.Errorf("page lacks %q", w)
-				}
-			}
-			for _, w := range tt.dontWant {
-				if strings.Contains(page, w) {
-					t.Errorf("page has %q", w)
-				}
-			}
-		})
-	}
-}
-
-func TestStatusPageHistoryIsBounded(t *testing.T) {
-	now := time.Unix(0, 0)
-	parity := 100.0
-	p := &statusPage{
-		apps: []string{"a"}, channels: []string{"c"},
-		resolve: func(broadcast.RouteQuery) broadcast.Route { return broadcast.Route{Stage: broadcast.StageShadow} },
-		summary: func() []shadow.ChannelSummary {
-			return []shadow.ChannelSummary{{App: "a", Channel: "c", ParityPercent: &parity, LatencyDelta: shadow.LatencySummary{Count: 1, P50Ms: 1, P99Ms: 2}}}
-		},
-		mismatches: func(int) []shadow.MismatchExample { return nil },
-		now:        func() time.Time { return now },
-		log:        zap.NewNop(), tmpl: statusTemplate, history: map[string]*deltaHistory{},
-	}
-	for range 3 * statusHistory {
-		p.build()
-		p.build() // a second render inside the sample gap adds nothing
-		now = now.Add(statusSampleEvery)
-	}
-	if got, want := len(p.history["a/c"].p99), statusHistory; got != want {
-		t.Errorf("history length = %d, want %d", got, want)
-	}
-}
-
-func TestFlagTargeting(t *testing.T) {
-	tests := []struct {
-		name          string
-		data          string
-		wantTargeting map[string]bool
-		wantDefault   map[string]string
-		wantErr       bool
-	}{
-		{"plain", `{"flags": {"realtime-a": {"defaultVariant": "shadow"}}}`, map[string]bool{"realtime-a": false}, map[string]string{"realtime-a": "shadow"}, false},
-		{"targeting", `{"flags": {"realtime-a": {"defaultVariant": "legacy", "targeting": {"if": [true, "dual", null]}}}}`, map[string]bool{"realtime-a": true}, map[string]string{"realtime-a": "legacy"}, false},
-		{"empty and null targeting", `{"flags": {"a": {"targeting": {}}, "b": {"targeting": null, "defaultVariant": null}}}`, map[string]bool{"a": false, "b": false}, map[string]string{}, false},
-		{"not json", `{"flags": `, nil, nil, true},
-		{"flags not an object", `{"flags": []}`, nil, nil, true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			gotT, gotD, err := flagTargeting([]byte(tt.data))
-			if (err != nil) != tt.wantErr {
-				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
-			}
-			if tt.wantErr {
-				return
-			}
-			if fmt.Sprint(gotT) != fmt.Sprint(tt.wantTargeting) || fmt.Sprint(gotD) != fmt.Sprint(tt.wantDefault) {
-				t.Errorf("got %v %v, want %v %v", gotT, gotD, tt.wantTargeting, tt.wantDefault)
-			}
-		})
-	}
-}
-
-func FuzzFlagTargeting(f *testing.F) {
-	f.Add([]byte(demoFlags))
-	f.Add([]byte(`{"flags": {"realtime-a": {"defaultVariant": "legacy", "targeting": {"fractional": [["legacy", 90], ["shadow", 10]]}}}}`))
-	f.Add([]byte(`{"flags": null}`))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		targeting, defaults, err := flagTargeting(data)
-		if err != nil {
-			return
-		}
-		for k := range defaults {
-			if _, ok := targeting[k]; !ok {
-				t.Errorf("flag %q has a default but no targeting entry", k)
-			}
-		}
-	})
 }
 
 // findChromium returns the Chromium binary, or an error telling how to
@@ -500,7 +304,7 @@ func TestStatusPageBrowser(t *testing.T) {
 	}
 	sg := startStatusGateway(t)
 	sg.sendStatusTraffic(t)
-	url := sg.g.adminURL() + "/"
+	url := sg.g.AdminURL() + "/"
 
 	dom := string(runChromium(t, bin, "--dump-dom", url))
 	for _, want := range []string{
@@ -524,7 +328,7 @@ func TestStatusPageBrowser(t *testing.T) {
 				sg.sendStatusBatch(t)
 			}
 			fetchStatus(t, url)
-			time.Sleep(statusSampleEvery)
+			time.Sleep(status.SampleEvery) // real time between renders, for the picture's sparklines
 		}
 	}
 	shot := filepath.Join(t.TempDir(), "status-page.png")

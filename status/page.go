@@ -1,4 +1,9 @@
-package main
+// Package status renders the admin listener's status page ("/"): per app
+// and channel the stage, the kill switch, shadow parity and outcome counts,
+// latency figures with an inline-SVG latency-delta chart, and the recent
+// mismatches with their diffs. It takes typed inputs (Config), never the
+// gateway itself.
+package status
 
 import (
 	"bytes"
@@ -23,58 +28,78 @@ import (
 	"github.com/switchyard/switchyard/shadow"
 )
 
-// statusRoom is the representative room the status page resolves each
+// Room is the representative room the status page resolves each
 // channel's stage for. Targeting that splits a channel by room is noted
 // on the page, since another room may get another stage.
-const statusRoom = "status-page"
+const Room = "status-page"
 
 // Status page tuning.
 const (
 	// statusMismatches is how many recent mismatch examples the page lists.
 	statusMismatches = 10
-	// statusSampleEvery is the shortest gap between two samples of the
+	// SampleEvery is the shortest gap between two samples of the
 	// latency-delta history; samples are taken when the page is rendered
 	// (every 5 s while someone watches it), so no goroutine is needed.
-	statusSampleEvery = 4 * time.Second
+	SampleEvery = 4 * time.Second
 	// statusHistory is how many samples each sparkline keeps.
 	statusHistory = 60
 )
 
-// newStatusPage returns the admin listener's status page ("/"): per app
-// and channel the stage (resolved for statusRoom), the kill switch, shadow
-// parity and outcome counts over the comparator's window, latency figures
-// with an inline-SVG latency-delta chart, and the recent mismatches with
-// their diffs. The page is plain server-rendered HTML that refreshes itself
-// every 5 s: no script, no external asset. The handler is safe for
-// concurrent use; each request evaluates the flags once per app and channel
-// (through the gateway's resolver, so those decisions are counted in
-// switchyard_flag_evaluations_total like any other) and never blocks on I/O
-// but reading the local flag file.
-func newStatusPage(g *gateway) http.Handler {
-	channels := append(g.cfg.ChannelNames(), broadcast.DefaultChannel)
-	flagFile := ""
-	if g.cfg.Flags.Provider == "" || g.cfg.Flags.Provider == flags.ProviderFile {
-		flagFile = g.cfg.Flags.File
+// Config is what the page reads. Every function must be safe for
+// concurrent use; none may block on I/O.
+type Config struct {
+	// Env and Version are shown in the header; Started gives the uptime.
+	Env, Version string
+	Started      time.Time
+	// Apps and Channels are the configured names; the page resolves a stage
+	// for each pair (Channels should include broadcast.DefaultChannel).
+	Apps, Channels []string
+	// FlagFile is the local flag file the page reads for targeting notes;
+	// empty when the provider does not read a local file.
+	FlagFile string
+	// Resolve decides a stage (the gateway's resolver).
+	Resolve func(broadcast.RouteQuery) broadcast.Route
+	// Summary and Mismatches are the comparator's figures.
+	Summary    func() []shadow.ChannelSummary
+	Mismatches func(limit int) []shadow.MismatchExample
+	// Gatherer is read for switchyard_flag_file_valid; nil hides it.
+	Gatherer prometheus.Gatherer
+	// Now is the clock (nil: time.Now); Log nil is a no-op logger.
+	Now func() time.Time
+	Log *zap.Logger
+}
+
+// New returns the status page handler: plain server-rendered HTML that
+// refreshes itself every 5 s, no script, no external asset. The handler is
+// safe for concurrent use; each request evaluates the flags once per app
+// and channel through cfg.Resolve (so those decisions are counted like any
+// other) and never blocks on I/O but reading the local flag file.
+func New(cfg Config) http.Handler {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
 	}
 	return &statusPage{
-		env:        g.cfg.Env,
-		version:    version,
-		started:    g.started,
-		apps:       g.cfg.AppNames(),
-		channels:   channels,
-		flagFile:   flagFile,
-		resolve:    g.resolver.Resolve,
-		summary:    g.cmp.Summary,
-		mismatches: g.cmp.Mismatches,
-		gatherer:   g.reg,
-		now:        time.Now,
-		log:        g.log.Named("status"),
+		env:        cfg.Env,
+		version:    cfg.Version,
+		started:    cfg.Started,
+		apps:       cfg.Apps,
+		channels:   cfg.Channels,
+		flagFile:   cfg.FlagFile,
+		resolve:    cfg.Resolve,
+		summary:    cfg.Summary,
+		mismatches: cfg.Mismatches,
+		gatherer:   cfg.Gatherer,
+		now:        cfg.Now,
+		log:        cfg.Log,
 		tmpl:       statusTemplate,
 		history:    map[string]*deltaHistory{},
 	}
 }
 
-// statusPage is the status page handler; see newStatusPage.
+// statusPage is the status page handler; see New.
 type statusPage struct {
 	env, version string
 	started      time.Time
@@ -254,7 +279,7 @@ func (p *statusPage) build() statusView {
 		row := statusRow{App: app, Channel: channel, Parity: "-", ParityClass: "none", JSParity: "-", Legacy: "-", Realtime: "-", Delta: "-"}
 		if resolved {
 			resolvedRows++
-			rt := p.resolve(broadcast.RouteQuery{App: app, Room: statusRoom, Channel: channel})
+			rt := p.resolve(broadcast.RouteQuery{App: app, Room: Room, Channel: channel})
 			row.Stage, row.FlagKey, row.Variant, row.Reason = rt.Stage, rt.FlagKey, rt.Variant, rt.Reason
 			row.KillSwitch, row.Error = rt.KillSwitch, rt.Error
 			if rt.KillSwitch {
@@ -263,7 +288,7 @@ func (p *statusPage) build() statusView {
 			}
 			fk := flags.FlagKey(channel)
 			if targeting[fk] || targeting[flags.KillSwitchKey] {
-				row.Targeting = fmt.Sprintf("targeting: other rooms may get another stage (shown: room %q; default variant %q)", statusRoom, defaults[fk])
+				row.Targeting = fmt.Sprintf("targeting: other rooms may get another stage (shown: room %q; default variant %q)", Room, defaults[fk])
 			}
 		}
 		s, ok := summaries[k]
@@ -325,11 +350,11 @@ func (p *statusPage) build() statusView {
 }
 
 // sample appends the current latency delta of each row to its history, at
-// most once per statusSampleEvery, and fills each row's sparkline.
+// most once per SampleEvery, and fills each row's sparkline.
 func (p *statusPage) sample(now time.Time, rows []statusRow, summaries map[[2]string]shadow.ChannelSummary) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	take := now.Sub(p.lastSample) >= statusSampleEvery
+	take := now.Sub(p.lastSample) >= SampleEvery
 	if take {
 		p.lastSample = now
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -17,9 +16,10 @@ import (
 
 	"github.com/switchyard/switchyard/broadcast"
 	"github.com/switchyard/switchyard/config"
+	"github.com/switchyard/switchyard/gateway"
 	"github.com/switchyard/switchyard/legacyparty/partytest"
 	"github.com/switchyard/switchyard/realtime/realtimetest"
-	"github.com/switchyard/switchyard/shadow"
+	"github.com/switchyard/switchyard/recording"
 )
 
 const (
@@ -31,7 +31,7 @@ const (
 // testGateway is an in-process gateway built from a config file, as the
 // demo builds one, with its upstreams given by URL.
 type testGateway struct {
-	g          *gateway
+	g          *gateway.Gateway
 	configPath string
 	logs       *syncBuffer
 }
@@ -73,7 +73,7 @@ server: {shutdownTimeout: 5s}
 		t.Fatal(err)
 	}
 	logs := &syncBuffer{}
-	logger, err := newLogger(config.Log{Level: "warn", Format: "json"}, logs)
+	logger, err := gateway.NewLogger(config.Log{Level: "warn", Format: "json"}, logs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,45 +109,6 @@ func runCmd(t *testing.T, env map[string]string, args ...string) (int, string, s
 	defer cancel()
 	code := run(ctx, args, func(k string) string { return env[k] }, &stdout, &stderr)
 	return code, stdout.String(), stderr.String()
-}
-
-func TestReadRecordingMalformed(t *testing.T) {
-	ok := recLine(time.Unix(1700000000, 0), "room-1", "video.asset.ready", "r1", `{"id":"v1"}`)
-	tests := []struct {
-		name  string
-		lines []string
-		want  string
-	}{
-		{"not JSON", []string{ok, ok, `{"t":`}, "line 3: not a recording object"},
-		{"unknown key", []string{ok, `{"t":"2026-11-23T15:04:05Z","app":"a","room":"r","name":"n","requestId":"x","body":1,"extra":true}`}, `line 2: not a recording object: json: unknown field "extra"`},
-		{"missing t", []string{`{"app":"a","room":"r","name":"n","requestId":"x","body":1}`}, "line 1: t: required"},
-		{"bad t", []string{`{"t":"yesterday","app":"a","room":"r","name":"n","requestId":"x","body":1}`}, `line 1: t: "yesterday" is not an RFC 3339 time`},
-		{"bad room", []string{ok, `{"t":"2026-11-23T15:04:05Z","app":"a","room":"a/b","name":"n","requestId":"x","body":1}`}, "line 2: room: character '/'"},
-		{"missing app", []string{`{"t":"2026-11-23T15:04:05Z","room":"r","name":"n","requestId":"x","body":1}`}, "line 1: app: required"},
-		{"missing name", []string{`{"t":"2026-11-23T15:04:05Z","app":"a","room":"r","requestId":"x","body":1}`}, "line 1: name: required"},
-		{"empty requestId", []string{`{"t":"2026-11-23T15:04:05Z","app":"a","room":"r","name":"n","requestId":"","body":1}`}, "line 1: requestId: required"},
-		{"missing body", []string{`{"t":"2026-11-23T15:04:05Z","app":"a","room":"r","name":"n","requestId":"x"}`}, "line 1: body: required"},
-		{"bad party", []string{`{"t":"2026-11-23T15:04:05Z","app":"a","room":"r","name":"n","requestId":"x","party":"a/b","body":1}`}, "line 1: party:"},
-		{"trailing data", []string{ok + ` {}`}, "line 1: trailing data"},
-		{"an array", []string{`[1,2]`}, "line 1: not a recording object"},
-		{"blank lines counted", []string{ok, "", "   ", "nope"}, "line 4:"},
-		{"empty file", []string{""}, "no message"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, err := readRecording(strings.NewReader(strings.Join(tt.lines, "\n")))
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("err = %v, want one containing %q", err, tt.want)
-			}
-		})
-	}
-	entries, err := readRecording(strings.NewReader(ok + "\n\n" + ok + "\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, want := []int{entries[0].line, entries[1].line}, []int{1, 3}; got[0] != want[0] || got[1] != want[1] {
-		t.Errorf("line numbers = %v, want %v", got, want)
-	}
 }
 
 // TestReplayMalformedSendsNothing: a bad line anywhere stops the replay
@@ -196,20 +157,6 @@ func TestReplayUsage(t *testing.T) {
 	}
 }
 
-func TestReplayRequestID(t *testing.T) {
-	if got, want := replayRequestID("req-1", "abcd", 7, false), "req-1-replay-abcd"; got != want {
-		t.Errorf("got %q, want %q", got, want)
-	}
-	if got, want := replayRequestID("chat-1", "abcd", 7, true), "chat-1-replay-abcd-7"; got != want {
-		t.Errorf("got %q, want %q", got, want)
-	}
-	long := strings.Repeat("x", 256)
-	a, b := replayRequestID(long, "abcd", 1, false), replayRequestID(long+"y", "abcd", 1, false)
-	if len(a) > 256 || a == b || !strings.HasSuffix(a, "-replay-abcd") {
-		t.Errorf("long ids: %q, %q; want distinct, at most 256 bytes", a, b)
-	}
-}
-
 // TestReplayOrderAndSpeed replays interleaved rooms through a gateway on
 // partytest: each room's messages arrive in recorded order (even where the
 // file is not sorted), and a 1.2 s recording at --speed 4 takes at least
@@ -244,7 +191,7 @@ func TestReplayOrderAndSpeed(t *testing.T) {
 			before := len(party.Publishes())
 			start := time.Now()
 			code, stdout, stderr := runCmd(t, map[string]string{"SWITCHYARD_REPLAY_KEY": oncallKey},
-				"replay", path, "--to", tg.g.publicURL(), "--app", "ai-hero", "--speed", tt.speed)
+				"replay", path, "--to", tg.g.PublicURL(), "--app", "ai-hero", "--speed", tt.speed)
 			elapsed := time.Since(start)
 			if code != 0 {
 				t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
@@ -296,14 +243,14 @@ func TestReplayFailuresAndParity(t *testing.T) {
 	lines = append(lines, `{"t":"2026-11-23T15:00:01Z","app":"other-app","room":"r","name":"n","requestId":"o","body":1}`)
 	path := writeRecording(t, lines)
 
-	code, stdout, _ := runCmd(t, nil, "replay", path, "--to", tg.g.publicURL(), "--app", "ai-hero", "--key", "wrong-key-0123456789", "--speed", "0")
+	code, stdout, _ := runCmd(t, nil, "replay", path, "--to", tg.g.PublicURL(), "--app", "ai-hero", "--key", "wrong-key-0123456789", "--speed", "0")
 	if code != 1 || !strings.Contains(stdout, "sent 6, ok 0, failed 6 (401: 6)") || !strings.Contains(stdout, "unauthorized") {
 		t.Errorf("wrong key: exit %d, stdout:\n%s\nwant 1 and 6 failures by 401", code, stdout)
 	}
 
 	warmRoom(t, tg, "course-7")
 	code, stdout, stderr := runCmd(t, map[string]string{"SWITCHYARD_ADMIN_TOKEN": oncallAdminToken}, "replay", path,
-		"--to", tg.g.publicURL(), "--app", "ai-hero", "--key", oncallKey, "--speed", "0", "--admin", tg.g.adminURL(), "--settle", "3s")
+		"--to", tg.g.PublicURL(), "--app", "ai-hero", "--key", oncallKey, "--speed", "0", "--admin", tg.g.AdminURL(), "--settle", "3s")
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
@@ -328,7 +275,7 @@ func warmRoom(t *testing.T, tg *testGateway, room string) {
 	deadline := time.Now().Add(15 * time.Second)
 	for i := 0; time.Now().Before(deadline); i++ {
 		body := fmt.Sprintf(`{"room":%q,"name":"video.asset.ready","requestId":"warm-%s-%d","body":{"warm":%d}}`, room, room, i, i)
-		req, _ := http.NewRequest(http.MethodPost, tg.g.publicURL()+"/v1/broadcast", strings.NewReader(body))
+		req, _ := http.NewRequest(http.MethodPost, tg.g.PublicURL()+"/v1/broadcast", strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+oncallKey)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -336,7 +283,7 @@ func warmRoom(t *testing.T, tg *testGateway, room string) {
 		}
 		resp.Body.Close()
 		time.Sleep(100 * time.Millisecond)
-		for _, s := range tg.g.cmp.Summary() {
+		for _, s := range tg.g.Comparator().Summary() {
 			if s.Channel == "video-ready" && s.Outcomes["match"] > 0 {
 				return
 			}
@@ -352,7 +299,7 @@ func TestReplayCoursePlatform(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	entries, err := readRecording(f)
+	entries, err := recording.Read(f)
 	f.Close()
 	if err != nil {
 		t.Fatal(err)
@@ -364,7 +311,7 @@ func TestReplayCoursePlatform(t *testing.T) {
 	rt := realtimetest.NewServer(realtimetest.Config{SigningKey: oncallSigningKey})
 	t.Cleanup(rt.Close) // after the gateway stops (cleanups run last-in first-out)
 	tg := startTestGateway(t, party.URL(), rt.URL(), broadcast.StageDual, "")
-	code, stdout, stderr := runCmd(t, nil, "replay", "../../configs/recordings/course-platform.jsonl", "--to", tg.g.publicURL(),
+	code, stdout, stderr := runCmd(t, nil, "replay", "../../configs/recordings/course-platform.jsonl", "--to", tg.g.PublicURL(),
 		"--app", "ai-hero", "--key", oncallKey, "--speed", "0")
 	if want := fmt.Sprintf("sent %d, ok %d, failed 0", len(entries), len(entries)); code != 0 || !strings.Contains(stdout, want) {
 		t.Fatalf("exit %d, want 0 and %q\nstdout:\n%s\nstderr:\n%s", code, want, stdout, stderr)
@@ -385,7 +332,7 @@ func TestRecordThenReplay(t *testing.T) {
 		fmt.Sprintf("record: {file: %q, redactPaths: [body.text]}\n", recPath))
 	for i := range 5 {
 		body := fmt.Sprintf(`{"room":"video-9","name":"transcript.ready","requestId":"t-%d","body":{"id":"v9","text":"private %d"}}`, i, i)
-		req, _ := http.NewRequest(http.MethodPost, tg.g.publicURL()+"/v1/broadcast", strings.NewReader(body))
+		req, _ := http.NewRequest(http.MethodPost, tg.g.PublicURL()+"/v1/broadcast", strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+oncallKey)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -396,113 +343,40 @@ func TestRecordThenReplay(t *testing.T) {
 			t.Fatalf("broadcast %d = %d", i, resp.StatusCode)
 		}
 	}
-	if err := tg.g.recorder.Close(); err != nil { // flush now; the gateway's own Close is then a no-op
-		t.Fatal(err)
-	}
-	recs, _ := readLines(t, recPath)
-	if len(recs) != 5 {
-		t.Fatalf("recorded %d lines, want 5", len(recs))
-	}
+	// The recorder flushes whenever its queue runs empty.
+	var recs []recording.Line
+	secWait(t, 10*time.Second, "5 recorded lines", func() bool {
+		recs = readRecordingLines(t, recPath)
+		return len(recs) == 5
+	})
 	for i, r := range recs {
 		if r.RequestID != fmt.Sprintf("t-%d", i) || string(r.Body) != `{"id":"v9","text":"[redacted]"}` || r.Channel != "transcript" {
 			t.Errorf("line %d = %+v", i+1, r)
 		}
 	}
-	code, stdout, stderr := runCmd(t, nil, "replay", recPath, "--to", tg.g.publicURL(), "--app", "ai-hero", "--key", oncallKey, "--speed", "0")
+	code, stdout, stderr := runCmd(t, nil, "replay", recPath, "--to", tg.g.PublicURL(), "--app", "ai-hero", "--key", oncallKey, "--speed", "0")
 	if code != 0 || !strings.Contains(stdout, "sent 5, ok 5, failed 0") {
 		t.Errorf("replay of the recording: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
 }
 
-func FuzzDecodeRecordLine(f *testing.F) {
-	f.Add([]byte(`{"t":"2026-11-23T15:04:05.123456789Z","app":"ai-hero","room":"video-42","name":"video.asset.ready","channel":"video-ready","requestId":"req-1","body":{"id":"v1"}}`))
-	f.Add([]byte(`{"t":"2026-11-23T15:04:05Z","app":"a","room":"r","name":"ai.message","channel":"ai-stream","requestId":"c","party":"main","body":"chunk"}`))
-	f.Add([]byte(`{"t":"2026-11-23T15:04:05+01:00","app":"a","room":"r","name":"n","requestId":"x","body":[1,2,{"a":null}]}`))
-	f.Add([]byte(`{"t":"x","app":"a","room":"r","name":"n","requestId":"x","body":1}`))
-	f.Add([]byte(`{"t":"2026-11-23T15:04:05Z","app":"a","room":"a%2F","name":"n","requestId":"x","body":1} {}`))
-	f.Add([]byte(`null`))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		rec, at, err := decodeRecordLine(b)
-		if err != nil {
-			return
-		}
-		if rec.App == "" || rec.Name == "" || rec.RequestID == "" || len(rec.Body) == 0 || at.IsZero() && rec.T == "" {
-			t.Fatalf("accepted an incomplete line: %+v", rec)
-		}
-		if err := broadcast.ValidateRoom(rec.Room); err != nil {
-			t.Fatalf("accepted room %q: %v", rec.Room, err)
-		}
-		if !json.Valid(rec.Body) {
-			t.Fatalf("accepted body %q", rec.Body)
-		}
-		// What the recorder would write for it decodes to the same line.
-		m, err := broadcast.NewMessage(rec.App, rec.Room, rec.Name, rec.RequestID, rec.Body, rec.Channel, at)
-		if err != nil {
-			return // e.g. a body too large for the realtime transport
-		}
-		m.Party = rec.Party
-		var buf bytes.Buffer
-		if err := encodeRecordLine(&buf, m, nil); err != nil {
-			t.Fatal(err)
-		}
-		again, at2, err := decodeRecordLine(buf.Bytes())
-		if err != nil {
-			t.Fatalf("re-encoded line %s: %v", buf.Bytes(), err)
-		}
-		if !at2.Equal(at) || again.Room != rec.Room || again.Name != rec.Name || again.RequestID != rec.RequestID || again.Party != rec.Party {
-			t.Fatalf("round trip changed the line: %+v -> %+v", rec, again)
-		}
-		var x, y any
-		if json.Unmarshal(rec.Body, &x) != nil || json.Unmarshal(again.Body, &y) != nil || fmt.Sprint(x) != fmt.Sprint(y) {
-			t.Fatalf("round trip changed the body: %s -> %s", rec.Body, again.Body)
-		}
-	})
-}
-
-func TestProgressDraw(t *testing.T) {
-	st := &replayStats{byStatus: map[string]int{}, byStage: map[broadcast.Stage]int{}}
-	st.sent.Store(5)
-	st.ok.Store(4)
-	var tty, plain bytes.Buffer
-	p := &progress{w: &tty, total: 10, tty: true}
-	p.draw(st, time.Now(), false)
-	st.sent.Store(10)
-	st.ok.Store(9)
-	p.draw(st, time.Now(), true)
-	if got := tty.String(); !strings.HasPrefix(got, "\r[###############...............] 5/10  50%  ok 4  failed 1") ||
-		strings.Count(got, "\r") != 2 || strings.Count(got, "\n") != 1 || !strings.HasSuffix(got, "\n") {
-		t.Errorf("terminal progress = %q, want two \\r-redrawn lines and one final newline", got)
+// readRecordingLines decodes the complete lines of a recording file.
+func readRecordingLines(t *testing.T, path string) []recording.Line {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
 	}
-	q := &progress{w: &plain, total: 10}
-	q.draw(st, time.Now(), false)
-	q.draw(st, time.Now(), true)
-	if got := plain.String(); strings.Contains(got, "\r") || strings.Count(got, "\n") != 2 || !strings.Contains(got, "10/10 100%  ok 9  failed 1") {
-		t.Errorf("plain progress = %q, want two whole lines", got)
-	}
-	if isTerminal(&plain) {
-		t.Error("a buffer is not a terminal")
-	}
-}
-
-func TestDiffSummaries(t *testing.T) {
-	row := func(ch string, match, missing, compared int64) shadow.ChannelSummary {
-		return shadow.ChannelSummary{App: "ai-hero", Channel: ch, Compared: compared,
-			Outcomes: map[shadow.Outcome]int64{shadow.OutcomeMatch: match, shadow.OutcomeMissingRealtime: missing}}
-	}
-	before := []shadow.ChannelSummary{row("video-ready", 10, 1, 11), row("transcript", 50, 0, 50)}
-	after := []shadow.ChannelSummary{row("video-ready", 16, 2, 18), row("transcript", 40, 0, 40), row("ai-stream", 3, 0, 3)}
-	got := map[string][3]int64{}
-	for _, d := range diffSummaries(before, after) {
-		got[d.Channel] = [3]int64{d.Compared, d.Outcomes[shadow.OutcomeMatch], d.Outcomes[shadow.OutcomeMissingRealtime]}
-	}
-	want := map[string][3]int64{
-		"video-ready": {7, 6, 1},
-		"transcript":  {0, 0, 0}, // the window rotated counts out: clamped, never negative
-		"ai-stream":   {3, 3, 0},
-	}
-	for ch, w := range want {
-		if got[ch] != w {
-			t.Errorf("%s: got %v, want %v", ch, got[ch], w)
+	var out []recording.Line
+	for _, line := range strings.SplitAfter(string(data), "\n") {
+		if !strings.HasSuffix(line, "\n") {
+			break // a line being written
 		}
+		var l recording.Line
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			t.Fatalf("recording line %q: %v", line, err)
+		}
+		out = append(out, l)
 	}
+	return out
 }

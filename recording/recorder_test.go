@@ -1,12 +1,14 @@
-package main
+package recording
 
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -17,7 +19,6 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/switchyard/switchyard/broadcast"
-	"github.com/switchyard/switchyard/config"
 	"github.com/switchyard/switchyard/shadow"
 )
 
@@ -33,18 +34,18 @@ func mustMessage(tb testing.TB, room, name, requestID, body string, at time.Time
 
 // readLines returns the lines of a recording file, each decoded and
 // validated by the replay decoder.
-func readLines(tb testing.TB, path string) ([]recordLine, []string) {
+func readLines(tb testing.TB, path string) ([]Line, []string) {
 	tb.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	var recs []recordLine
+	var recs []Line
 	var raw []string
 	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(nil, maxRecordLine)
+	sc.Buffer(nil, MaxLineBytes)
 	for n := 1; sc.Scan(); n++ {
-		rec, _, err := decodeRecordLine(sc.Bytes())
+		rec, _, err := DecodeLine(sc.Bytes())
 		if err != nil {
 			tb.Fatalf("line %d %q: %v", n, sc.Text(), err)
 		}
@@ -59,17 +60,18 @@ func readLines(tb testing.TB, path string) ([]recordLine, []string) {
 
 func TestRecorderFormat(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "rec.jsonl")
-	r, err := newRecorder(config.Record{File: path}, nil)
+	r, err := New(Config{File: path}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	stop := running(t, r)
 	at := time.Date(2026, 11, 23, 15, 4, 5, 123456789, time.FixedZone("CET", 3600))
 	m1 := mustMessage(t, "video-42", "video.asset.ready", "req-1", "{\n  \"id\": \"v1\",\n  \"duration\": 1.0, \"html\": \"<b>&</b>\"\n}", at)
 	m2 := mustMessage(t, "chat-1", "ai.message", "req-2", `"Sure, here"`, at.Add(time.Millisecond))
 	m2.Party = "main"
 	r.Record(m1)
 	r.Record(m2)
-	if err := r.Close(); err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	st, err := os.Stat(path)
@@ -123,10 +125,10 @@ func TestRecorderRedaction(t *testing.T) {
 				t.Fatalf("NewRedaction(%q): %v", tt.paths, err)
 			}
 			var buf bytes.Buffer
-			if err := encodeRecordLine(&buf, mustMessage(t, "r", "n", "id", tt.body, time.Unix(0, 0)), segs); err != nil {
+			if err := Encode(&buf, mustMessage(t, "r", "n", "id", tt.body, time.Unix(0, 0)), segs); err != nil {
 				t.Fatal(err)
 			}
-			rec, _, err := decodeRecordLine(buf.Bytes())
+			rec, _, err := DecodeLine(buf.Bytes())
 			if err != nil {
 				t.Fatalf("decode %s: %v", buf.Bytes(), err)
 			}
@@ -143,8 +145,8 @@ func TestParseRedactPathErrors(t *testing.T) {
 			t.Errorf("NewRedaction(%q) = nil error, want one", p)
 		}
 	}
-	if _, err := newRecorder(config.Record{File: filepath.Join(t.TempDir(), "r"), RedactPaths: []string{"body.ok", "text"}}, nil); err == nil || !strings.Contains(err.Error(), "redactPaths[1]") {
-		t.Errorf("newRecorder with a bad path: err = %v, want one naming redactPaths[1]", err)
+	if _, err := New(Config{File: filepath.Join(t.TempDir(), "r"), RedactPaths: []string{"body.ok", "text"}}, nil); err == nil || !strings.Contains(err.Error(), "redactPaths[1]") {
+		t.Errorf("New with a bad path: err = %v, want one naming redactPaths[1]", err)
 	}
 }
 
@@ -153,18 +155,19 @@ func TestRecorderCap(t *testing.T) {
 	core, logs := observer.New(zapcore.InfoLevel)
 	var one bytes.Buffer
 	m := mustMessage(t, "room-1", "video.asset.ready", "req-00", `{"id":"v1"}`, time.Unix(1700000000, 0))
-	if err := encodeRecordLine(&one, m, nil); err != nil {
+	if err := Encode(&one, m, nil); err != nil {
 		t.Fatal(err)
 	}
 	maxBytes := int64(one.Len()*3 + one.Len()/2) // room for three lines
-	r, err := newRecorder(config.Record{File: path, MaxBytes: maxBytes}, zap.New(core))
+	r, err := New(Config{File: path, MaxBytes: maxBytes}, zap.New(core))
 	if err != nil {
 		t.Fatal(err)
 	}
+	stop := running(t, r)
 	for i := range 10 {
 		r.Record(mustMessage(t, "room-1", "video.asset.ready", fmt.Sprintf("req-%02d", i), `{"id":"v1"}`, time.Unix(1700000000, 0)))
 	}
-	if err := r.Close(); err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	recs, _ := readLines(t, path)
@@ -189,12 +192,13 @@ func TestRecorderCap(t *testing.T) {
 	}
 
 	// A restart appends, and the existing size counts toward the cap.
-	r2, err := newRecorder(config.Record{File: path, MaxBytes: maxBytes}, nil)
+	r2, err := New(Config{File: path, MaxBytes: maxBytes}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	stop2 := running(t, r2)
 	r2.Record(m)
-	if err := r2.Close(); err != nil {
+	if err := stop2(); err != nil {
 		t.Fatal(err)
 	}
 	if recs, _ := readLines(t, path); len(recs) != 3 {
@@ -210,20 +214,21 @@ func TestRecorderRefusesReadableFile(t *testing.T) {
 	if err := os.Chmod(path, 0o644); err != nil { // umask-proof
 		t.Fatal(err)
 	}
-	if _, err := newRecorder(config.Record{File: path}, nil); err == nil || !strings.Contains(err.Error(), "chmod 600") {
-		t.Errorf("newRecorder on a 0644 file: err = %v, want a chmod hint", err)
+	if _, err := New(Config{File: path}, nil); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Errorf("New on a 0644 file: err = %v, want a chmod hint", err)
 	}
-	if _, err := newRecorder(config.Record{File: filepath.Join(t.TempDir(), "no", "such", "dir", "r")}, nil); err == nil {
-		t.Error("newRecorder in a missing directory: nil error")
+	if _, err := New(Config{File: filepath.Join(t.TempDir(), "no", "such", "dir", "r")}, nil); err == nil {
+		t.Error("New in a missing directory: nil error")
 	}
 }
 
 func TestRecorderConcurrentRecord(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "rec.jsonl")
-	r, err := newRecorder(config.Record{File: path, RedactPaths: []string{"body.text"}}, nil)
+	r, err := New(Config{File: path, RedactPaths: []string{"body.text"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	stop := running(t, r)
 	const writers, each = 8, 300
 	var wg sync.WaitGroup
 	for w := range writers {
@@ -237,10 +242,10 @@ func TestRecorderConcurrentRecord(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if err := r.Close(); err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	r.Record(mustMessage(t, "late", "transcript.ready", "late", `{}`, time.Now())) // after Close: dropped, no panic
+	r.Record(mustMessage(t, "late", "transcript.ready", "late", `{}`, time.Now())) // after Run ended: dropped, no panic
 	s := r.Stats()
 	if got, want := s.Recorded+s.Dropped, int64(writers*each+1); got != want {
 		t.Errorf("recorded %d + dropped %d = %d, want %d", s.Recorded, s.Dropped, got, want)
@@ -262,7 +267,7 @@ func TestRecorderConcurrentRecord(t *testing.T) {
 		last[w] = rec.RequestID
 	}
 	if err := r.Close(); err != nil {
-		t.Errorf("second Close = %v, want nil", err)
+		t.Errorf("Close after Run = %v, want nil", err)
 	}
 }
 
@@ -270,10 +275,11 @@ func TestRecorderConcurrentRecord(t *testing.T) {
 // Compare with BenchmarkRecordInline, which is what a mutex+bufio recorder
 // would do on the request path (redact, encode, buffered write).
 func BenchmarkRecord(b *testing.B) {
-	r, err := newRecorder(config.Record{File: filepath.Join(b.TempDir(), "r"), MaxBytes: 1 << 40, RedactPaths: []string{"body.text"}}, nil)
+	r, err := New(Config{File: filepath.Join(b.TempDir(), "r"), MaxBytes: 1 << 40, RedactPaths: []string{"body.text"}}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
+	stop := running(b, r)
 	m := mustMessage(b, "video-42", "transcript.ready", "req-1", `{"id":"v1","text":"Welcome to the lesson, today we build an agent.","language":"en","confidence":0.93}`, time.Now())
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -282,7 +288,7 @@ func BenchmarkRecord(b *testing.B) {
 		}
 	})
 	b.StopTimer()
-	_ = r.Close()
+	_ = stop()
 	s := r.Stats()
 	b.ReportMetric(float64(s.Dropped)/float64(s.Dropped+s.Recorded), "dropped/op")
 }
@@ -302,10 +308,84 @@ func BenchmarkRecordInline(b *testing.B) {
 		var buf bytes.Buffer
 		for pb.Next() {
 			buf.Reset()
-			_ = encodeRecordLine(&buf, m, segs)
+			_ = Encode(&buf, m, segs)
 			mu.Lock()
 			_, _ = w.Write(buf.Bytes())
 			mu.Unlock()
 		}
 	})
+}
+
+// running starts r's Run as the gateway does and returns the function that
+// ends it (cancels its context) and returns Run's error.
+func running(tb testing.TB, r *Recorder) func() error {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	var once sync.Once
+	var err error
+	stop := func() error {
+		once.Do(func() { cancel(); err = <-done })
+		return err
+	}
+	tb.Cleanup(func() { _ = stop() })
+	return stop
+}
+
+// TestRecorderLifecycle: New starts nothing; messages recorded before Run
+// wait and are written once it runs; Run twice is refused; Close after Run
+// does nothing; Close without Run writes the queue and releases the file.
+func TestRecorderLifecycle(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rec.jsonl")
+	before := runtime.NumGoroutine()
+	r, err := New(Config{File: path}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := runtime.NumGoroutine(); n != before {
+		t.Errorf("New started %d goroutines", n-before)
+	}
+	r.Record(mustMessage(t, "room-1", "video.asset.ready", "early", `{}`, time.Unix(1700000000, 0)))
+	stop := running(t, r)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Run(context.Background()); err == nil {
+		t.Error("a second Run: nil error")
+	}
+	if recs, _ := readLines(t, path); len(recs) != 1 || recs[0].RequestID != "early" {
+		t.Errorf("lines = %+v, want the message recorded before Run", recs)
+	}
+
+	path2 := filepath.Join(t.TempDir(), "rec2.jsonl")
+	r2, err := New(Config{File: path2}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2.Record(mustMessage(t, "room-1", "video.asset.ready", "queued", `{}`, time.Unix(1700000000, 0)))
+	if err := r2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if recs, _ := readLines(t, path2); len(recs) != 1 {
+		t.Errorf("Close without Run wrote %d lines, want 1", len(recs))
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, tt := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{}, "file: required"},
+		{Config{File: "x", MaxBytes: -1}, "maxBytes: -1 is negative"},
+		{Config{File: "x", RedactPaths: []string{"name"}}, "redactPaths"},
+	} {
+		if err := tt.cfg.Validate(); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%+v: err = %v, want %q", tt.cfg, err, tt.want)
+		}
+	}
+	if err := (Config{File: "x", RedactPaths: []string{"body.text"}}).Validate(); err != nil {
+		t.Errorf("a good config: %v", err)
+	}
 }

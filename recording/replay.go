@@ -1,4 +1,4 @@
-package main
+package recording
 
 import (
 	"bufio"
@@ -23,81 +23,84 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"golang.org/x/term"
+
+	"github.com/switchyard/switchyard/adminclient"
 	"github.com/switchyard/switchyard/broadcast"
 	"github.com/switchyard/switchyard/legacyparty"
 	"github.com/switchyard/switchyard/shadow"
 )
 
-// maxRecordLine bounds one recording line: the largest body the gateway
+// MaxLineBytes bounds one recording line: the largest body the gateway
 // accepts plus its fields, with room to spare.
-const maxRecordLine = 2 << 20
+const MaxLineBytes = 2 << 20
 
-// replayEntry is one validated recording line.
-type replayEntry struct {
-	line int // 1-based line number in the file
-	rec  recordLine
-	at   time.Time
+// Entry is one validated recording line.
+type Entry struct {
+	Line int // 1-based line number in the file
+	Rec  Line
+	At   time.Time
 	// id is the requestId the replay sends (see replayRequestID).
 	id string
 }
 
-// decodeRecordLine parses and validates one recording line: a single JSON
-// object with the keys of recordLine and no others, t in RFC 3339, a room
+// DecodeLine parses and validates one recording line: a single JSON
+// object with the keys of Line and no others, t in RFC 3339, a room
 // that passes broadcast.ValidateRoom, non-empty name and requestId of at
 // most 256 bytes of UTF-8, an optional valid party name, and a body that is
 // one JSON value. The error names the offending key.
-func decodeRecordLine(b []byte) (recordLine, time.Time, error) {
-	var rec recordLine
+func DecodeLine(b []byte) (Line, time.Time, error) {
+	var rec Line
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&rec); err != nil {
-		return recordLine{}, time.Time{}, fmt.Errorf("not a recording object: %w", err)
+		return Line{}, time.Time{}, fmt.Errorf("not a recording object: %w", err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return recordLine{}, time.Time{}, errors.New("trailing data after the JSON object")
+		return Line{}, time.Time{}, errors.New("trailing data after the JSON object")
 	}
 	if rec.T == "" {
-		return recordLine{}, time.Time{}, errors.New("t: required")
+		return Line{}, time.Time{}, errors.New("t: required")
 	}
 	at, err := time.Parse(time.RFC3339Nano, rec.T)
 	if err != nil {
-		return recordLine{}, time.Time{}, fmt.Errorf("t: %q is not an RFC 3339 time", rec.T)
+		return Line{}, time.Time{}, fmt.Errorf("t: %q is not an RFC 3339 time", rec.T)
 	}
 	if rec.App == "" {
-		return recordLine{}, time.Time{}, errors.New("app: required")
+		return Line{}, time.Time{}, errors.New("app: required")
 	}
 	if err := broadcast.ValidateRoom(rec.Room); err != nil {
 		var be *broadcast.Error
 		if errors.As(err, &be) {
 			err = errors.New(be.Message) // "room: ...", without the API code
 		}
-		return recordLine{}, time.Time{}, err
+		return Line{}, time.Time{}, err
 	}
 	for _, f := range []struct{ key, v string }{{"name", rec.Name}, {"requestId", rec.RequestID}} {
 		if f.v == "" {
-			return recordLine{}, time.Time{}, fmt.Errorf("%s: required", f.key)
+			return Line{}, time.Time{}, fmt.Errorf("%s: required", f.key)
 		}
 		if len(f.v) > 256 || !utf8.ValidString(f.v) {
-			return recordLine{}, time.Time{}, fmt.Errorf("%s: must be valid UTF-8 of at most 256 bytes", f.key)
+			return Line{}, time.Time{}, fmt.Errorf("%s: must be valid UTF-8 of at most 256 bytes", f.key)
 		}
 	}
 	if rec.Party != "" {
 		if err := legacyparty.ValidateParty(rec.Party); err != nil {
-			return recordLine{}, time.Time{}, fmt.Errorf("party: %w", err)
+			return Line{}, time.Time{}, fmt.Errorf("party: %w", err)
 		}
 	}
 	if len(bytes.TrimSpace(rec.Body)) == 0 {
-		return recordLine{}, time.Time{}, errors.New("body: required")
+		return Line{}, time.Time{}, errors.New("body: required")
 	}
 	return rec, at, nil
 }
 
-// readRecording reads and validates a whole recording; blank lines are
+// Read reads and validates a whole recording; blank lines are
 // skipped. The error names the first bad line by number.
-func readRecording(r io.Reader) ([]replayEntry, error) {
+func Read(r io.Reader) ([]Entry, error) {
 	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), maxRecordLine)
-	var out []replayEntry
+	sc.Buffer(make([]byte, 0, 64<<10), MaxLineBytes)
+	var out []Entry
 	n := 0
 	for sc.Scan() {
 		n++
@@ -105,15 +108,15 @@ func readRecording(r io.Reader) ([]replayEntry, error) {
 		if len(line) == 0 {
 			continue
 		}
-		rec, at, err := decodeRecordLine(line)
+		rec, at, err := DecodeLine(line)
 		if err != nil {
 			return nil, fmt.Errorf("line %d: %w", n, err)
 		}
-		out = append(out, replayEntry{line: n, rec: rec, at: at})
+		out = append(out, Entry{Line: n, Rec: rec, At: at})
 	}
 	if err := sc.Err(); err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {
-			return nil, fmt.Errorf("line %d: longer than %d bytes", n+1, maxRecordLine)
+			return nil, fmt.Errorf("line %d: longer than %d bytes", n+1, MaxLineBytes)
 		}
 		return nil, fmt.Errorf("line %d: %w", n+1, err)
 	}
@@ -142,98 +145,25 @@ func replayRequestID(orig, run string, line int, shared bool) string {
 	return hex.EncodeToString(sum[:12]) + suffix
 }
 
-// replayOptions are the flags of `switchyard replay`.
-type replayOptions struct {
-	file, to, app, key string
-	admin, adminToken  string
-	speed              float64
-	concurrency        int
-	settle             time.Duration
-	progressEvery      time.Duration // non-terminal progress line period
-	runID              string
-}
-
-// cmdReplay is `switchyard replay FILE --to URL --app APP ...`: it replays
-// a recording through POST /v1/broadcast and reports the comparator's
-// parity for the replayed traffic. It fails on a malformed file before
-// sending anything, and when any message failed.
-func cmdReplay(ctx context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {
-	fs := flagSet("replay")
-	var o replayOptions
-	fs.StringVar(&o.to, "to", "", "gateway base URL (public listener)")
-	fs.StringVar(&o.app, "app", "", "app whose messages to replay (the key must be this app's)")
-	fs.StringVar(&o.key, "key", "", "app API key (default: env SWITCHYARD_REPLAY_KEY)")
-	fs.Float64Var(&o.speed, "speed", 1, "time scale: 2 is twice as fast, 0 as fast as possible (per-room order kept)")
-	fs.StringVar(&o.admin, "admin", "", "admin base URL, for the comparator's parity summary")
-	fs.StringVar(&o.adminToken, "admin-token", "", "admin token (default: env SWITCHYARD_ADMIN_TOKEN)")
-	fs.IntVar(&o.concurrency, "concurrency", 16, "most requests in flight")
-	fs.DurationVar(&o.settle, "settle", 8*time.Second, "longest wait for the comparator to decide the replayed messages")
-	// The file may come before or after the flags.
-	var pos []string
-	rest := args
-	for {
-		if err := fs.Parse(rest); err != nil {
-			return fmt.Errorf("%w: replay: %v", errUsage, err)
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		rest = fs.Args()[1:]
-	}
-	switch {
-	case len(pos) != 1:
-		return fmt.Errorf("%w: replay needs exactly one recording FILE, got %d", errUsage, len(pos))
-	case o.to == "":
-		return fmt.Errorf("%w: replay needs --to URL (the gateway)", errUsage)
-	case o.app == "":
-		return fmt.Errorf("%w: replay needs --app APP", errUsage)
-	case o.speed < 0:
-		return fmt.Errorf("%w: replay: --speed must be 0 or more", errUsage)
-	case o.concurrency < 1:
-		return fmt.Errorf("%w: replay: --concurrency must be at least 1", errUsage)
-	}
-	o.file = pos[0]
-	if o.key == "" {
-		o.key = getenv("SWITCHYARD_REPLAY_KEY")
-	}
-	if o.key == "" {
-		return fmt.Errorf("%w: replay needs --key KEY or env SWITCHYARD_REPLAY_KEY", errUsage)
-	}
-	if o.adminToken == "" {
-		o.adminToken = getenv("SWITCHYARD_ADMIN_TOKEN")
-	}
-	o.to = strings.TrimRight(o.to, "/")
-	o.admin = strings.TrimRight(o.admin, "/")
-	for _, u := range []struct{ flag, v string }{{"--to", o.to}, {"--admin", o.admin}} {
-		if u.v != "" && !strings.HasPrefix(u.v, "http://") && !strings.HasPrefix(u.v, "https://") {
-			return fmt.Errorf("%w: replay: %s %q must be an http(s):// URL", errUsage, u.flag, u.v)
-		}
-	}
-	o.progressEvery = 2 * time.Second
-
-	f, err := os.Open(o.file)
-	if err != nil {
-		return fmt.Errorf("replay: %w", err)
-	}
-	entries, err := readRecording(f)
-	f.Close()
-	if err != nil {
-		return fmt.Errorf("replay: %s: %w", o.file, err)
-	}
-	return replay(ctx, o, entries, &http.Client{Timeout: 30 * time.Second}, stdout)
-}
-
-// replayAnswer is what the replay reads of a broadcast answer.
-type replayAnswer struct {
-	Stage      broadcast.Stage `json:"stage"`
-	Deliveries map[string]struct {
-		Status string `json:"status"`
-	} `json:"deliveries"`
-	Error *struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
+// ReplayOptions are the settings of one replay (the flags of `switchyard
+// replay`).
+type ReplayOptions struct {
+	// File names the recording in messages.
+	File string
+	// App is the app whose messages are replayed; Key is its API key.
+	App, Key string
+	// Speed scales time: 2 is twice as fast, 0 as fast as possible.
+	Speed float64
+	// Concurrency is the most requests in flight (at least 1).
+	Concurrency int
+	// Settle is the longest wait for the comparator to decide the replayed
+	// messages (when the client has an admin URL).
+	Settle time.Duration
+	// ProgressEvery is the period of the progress line when stdout is not
+	// a terminal.
+	ProgressEvery time.Duration
+	// RunID is appended to every requestId; empty draws a random one.
+	RunID string
 }
 
 // replayStats are the client-side counts of a replay; safe for concurrent
@@ -261,79 +191,88 @@ func (s *replayStats) stage(st broadcast.Stage) {
 	s.mu.Unlock()
 }
 
-// replay sends entries of o.app through o.to, one goroutine per room (so a
-// room's messages go in recorded order, each after the previous one was
-// answered), each message due at start + (t - t0)/speed, at most
-// o.concurrency requests in flight.
-func replay(ctx context.Context, o replayOptions, all []replayEntry, hc *http.Client, stdout io.Writer) error {
-	var entries []replayEntry
+// Replay sends the entries of o.App through c's public API
+// (POST /v1/broadcast), one goroutine per room (so a room's messages go in
+// recorded order, each after the previous one was answered), each message
+// due at start + (t - t0)/speed, at most o.Concurrency requests in flight.
+// With an admin URL in c it then prints the comparator's parity for the
+// replayed traffic. Progress and results go to stdout. It returns an error
+// when any message failed or ctx ended first.
+func Replay(ctx context.Context, o ReplayOptions, all []Entry, c *adminclient.Client, stdout io.Writer) error {
+	if o.Concurrency < 1 {
+		o.Concurrency = 1
+	}
+	if o.ProgressEvery <= 0 {
+		o.ProgressEvery = 2 * time.Second
+	}
+	var entries []Entry
 	apps := map[string]int{}
 	for _, e := range all {
-		if e.rec.App == o.app {
+		if e.Rec.App == o.App {
 			entries = append(entries, e)
 		} else {
-			apps[e.rec.App]++
+			apps[e.Rec.App]++
 		}
 	}
 	if len(entries) == 0 {
-		return fmt.Errorf("replay: %s has no message of app %q (apps in it: %s)", o.file, o.app, mapKeys(apps))
+		return fmt.Errorf("replay: %s has no message of app %q (apps in it: %s)", o.File, o.App, mapKeys(apps))
 	}
-	if o.runID == "" {
+	if o.RunID == "" {
 		var b [4]byte
 		_, _ = rand.Read(b[:])
-		o.runID = hex.EncodeToString(b[:])
+		o.RunID = hex.EncodeToString(b[:])
 	}
 	uses := map[string]int{}
 	for _, e := range entries {
-		uses[e.rec.RequestID]++
+		uses[e.Rec.RequestID]++
 	}
 	for i := range entries {
 		e := &entries[i]
-		e.id = replayRequestID(e.rec.RequestID, o.runID, e.line, uses[e.rec.RequestID] > 1)
+		e.id = replayRequestID(e.Rec.RequestID, o.RunID, e.Line, uses[e.Rec.RequestID] > 1)
 	}
-	sort.SliceStable(entries, func(i, j int) bool { return entries[i].at.Before(entries[j].at) })
-	rooms := map[string][]replayEntry{}
+	sort.SliceStable(entries, func(i, j int) bool { return entries[i].At.Before(entries[j].At) })
+	rooms := map[string][]Entry{}
 	var roomOrder []string
 	for _, e := range entries {
-		if _, ok := rooms[e.rec.Room]; !ok {
-			roomOrder = append(roomOrder, e.rec.Room)
+		if _, ok := rooms[e.Rec.Room]; !ok {
+			roomOrder = append(roomOrder, e.Rec.Room)
 		}
-		rooms[e.rec.Room] = append(rooms[e.rec.Room], e)
+		rooms[e.Rec.Room] = append(rooms[e.Rec.Room], e)
 	}
-	span := entries[len(entries)-1].at.Sub(entries[0].at)
+	span := entries[len(entries)-1].At.Sub(entries[0].At)
 	speed := "as fast as possible"
-	if o.speed > 0 {
-		speed = fmt.Sprintf("speed %gx (about %s)", o.speed, scale(span, o.speed).Round(time.Millisecond))
+	if o.Speed > 0 {
+		speed = fmt.Sprintf("speed %gx (about %s)", o.Speed, scale(span, o.Speed).Round(time.Millisecond))
 	}
 	fmt.Fprintf(stdout, "replay %s: %d messages of app %s in %d rooms, recorded over %s; run %s, %s\n",
-		o.file, len(entries), o.app, len(rooms), span.Round(time.Millisecond), o.runID, speed)
+		o.File, len(entries), o.App, len(rooms), span.Round(time.Millisecond), o.RunID, speed)
 	if len(apps) > 0 {
 		fmt.Fprintf(stdout, "skipped %d messages of other apps (%s)\n", len(all)-len(entries), mapKeys(apps))
 	}
 
 	var before []shadow.ChannelSummary
-	if o.admin != "" {
+	if c.Admin != "" {
 		var err error
-		if before, err = fetchSummary(ctx, hc, o.admin, o.adminToken, o.app); err != nil {
+		if before, err = fetchSummary(ctx, c, o.App); err != nil {
 			return fmt.Errorf("replay: parity summary before the replay: %w", err)
 		}
 	}
 
 	st := &replayStats{byStatus: map[string]int{}, byStage: map[broadcast.Stage]int{}}
-	sem := make(chan struct{}, o.concurrency)
+	sem := make(chan struct{}, o.Concurrency)
 	start := time.Now()
-	t0 := entries[0].at
-	prog := newProgress(stdout, len(entries), o.progressEvery)
+	t0 := entries[0].At
+	prog := newProgress(stdout, len(entries), o.ProgressEvery)
 	progDone := make(chan struct{})
 	go func() { prog.run(ctx, st, start); close(progDone) }()
 	var wg sync.WaitGroup
 	for _, room := range roomOrder {
 		wg.Add(1)
-		go func(list []replayEntry) {
+		go func(list []Entry) {
 			defer wg.Done()
 			for _, e := range list {
-				if o.speed > 0 {
-					if !sleepCtx(ctx, time.Until(start.Add(scale(e.at.Sub(t0), o.speed)))) {
+				if o.Speed > 0 {
+					if !sleepCtx(ctx, time.Until(start.Add(scale(e.At.Sub(t0), o.Speed)))) {
 						return
 					}
 				}
@@ -342,7 +281,7 @@ func replay(ctx context.Context, o replayOptions, all []replayEntry, hc *http.Cl
 				case <-ctx.Done():
 					return
 				}
-				sendReplay(ctx, hc, o, e, st)
+				sendReplay(ctx, c, o, e, st)
 				<-sem
 			}
 		}(rooms[room])
@@ -360,13 +299,13 @@ func replay(ctx context.Context, o replayOptions, all []replayEntry, hc *http.Cl
 	for _, d := range st.firstErr {
 		fmt.Fprintf(stdout, "  %s\n", d)
 	}
-	if o.admin != "" {
+	if c.Admin != "" {
 		expected := int64(st.byStage[broadcast.StageShadow] + st.byStage[broadcast.StageDual])
-		after, err := settleSummary(ctx, hc, o, before, expected)
+		after, err := settleSummary(ctx, c, o, before, expected)
 		if err != nil {
 			return fmt.Errorf("replay: parity summary after the replay: %w", err)
 		}
-		printParity(stdout, o.app, before, after)
+		printParity(stdout, o.App, before, after)
 	} else {
 		fmt.Fprintln(stdout, "no --admin: comparator parity not shown")
 	}
@@ -397,37 +336,13 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 // sendReplay posts one message, retrying up to 3 attempts on network
 // errors, 429 (after Retry-After, at most 5 s) and 503. Retrying is safe:
 // the requestId makes the gateway answer a repeat as a duplicate.
-func sendReplay(ctx context.Context, hc *http.Client, o replayOptions, e replayEntry, st *replayStats) {
-	body, _ := json.Marshal(struct {
-		Room      string          `json:"room"`
-		Name      string          `json:"name"`
-		Body      json.RawMessage `json:"body"`
-		RequestID string          `json:"requestId"`
-	}{e.rec.Room, e.rec.Name, e.rec.Body, e.id})
+func sendReplay(ctx context.Context, c *adminclient.Client, o ReplayOptions, e Entry, st *replayStats) {
+	msg := adminclient.BroadcastRequest{Room: e.Rec.Room, Name: e.Rec.Name, Body: e.Rec.Body, RequestID: e.id}
 	st.sent.Add(1)
-	where := fmt.Sprintf("line %d (room %s, %s)", e.line, e.rec.Room, e.rec.Name)
+	where := fmt.Sprintf("line %d (room %s, %s)", e.Line, e.Rec.Room, e.Rec.Name)
 	for attempt := 1; ; attempt++ {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, o.to+"/v1/broadcast", bytes.NewReader(body))
-		if err != nil {
-			st.fail("request", where+": "+err.Error())
-			return
-		}
-		req.Header.Set("Authorization", "Bearer "+o.key)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := hc.Do(req)
-		if err != nil {
-			if attempt < 3 && ctx.Err() == nil {
-				sleepCtx(ctx, time.Duration(attempt)*200*time.Millisecond)
-				continue
-			}
-			st.fail("network", where+": "+err.Error())
-			return
-		}
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		resp.Body.Close()
-		var ans replayAnswer
-		_ = json.Unmarshal(b, &ans)
-		if resp.StatusCode == http.StatusOK {
+		ans, err := c.Broadcast(ctx, o.Key, msg)
+		if err == nil {
 			for t, d := range ans.Deliveries {
 				if d.Status == "duplicate" && attempt == 1 {
 					st.fail("duplicate", fmt.Sprintf("%s: %s answered duplicate for requestId %s", where, t, e.id))
@@ -438,20 +353,29 @@ func sendReplay(ctx context.Context, hc *http.Client, o replayOptions, e replayE
 			st.stage(ans.Stage)
 			return
 		}
-		if (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) && attempt < 3 {
+		var ae *adminclient.Error
+		if !errors.As(err, &ae) {
+			if attempt < 3 && ctx.Err() == nil {
+				sleepCtx(ctx, time.Duration(attempt)*200*time.Millisecond)
+				continue
+			}
+			st.fail("network", where+": "+err.Error())
+			return
+		}
+		if (ae.Status == http.StatusTooManyRequests || ae.Status == http.StatusServiceUnavailable) && attempt < 3 {
 			wait := time.Second
-			if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s >= 0 {
-				wait = min(time.Duration(s)*time.Second, 5*time.Second)
+			if ae.HasRetryAfter {
+				wait = min(ae.RetryAfter, 5*time.Second)
 			}
 			if sleepCtx(ctx, wait) {
 				continue
 			}
 		}
-		detail := strings.TrimSpace(string(b))
-		if ans.Error != nil {
-			detail = ans.Error.Code + ": " + ans.Error.Message
+		detail := ae.Message
+		if ae.Code != "" {
+			detail = ae.Code + ": " + ae.Message
 		}
-		st.fail(strconv.Itoa(resp.StatusCode), fmt.Sprintf("%s: %d %s", where, resp.StatusCode, detail))
+		st.fail(strconv.Itoa(ae.Status), fmt.Sprintf("%s: %d %s", where, ae.Status, detail))
 		return
 	}
 }
@@ -560,51 +484,20 @@ func (p *progress) draw(st *replayStats, start time.Time, final bool) {
 	}
 }
 
-// isTerminal reports whether w is a character device (a terminal).
+// isTerminal reports whether w is a terminal (golang.org/x/term: a
+// character device that answers terminal ioctls, so /dev/null is not one).
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
-// fetchSummary reads the comparator's summary rows of app from the admin
-// API.
-func fetchSummary(ctx context.Context, hc *http.Client, admin, token, app string) ([]shadow.ChannelSummary, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, admin+"/v1/admin/shadow/summary", nil)
+// fetchSummary reads the comparator's summary rows of app.
+func fetchSummary(ctx context.Context, c *adminclient.Client, app string) ([]shadow.ChannelSummary, error) {
+	s, err := c.ShadowSummary(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /v1/admin/shadow/summary: %d %s", resp.StatusCode, strings.TrimSpace(string(b)))
-	}
-	var ans struct {
-		Channels []shadow.ChannelSummary `json:"channels"`
-	}
-	if err := json.Unmarshal(b, &ans); err != nil {
-		return nil, fmt.Errorf("GET /v1/admin/shadow/summary: %w", err)
-	}
-	var out []shadow.ChannelSummary
-	for _, c := range ans.Channels {
-		if c.App == app {
-			out = append(out, c)
-		}
-	}
-	return out, nil
+	return s.For(app), nil
 }
 
 // decidedOutcomes are the outcomes that settle a compared message.
@@ -613,11 +506,11 @@ var decidedOutcomes = []shadow.Outcome{shadow.OutcomeMatch, shadow.OutcomeMismat
 
 // settleSummary polls the summary until the replayed messages of compared
 // stages have an outcome each (the comparator decides a missing copy only
-// at its timeout) or o.settle has passed, and returns the last summary.
-func settleSummary(ctx context.Context, hc *http.Client, o replayOptions, before []shadow.ChannelSummary, expected int64) ([]shadow.ChannelSummary, error) {
-	deadline := time.Now().Add(o.settle)
+// at its timeout) or o.Settle has passed, and returns the last summary.
+func settleSummary(ctx context.Context, c *adminclient.Client, o ReplayOptions, before []shadow.ChannelSummary, expected int64) ([]shadow.ChannelSummary, error) {
+	deadline := time.Now().Add(o.Settle)
 	for {
-		after, err := fetchSummary(ctx, hc, o.admin, o.adminToken, o.app)
+		after, err := fetchSummary(ctx, c, o.App)
 		if err != nil {
 			return nil, err
 		}

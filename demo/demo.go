@@ -1,9 +1,14 @@
-package main
+// Package demo runs the embedded demo: a gateway on loopback in front of
+// the in-process PartyKit and Inngest Realtime test servers, realistic
+// course-platform traffic through both API paths, and a live per-channel
+// table. It needs no outside service.
+package demo
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -21,19 +26,21 @@ import (
 
 	"github.com/switchyard/switchyard/broadcast"
 	"github.com/switchyard/switchyard/config"
+	"github.com/switchyard/switchyard/gateway"
 	"github.com/switchyard/switchyard/legacyparty/partytest"
 	"github.com/switchyard/switchyard/realtime/realtimetest"
 	"github.com/switchyard/switchyard/shadow"
 )
 
-// demoKey is the demo app's API key; it exists only inside the demo process.
-const demoKey = "demo-key-0123456789abcdef"
+// Key is the demo app's API key; it exists only inside the demo process.
+// Key is the demo app's API key.
+const Key = "demo-key-0123456789abcdef"
 
-// demoFlags puts each demo channel at a different stage: video-upload
+// Flags puts each demo channel at a different stage: video-upload
 // legacy, video-ready shadow, transcript shadow (with the realtime test
 // server altering its messages, so mismatches show), ai-stream dual, and
 // events of no channel realtime.
-const demoFlags = `{
+const Flags = `{
   "$schema": "https://flagd.dev/schema/v0/flags.json",
   "flags": {
     "realtime-killswitch": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off"},
@@ -46,28 +53,47 @@ const demoFlags = `{
 }
 `
 
-// demoChannels are the channels of the demo (the ones of configs/dev.yaml).
-var demoChannels = []config.Channel{
+// channels are the channels of the demo (the ones of configs/dev.yaml).
+var channels = []config.Channel{
 	{Name: "video-upload", Events: []string{"video.asset.attached", "video.asset.detached", "videoResource.created"}},
 	{Name: "video-ready", Events: []string{"video.asset.ready", "video.asset.errored"}},
 	{Name: "transcript", Events: []string{"transcript.ready", "transcriptWithScreenshots.ready"}},
 	{Name: "ai-stream", Events: []string{"ai.message"}},
 }
 
-// cmdDemo starts the gateway on loopback with embedded PartyKit and Inngest
+// Options are the demo's settings (the flags of `switchyard demo`).
+type Options struct {
+	// Duration is how long traffic is sent; Rate is roughly how many
+	// messages a second; Every is the table's refresh period. All must be
+	// positive.
+	Duration time.Duration
+	Rate     int
+	Every    time.Duration
+	// LogFile is where the gateway's logs go; empty creates a fresh file
+	// in the temporary directory, so two demos never share one.
+	LogFile string
+	// Version is shown by the gateway's status page.
+	Version string
+}
+
+// Validate reports the first bad option.
+func (o Options) Validate() error {
+	if o.Duration <= 0 || o.Rate <= 0 || o.Every <= 0 {
+		return errors.New("--duration, --rate and --every must be positive")
+	}
+	return nil
+}
+
+// Run starts the gateway on loopback with embedded PartyKit and Inngest
 // Realtime test servers, sends realistic course-platform traffic through
-// both API paths for --duration, and prints a live per-channel table.
-func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flagSet("demo")
-	duration := fs.Duration("duration", 20*time.Second, "how long to send traffic")
-	rate := fs.Int("rate", 60, "messages per second, roughly")
-	every := fs.Duration("every", 2*time.Second, "table refresh period")
-	if err := parseFlags(fs, args); err != nil {
+// both API paths for o.Duration, and prints a live per-channel table to
+// stdout. It returns when the traffic ended and the gateway stopped, or
+// ctx ended.
+func Run(ctx context.Context, o Options, stdout io.Writer) error {
+	if err := o.Validate(); err != nil {
 		return err
 	}
-	if *duration <= 0 || *rate <= 0 || *every <= 0 {
-		return fmt.Errorf("%w: demo: --duration, --rate and --every must be positive", errUsage)
-	}
+	duration, rate, every := &o.Duration, &o.Rate, &o.Every
 
 	party := partytest.New().Start()
 	defer party.Close()
@@ -83,26 +109,26 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	defer os.RemoveAll(dir)
 	flagFile := filepath.Join(dir, "flags.json")
-	if err := os.WriteFile(flagFile, []byte(demoFlags), 0o644); err != nil {
+	if err := os.WriteFile(flagFile, []byte(Flags), 0o644); err != nil {
 		return err
 	}
-	cfg, err := demoConfig(flagFile, party.URL(), rt.URL())
+	cfg, err := Config(flagFile, party.URL(), rt.URL())
 	if err != nil {
 		return err
 	}
 	// Logs go to a file so the table stays readable; mismatch lines are
 	// worth a look there.
-	logPath := filepath.Join(os.TempDir(), "switchyard-demo.log")
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	logFile, err := openLog(o.LogFile)
 	if err != nil {
 		return err
 	}
 	defer logFile.Close()
-	logger, err := newLogger(config.Log{Level: "info", Format: "console"}, logFile)
+	logPath := logFile.Name()
+	logger, err := gateway.NewLogger(config.Log{Level: "info", Format: "console"}, logFile)
 	if err != nil {
 		return err
 	}
-	g, err := newGateway(cfg, logger, gatewayHooks{})
+	g, err := gateway.New(cfg, logger, gateway.Options{Version: o.Version})
 	if err != nil {
 		return err
 	}
@@ -111,7 +137,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	done := make(chan error, 1)
 	go func() { done <- g.Run(runCtx) }()
 
-	fmt.Fprintf(stdout, "switchyard demo: gateway %s, admin %s (status page: %s/)\n", g.publicURL(), g.adminURL(), g.adminURL())
+	fmt.Fprintf(stdout, "switchyard demo: gateway %s, admin %s (status page: %s/)\n", g.PublicURL(), g.AdminURL(), g.AdminURL())
 	fmt.Fprintf(stdout, "stages: video-upload=legacy video-ready=shadow transcript=shadow(realtime altered) ai-stream=dual other=realtime\n")
 	fmt.Fprintf(stdout, "logs: %s\nsending course-platform traffic for %s...\n\n", logPath, *duration)
 
@@ -120,7 +146,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	defer stopTraffic()
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); demoTraffic(trafficCtx, g.publicURL(), *rate, st) }()
+	go func() { defer wg.Done(); demoTraffic(trafficCtx, g.PublicURL(), *rate, st) }()
 
 	tick := time.NewTicker(*every)
 	defer tick.Stop()
@@ -146,7 +172,7 @@ loop:
 		return err
 	}
 	if st.total() == 0 {
-		return fmt.Errorf("demo: no message was sent")
+		return errors.New("no message was sent")
 	}
 	logger.Info("demo finished", zap.Int("sent", st.total()))
 	return nil
@@ -202,7 +228,7 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 }
 
 func channelOfEvent(ev string) string {
-	for _, ch := range demoChannels {
+	for _, ch := range channels {
 		if slices.Contains(ch.Events, ev) {
 			return ch.Name
 		}
@@ -210,7 +236,7 @@ func channelOfEvent(ev string) string {
 	return "default"
 }
 
-func printDemoTable(w io.Writer, g *gateway, st *demoStats) {
+func printDemoTable(w io.Writer, g *gateway.Gateway, st *demoStats) {
 	parity := map[string]shadowRow{}
 	for _, s := range demoShadowRows(g) {
 		parity[s.channel] = s
@@ -230,7 +256,7 @@ func printDemoTable(w io.Writer, g *gateway, st *demoStats) {
 		if p.compared > 0 {
 			par = fmt.Sprintf("%.1f", p.parity)
 		}
-		stage := g.resolver.Resolve(broadcast.RouteQuery{App: "ai-hero", Room: "demo", Channel: n}).Stage
+		stage := g.Resolver().Resolve(broadcast.RouteQuery{App: "ai-hero", Room: "demo", Channel: n}).Stage
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%.2f\t%.2f\t%d\t%s\t%d\t%d\t\n", n, stage, r.sent, r.ok, r.errors,
 			ms(percentile(r.latencies, 0.5)), ms(percentile(r.latencies, 0.99)), p.compared, par, p.mismatch, p.missing)
 	}
@@ -241,12 +267,12 @@ func printDemoTable(w io.Writer, g *gateway, st *demoStats) {
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// demoConfig is the demo's gateway config: loopback on free ports, the
+// Config is the demo's gateway config: loopback on free ports, the
 // demo channels, the app ai-hero in front of the given upstreams, every
 // shadowed message compared.
-func demoConfig(flagFile, partyURL, realtimeURL string) (*config.Config, error) {
+func Config(flagFile, partyURL, realtimeURL string) (*config.Config, error) {
 	var chans strings.Builder
-	for _, ch := range demoChannels {
+	for _, ch := range channels {
 		evs, _ := json.Marshal(ch.Events)
 		fmt.Fprintf(&chans, "  - {name: %s, events: %s}\n", ch.Name, evs)
 	}
@@ -263,7 +289,7 @@ channels:
     party: {url: %q, party: main}
     realtime: {url: %q, channel: "{room}"}
 shadow: {sampleRate: 1.0, timeout: 2s}
-`, flagFile, chans.String(), demoKey, partyURL, realtimeURL)), func(string) string { return "" })
+`, flagFile, chans.String(), Key, partyURL, realtimeURL)), func(string) string { return "" })
 }
 
 // demoTraffic sends video-upload flows, AI chat streams and odd events
@@ -280,7 +306,7 @@ func demoTraffic(ctx context.Context, base string, rate int, st *demoStats) {
 			return
 		}
 		if strings.HasPrefix(path, "/v1/") {
-			req.Header.Set("Authorization", "Bearer "+demoKey)
+			req.Header.Set("Authorization", "Bearer "+Key)
 		}
 		start := time.Now()
 		resp, err := client.Do(req)
@@ -329,9 +355,9 @@ type shadowRow struct {
 	mismatch, missing int64
 }
 
-func demoShadowRows(g *gateway) []shadowRow {
+func demoShadowRows(g *gateway.Gateway) []shadowRow {
 	var out []shadowRow
-	for _, s := range g.cmp.Summary() {
+	for _, s := range g.Comparator().Summary() {
 		r := shadowRow{channel: s.Channel, compared: s.Compared}
 		if s.ParityPercent != nil {
 			r.parity = *s.ParityPercent
@@ -341,4 +367,13 @@ func demoShadowRows(g *gateway) []shadowRow {
 		out = append(out, r)
 	}
 	return out
+}
+
+// openLog opens path for the demo's logs (truncating it), or with path
+// empty a new file switchyard-demo-*.log in the temporary directory.
+func openLog(path string) (*os.File, error) {
+	if path == "" {
+		return os.CreateTemp("", "switchyard-demo-*.log")
+	}
+	return os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 }
