@@ -31,10 +31,10 @@ const MaxAnswerBytes = 8 << 20
 // gateway's JSON error code and message where the body held one (else the
 // start of the body as Message).
 type Error struct {
-	Op         string // "GET /v1/admin/routes"
-	Status     int
-	Code       string
-	Message    string
+	Op      string // "GET /v1/admin/routes"
+	Status  int
+	Code    string
+	Message string
 	// RetryAfter is the Retry-After of a 429 or 503 answer, when it had a
 	// valid one (HasRetryAfter).
 	RetryAfter    time.Duration
