@@ -24,8 +24,9 @@ import (
 // metricInfo is what the code registers under one metric name.
 type metricInfo struct {
 	histogram bool
-	// labels are the variable labels; nil means unknown (a metric found
-	// by reading cmd/switchyard's source), so labels are not checked.
+	// labels are the variable labels; nil means unknown (a name found in
+	// cmd/switchyard's source whose registration the test cannot read):
+	// an expression using such a metric is reported.
 	labels []string
 }
 
@@ -49,13 +50,20 @@ var (
 	descName   = regexp.MustCompile(`fqName: "([^"]+)"`)
 	descLabels = regexp.MustCompile(`variableLabels: \{([^}]*)\}`)
 	cmdName    = regexp.MustCompile(`"(switchyard_[a-z0-9_]+)"`)
+	// cmdConst is a constant naming a metric: canaryRunsMetric = "switchyard_...".
+	cmdConst = regexp.MustCompile(`\b([A-Za-z_][A-Za-z0-9_]*)\s*=\s*"(switchyard_[a-z0-9_]+)"`)
+	// cmdCollector is a collector cmd/switchyard creates itself: its kind,
+	// Vec or not, its name (a literal or a constant) and its label list.
+	cmdCollector = regexp.MustCompile(`prometheus\.New(Counter|Gauge|Histogram|Summary)(Vec)?\(\s*prometheus\.(?:Counter|Gauge|Histogram|Summary)Opts\{\s*Name:\s*("switchyard_[a-z0-9_]+"|[A-Za-z_][A-Za-z0-9_]*)[^}]*\}(?:\s*,\s*\[\]string\{([^}]*)\})?`)
 )
 
 // registeredMetrics returns every switchyard_* metric the gateway
 // registers: the collectors of each package's NewMetrics (names, labels,
-// histogram or not), plus the names cmd/switchyard registers itself (every
-// "switchyard_..." string literal of its non-test source, labels unknown:
-// build_info, the canary's textfile metrics).
+// histogram or not), plus the names cmd/switchyard registers itself
+// (build_info, the canary's textfile metrics): their labels are read from
+// the prometheus.New...(Opts{Name: ...}, []string{...}) call, and any other
+// "switchyard_..." string literal of its non-test source is a name with
+// unknown labels.
 func registeredMetrics(tb testing.TB) map[string]metricInfo {
 	tb.Helper()
 	reg := &captureRegisterer{}
@@ -96,6 +104,7 @@ func registeredMetrics(tb testing.TB) map[string]metricInfo {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	var sources []string
 	for _, f := range files {
 		if strings.HasSuffix(f, "_test.go") {
 			continue
@@ -104,7 +113,41 @@ func registeredMetrics(tb testing.TB) map[string]metricInfo {
 		if err != nil {
 			tb.Fatal(err)
 		}
-		for _, m := range cmdName.FindAllStringSubmatch(string(b), -1) {
+		sources = append(sources, string(b))
+	}
+	consts := map[string]string{}
+	for _, src := range sources {
+		for _, m := range cmdConst.FindAllStringSubmatch(src, -1) {
+			consts[m[1]] = m[2]
+		}
+	}
+	for _, src := range sources {
+		for _, m := range cmdCollector.FindAllStringSubmatch(src, -1) {
+			name := strings.Trim(m[3], `"`)
+			if !strings.HasPrefix(m[3], `"`) {
+				if name = consts[m[3]]; name == "" {
+					continue // not a switchyard_ metric
+				}
+			}
+			info := metricInfo{histogram: m[1] == "Histogram", labels: []string{}}
+			if m[2] == "Vec" {
+				info.labels = nil
+				if strings.Contains(m[0], "[]string{") {
+					info.labels = []string{}
+					for _, l := range strings.Split(m[4], ",") {
+						if l = strings.Trim(strings.TrimSpace(l), `"`); l != "" {
+							info.labels = append(info.labels, l)
+						}
+					}
+				}
+			}
+			if _, dup := out[name]; !dup {
+				out[name] = info
+			}
+		}
+	}
+	for _, src := range sources {
+		for _, m := range cmdName.FindAllStringSubmatch(src, -1) {
 			if _, ok := out[m[1]]; !ok {
 				out[m[1]] = metricInfo{}
 			}
@@ -113,17 +156,91 @@ func registeredMetrics(tb testing.TB) map[string]metricInfo {
 	return out
 }
 
+func TestRegisteredMetricsReadsCmdLabels(t *testing.T) {
+	known := registeredMetrics(t)
+	for name, want := range map[string][]string{
+		"switchyard_build_info":                            {"version", "goversion"},
+		"switchyard_canary_runs_total":                     {"app", "result"},
+		"switchyard_canary_last_success_timestamp_seconds": {"app", "transport"},
+	} {
+		if got := known[name].labels; !slices.Equal(got, want) {
+			t.Errorf("%s: labels %q, want %q", name, got, want)
+		}
+	}
+}
+
+// targetLabels are the labels Prometheus puts on every series of a target:
+// job and instance are its own, env and cluster come from the scrape config
+// (docs/metrics.md, "Scrape config"). Any expression may match or group on
+// them, whatever the code registers.
+var targetLabels = []string{"job", "instance", "env", "cluster"}
+
+// promSeries are the series Prometheus itself writes per target that the
+// dashboard and the alerts read; they carry only the target labels.
+var promSeries = map[string]metricInfo{"up": {labels: []string{}}}
+
+// scrapeJob is the job name the scrape config gives the gateways
+// (docs/metrics.md); the up{} alerts and panels select it.
+const scrapeJob = "switchyard"
+
 var (
-	metricRef   = regexp.MustCompile(`\bswitchyard_[a-zA-Z0-9_]+`)
-	selectorRef = regexp.MustCompile(`\b(switchyard_[a-zA-Z0-9_]+)\s*\{([^}]*)\}`)
-	matcherRef  = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)`)
+	metricRef = regexp.MustCompile(`\bswitchyard_[a-zA-Z0-9_]+`)
+	// seriesRef is one series reference: a switchyard_ metric or one of
+	// promSeries (listed in the pattern too), and its {matchers} if any.
+	seriesRef   = regexp.MustCompile(`\b(switchyard_[a-zA-Z0-9_]+|up)\b(\s*\{([^}]*)\})?`)
+	matcherRef  = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(?:"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)'|` + "`([^`]*)`)")
 	groupingRef = regexp.MustCompile(`\b(?:by|without|on|ignoring)\s*\(([^)]*)\)`)
-	labelValues = regexp.MustCompile(`label_values\(\s*(switchyard_[a-zA-Z0-9_]+)\s*(?:\{[^}]*\})?\s*,\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\)`)
+	labelValues = regexp.MustCompile(`label_values\(\s*(switchyard_[a-zA-Z0-9_]+)\s*(?:\{([^}]*)\})?\s*,\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\)`)
 )
+
+// matcher is one label matcher of a selector.
+type matcher struct{ label, op, value string }
+
+// series is one series reference of an expression.
+type series struct {
+	name     string // as written (histograms with their suffix)
+	info     metricInfo
+	bucket   bool
+	known    bool
+	matchers []matcher
+}
+
+func parseMatchers(s string) []matcher {
+	var out []matcher
+	for _, m := range matcherRef.FindAllStringSubmatch(s, -1) {
+		out = append(out, matcher{m[1], m[2], m[3] + m[4] + m[5]}) // one of the three quotings
+	}
+	return out
+}
+
+// seriesOf returns the series references of expr.
+func seriesOf(known map[string]metricInfo, expr string) []series {
+	var out []series
+	for _, m := range seriesRef.FindAllStringSubmatch(expr, -1) {
+		s := series{name: m[1], matchers: parseMatchers(m[3])}
+		_, s.info, s.bucket, s.known = resolveMetric(known, m[1])
+		out = append(out, s)
+	}
+	return out
+}
+
+// hasVarMatcher reports whether ms has label=~"$label", the matcher of a
+// multi-value dashboard variable of the same name.
+func hasVarMatcher(ms []matcher, label string) bool {
+	for _, m := range ms {
+		if m.label == label && m.op == "=~" && m.value == "$"+label {
+			return true
+		}
+	}
+	return false
+}
 
 // resolveMetric maps a name used in PromQL to the registered metric it
 // reads (histogram series carry _bucket, _sum or _count).
 func resolveMetric(known map[string]metricInfo, name string) (base string, info metricInfo, bucket bool, ok bool) {
+	if info, ok := promSeries[name]; ok {
+		return name, info, false, true
+	}
 	if info, ok := known[name]; ok {
 		return name, info, false, true
 	}
@@ -138,60 +255,87 @@ func resolveMetric(known map[string]metricInfo, name string) (base string, info 
 }
 
 // checkExpr returns the problems of one PromQL expression: unknown metric
-// names, matchers on labels the metric does not have, and grouping labels
-// that none of the expression's metrics has.
+// names, metrics whose labels the test cannot read, matchers on labels the
+// metric does not have, and grouping labels that none of the expression's
+// metrics has. The target labels (targetLabels) are on every metric.
 func checkExpr(known map[string]metricInfo, expr string) []string {
 	var problems []string
-	names := metricRef.FindAllString(expr, -1)
-	if len(names) == 0 {
-		return []string{"references no switchyard_ metric"}
+	refs := seriesOf(known, expr)
+	if len(refs) == 0 {
+		return []string{"references no switchyard_ metric (nor up)"}
 	}
 	labelsInExpr := map[string]bool{}
-	unknownLabels := false
-	for _, n := range names {
-		_, info, bucket, ok := resolveMetric(known, n)
-		if !ok {
-			problems = append(problems, fmt.Sprintf("metric %s is not registered by the code", n))
+	for _, l := range targetLabels {
+		labelsInExpr[l] = true
+	}
+	for _, r := range refs {
+		if !r.known {
+			problems = append(problems, fmt.Sprintf("metric %s is not registered by the code", r.name))
 			continue
 		}
-		if info.labels == nil {
-			unknownLabels = true
+		if r.info.labels == nil {
+			problems = append(problems, fmt.Sprintf("metric %s: labels unknown (cmd/switchyard registers it in a form the test cannot read)", r.name))
+			continue
 		}
-		for _, l := range info.labels {
+		for _, l := range r.info.labels {
 			labelsInExpr[l] = true
 		}
-		if bucket {
+		if r.bucket {
 			labelsInExpr["le"] = true
 		}
-	}
-	for _, m := range selectorRef.FindAllStringSubmatch(expr, -1) {
-		_, info, bucket, ok := resolveMetric(known, m[1])
-		if !ok || info.labels == nil {
-			continue
-		}
-		for _, mm := range matcherRef.FindAllStringSubmatch(m[2], -1) {
-			l := mm[1]
-			if l == "le" && bucket {
+		for _, m := range r.matchers {
+			if (m.label == "le" && r.bucket) || slices.Contains(targetLabels, m.label) {
 				continue
 			}
-			if !slices.Contains(info.labels, l) {
-				problems = append(problems, fmt.Sprintf("metric %s has no label %q (labels %v)", m[1], l, info.labels))
+			if !slices.Contains(r.info.labels, m.label) {
+				problems = append(problems, fmt.Sprintf("metric %s has no label %q (labels %v)", r.name, m.label, r.info.labels))
 			}
 		}
 	}
-	if !unknownLabels {
-		for _, g := range groupingRef.FindAllStringSubmatch(expr, -1) {
-			for _, l := range strings.Split(g[1], ",") {
-				l = strings.TrimSpace(l)
-				if l != "" && !labelsInExpr[l] {
-					problems = append(problems, fmt.Sprintf("grouping label %q is on none of the metrics of the expression", l))
-				}
+	for _, g := range groupingRef.FindAllStringSubmatch(expr, -1) {
+		for _, l := range strings.Split(g[1], ",") {
+			l = strings.TrimSpace(l)
+			if l != "" && !labelsInExpr[l] {
+				problems = append(problems, fmt.Sprintf("grouping label %q is on none of the metrics of the expression", l))
 			}
 		}
 	}
 	for _, m := range labelValues.FindAllStringSubmatch(expr, -1) {
-		if _, info, _, ok := resolveMetric(known, m[1]); ok && info.labels != nil && !slices.Contains(info.labels, m[2]) {
-			problems = append(problems, fmt.Sprintf("label_values: metric %s has no label %q", m[1], m[2]))
+		if _, info, _, ok := resolveMetric(known, m[1]); ok && info.labels != nil &&
+			!slices.Contains(info.labels, m[3]) && !slices.Contains(targetLabels, m[3]) {
+			problems = append(problems, fmt.Sprintf("label_values: metric %s has no label %q", m[1], m[3]))
+		}
+	}
+	return problems
+}
+
+// dashboardFilters are the variables every series of the dashboard is
+// filtered on, as label=~"$label": the target labels env, cluster and
+// instance always, app and channel when the metric has that label.
+var (
+	dashboardTargetVars = []string{"env", "cluster", "instance"}
+	dashboardMetricVars = []string{"app", "channel"}
+)
+
+// checkDashboardExpr is checkExpr plus the dashboard's filters: every series
+// reference carries env=~"$env", cluster=~"$cluster", instance=~"$instance",
+// and app=~"$app" / channel=~"$channel" when the metric has that label.
+func checkDashboardExpr(known map[string]metricInfo, expr string) []string {
+	problems := checkExpr(known, expr)
+	for _, r := range seriesOf(known, expr) {
+		if !r.known || r.info.labels == nil {
+			continue // reported by checkExpr
+		}
+		want := slices.Clone(dashboardTargetVars)
+		for _, l := range dashboardMetricVars {
+			if slices.Contains(r.info.labels, l) {
+				want = append(want, l)
+			}
+		}
+		for _, l := range want {
+			if !hasVarMatcher(r.matchers, l) {
+				problems = append(problems, fmt.Sprintf("%s lacks the matcher %s=~\"$%s\"", r.name, l, l))
+			}
 		}
 	}
 	return problems
@@ -207,12 +351,20 @@ func TestCheckExprCatchesRenames(t *testing.T) {
 		{"histogram bucket", `histogram_quantile(0.99, sum by (transport, le) (rate(switchyard_shadow_delivery_latency_seconds_bucket{transport="realtime"}[5m])))`, true},
 		{"gauge", `switchyard_flag_file_valid == 0`, true},
 		{"cmd metric", `switchyard_build_info`, true},
-		{"canary textfile metric", `time() - max by (app) (switchyard_canary_last_success_timestamp_seconds)`, true},
+		{"canary textfile metric", `time() - max by (app, transport) (switchyard_canary_last_success_timestamp_seconds)`, true},
+		{"canary metric, unknown grouping label", `max by (app, room) (switchyard_canary_last_success_timestamp_seconds)`, false},
+		{"canary metric, unknown matcher label", `switchyard_canary_runs_total{verdict="fail"}`, false},
+		{"target labels", `max by (env, cluster, instance) (switchyard_killswitch_active{env="prod", job="switchyard"})`, true},
+		{"up", `up{job="switchyard"} == 0`, true},
+		{"absent up", `absent(up{job="switchyard"})`, true},
+		{"up with a metric label", `up{route="broadcast"}`, false},
 		{"renamed metric", `rate(switchyard_shadow_outcome_total[5m])`, false},
 		{"bucket of a counter", `switchyard_deliveries_total_bucket`, false},
 		{"unknown matcher label", `rate(switchyard_deliveries_total{result="failed"}[5m])`, false},
+		{"unknown matcher label, single quotes", `rate(switchyard_deliveries_total{result='failed'}[5m])`, false},
 		{"unknown grouping label", `sum by (room) (rate(switchyard_deliveries_total[5m]))`, false},
 		{"label_values with unknown label", `label_values(switchyard_messages_accepted_total, tenant)`, false},
+		{"label_values of a target label", `label_values(switchyard_build_info{env=~"$env"}, cluster)`, true},
 		{"no metric", `vector(1)`, false},
 	}
 	for _, tt := range tests {
@@ -220,6 +372,45 @@ func TestCheckExprCatchesRenames(t *testing.T) {
 			problems := checkExpr(known, tt.expr)
 			if got := len(problems) == 0; got != tt.wantOK {
 				t.Errorf("checkExpr(%s) ok = %v, want %v (problems: %v)", tt.expr, got, tt.wantOK, problems)
+			}
+		})
+	}
+}
+
+const (
+	tgt    = `env=~"$env", cluster=~"$cluster", instance=~"$instance"`
+	appTgt = `app=~"$app", channel=~"$channel", ` + tgt
+)
+
+func TestCheckDashboardExprWantsTheFilters(t *testing.T) {
+	known := registeredMetrics(t)
+	tests := []struct {
+		name, expr string
+		wantOK     bool
+	}{
+		{"app metric, every filter", `sum by (app) (rate(switchyard_deliveries_total{status="failed", ` + appTgt + `}[5m]))`, true},
+		{"metric without app or channel", `sum(switchyard_offpath_queue_depth{` + tgt + `})`, true},
+		{"channel only metric", `sum(rate(switchyard_flag_errors_total{channel=~"$channel", ` + tgt + `}[5m]))`, true},
+		{"histogram bucket", `histogram_quantile(0.99, sum by (le) (rate(switchyard_http_request_duration_seconds_bucket{listener="public", ` + tgt + `}[5m])))`, true},
+		{"up", `up{job="switchyard", ` + tgt + `}`, true},
+		{"no app on an app metric", `rate(switchyard_deliveries_total{channel=~"$channel", ` + tgt + `}[5m])`, false},
+		{"no channel on a channel metric", `rate(switchyard_deliveries_total{app=~"$app", ` + tgt + `}[5m])`, false},
+		{"app with = instead of =~", `rate(switchyard_token_errors_total{app="$app", ` + tgt + `}[5m])`, false},
+		{"app on another variable", `rate(switchyard_token_errors_total{app=~"$channel", ` + tgt + `}[5m])`, false},
+		{"no braces", `max(switchyard_killswitch_active)`, false},
+		{"no env", `max(switchyard_killswitch_active{cluster=~"$cluster", instance=~"$instance"})`, false},
+		{"no cluster", `max(switchyard_killswitch_active{env=~"$env", instance=~"$instance"})`, false},
+		{"no instance", `max(switchyard_killswitch_active{env=~"$env", cluster=~"$cluster"})`, false},
+		{"one side of a ratio unfiltered", `sum(rate(switchyard_duplicates_total{app=~"$app", ` + tgt + `}[5m])) / sum(rate(switchyard_duplicates_total[5m]))`, false},
+		{"up unfiltered", `up{job="switchyard"}`, false},
+		{"unknown metric, every filter", `rate(switchyard_deliverys_total{` + appTgt + `}[5m])`, false},
+		{"unknown label, every filter", `rate(switchyard_deliveries_total{room="r", ` + appTgt + `}[5m])`, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			problems := checkDashboardExpr(known, tt.expr)
+			if got := len(problems) == 0; got != tt.wantOK {
+				t.Errorf("checkDashboardExpr(%s) ok = %v, want %v (problems: %v)", tt.expr, got, tt.wantOK, problems)
 			}
 		})
 	}
@@ -237,6 +428,9 @@ type dashboard struct {
 			Query      json.RawMessage `json:"query"`
 			Definition string          `json:"definition"`
 			Datasource *datasource     `json:"datasource"`
+			Multi      bool            `json:"multi"`
+			IncludeAll bool            `json:"includeAll"`
+			AllValue   string          `json:"allValue"`
 		} `json:"list"`
 	} `json:"templating"`
 	Annotations struct {
@@ -302,6 +496,7 @@ func TestDashboardUsesOnlyRegisteredMetrics(t *testing.T) {
 		t.Errorf("dashboard uid %q, title %q: both required", d.UID, d.Title)
 	}
 	used := map[string]bool{}
+	var exprs []string
 	check := func(where, expr string) {
 		for _, p := range checkExpr(known, expr) {
 			t.Errorf("%s: %s\n  expr: %s", where, p, expr)
@@ -338,6 +533,10 @@ func TestDashboardUsesOnlyRegisteredMetrics(t *testing.T) {
 				continue
 			}
 			check(where+" target "+tg.RefID, tg.Expr)
+			for _, p := range checkDashboardExpr(known, tg.Expr) {
+				t.Errorf("%s target %s: %s\n  expr: %s", where, tg.RefID, p, tg.Expr)
+			}
+			exprs = append(exprs, tg.Expr)
 		}
 	}
 	vars := map[string]string{}
@@ -362,6 +561,9 @@ func TestDashboardUsesOnlyRegisteredMetrics(t *testing.T) {
 	for _, a := range d.Annotations.List {
 		if a.Expr != "" {
 			check("annotation "+a.Name, a.Expr)
+			for _, p := range checkDashboardExpr(known, a.Expr) {
+				t.Errorf("annotation %s: %s\n  expr: %s", a.Name, p, a.Expr)
+			}
 		}
 	}
 	// The panels the issue asks for, by the metric they read.
@@ -371,10 +573,93 @@ func TestDashboardUsesOnlyRegisteredMetrics(t *testing.T) {
 		"switchyard_deliveries_total", "switchyard_upstream_retries_total", "switchyard_offpath_queue_depth",
 		"switchyard_offpath_dropped_total", "switchyard_token_errors_total", "switchyard_flag_errors_total",
 		"switchyard_rate_limited_total", "switchyard_killswitch_active", "switchyard_flag_file_valid",
+		"switchyard_http_requests_total", "switchyard_http_request_duration_seconds",
 	} {
 		if !used[want] {
 			t.Errorf("no panel reads %s", want)
 		}
+	}
+	// The public API's request rate, error ratio and latency quantiles.
+	publicHTTP := func(e, metric string) bool {
+		for _, r := range seriesOf(known, e) {
+			if r.name == metric && slices.Contains(r.matchers, matcher{"listener", "=", "public"}) {
+				return true
+			}
+		}
+		return false
+	}
+	for what, ok := range map[string]func(string) bool{
+		"public request rate": func(e string) bool {
+			return publicHTTP(e, "switchyard_http_requests_total") && strings.Contains(e, "rate(") && !strings.Contains(e, "/")
+		},
+		"public 5xx ratio": func(e string) bool {
+			return publicHTTP(e, "switchyard_http_requests_total") && strings.Contains(e, `code=~"5.."`) && strings.Contains(e, "/")
+		},
+		"public p50 latency": func(e string) bool {
+			return publicHTTP(e, "switchyard_http_request_duration_seconds_bucket") && strings.HasPrefix(e, "histogram_quantile(0.5,")
+		},
+		"public p99 latency": func(e string) bool {
+			return publicHTTP(e, "switchyard_http_request_duration_seconds_bucket") && strings.HasPrefix(e, "histogram_quantile(0.99,")
+		},
+	} {
+		if !slices.ContainsFunc(exprs, ok) {
+			t.Errorf("no panel shows the %s", what)
+		}
+	}
+}
+
+// TestDashboardVariablesChain checks the filter variables: env, cluster,
+// instance, app and channel, in that order, each a multi-value label_values
+// query whose selector is filtered on every variable before it (so picking
+// an environment narrows the clusters, and so on), with All meaning ".*"
+// (series without the label match too).
+func TestDashboardVariablesChain(t *testing.T) {
+	known := registeredMetrics(t)
+	d := loadDashboard(t)
+	chain := append(slices.Clone(dashboardTargetVars), dashboardMetricVars...)
+	var order []string
+	for _, v := range d.Templating.List {
+		if !slices.Contains(chain, v.Name) {
+			continue
+		}
+		order = append(order, v.Name)
+		where := "variable " + v.Name
+		var q struct {
+			Query string `json:"query"`
+		}
+		if err := json.Unmarshal(v.Query, &q); err != nil {
+			t.Errorf("%s: query: %v", where, err)
+			continue
+		}
+		if v.Type != "query" || v.Datasource == nil || v.Datasource.UID != "${datasource}" {
+			t.Errorf("%s: type %q, datasource %+v: want a query on ${datasource}", where, v.Type, v.Datasource)
+		}
+		if !v.Multi || !v.IncludeAll || v.AllValue != ".*" {
+			t.Errorf("%s: multi %v, includeAll %v, allValue %q: want true, true, \".*\"", where, v.Multi, v.IncludeAll, v.AllValue)
+		}
+		if v.Definition != q.Query {
+			t.Errorf("%s: definition %q differs from query %q", where, v.Definition, q.Query)
+		}
+		m := labelValues.FindStringSubmatch(q.Query)
+		if m == nil || strings.TrimSpace(q.Query) != m[0] {
+			t.Errorf("%s: query %q is not label_values(metric{...}, label)", where, q.Query)
+			continue
+		}
+		if m[3] != v.Name {
+			t.Errorf("%s: query reads label %q, want %q", where, m[3], v.Name)
+		}
+		if _, _, _, ok := resolveMetric(known, m[1]); !ok {
+			t.Errorf("%s: metric %s is not registered by the code", where, m[1])
+		}
+		ms := parseMatchers(m[2])
+		for _, parent := range chain[:slices.Index(chain, v.Name)] {
+			if !hasVarMatcher(ms, parent) {
+				t.Errorf("%s: query %q lacks %s=~\"$%s\" (chained variables)", where, q.Query, parent, parent)
+			}
+		}
+	}
+	if !slices.Equal(order, chain) {
+		t.Errorf("filter variables in order %v, want %v", order, chain)
 	}
 }
 
@@ -478,6 +763,11 @@ func TestAlertRules(t *testing.T) {
 			for _, p := range checkExpr(known, r.Expr) {
 				t.Errorf("%s: %s", where, p)
 			}
+			for _, s := range seriesOf(known, r.Expr) {
+				if s.name == "up" && !slices.Contains(s.matchers, matcher{"job", "=", scrapeJob}) {
+					t.Errorf("%s: up without job=%q: it would read every target of Prometheus", where, scrapeJob)
+				}
+			}
 			switch r.Labels["severity"] {
 			case "critical", "warning", "info":
 			default:
@@ -500,6 +790,7 @@ func TestAlertRules(t *testing.T) {
 		"SwitchyardPublishFailureRate", "SwitchyardShadowParityLow", "SwitchyardRealtimeDelayHigh",
 		"SwitchyardMessagesMissing", "SwitchyardTokenMintFailing", "SwitchyardTokenErrorsHigh",
 		"SwitchyardFlagFileInvalid", "SwitchyardOffPathDrops",
+		"SwitchyardTargetDown", "SwitchyardTargetMissing", "SwitchyardKillSwitchOn", "SwitchyardCanaryStale",
 	}
 	sort.Strings(want)
 	got := slices.Sorted(slices.Values(alerts))
