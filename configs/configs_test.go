@@ -59,7 +59,7 @@ var (
 
 // registeredMetrics returns every switchyard_* metric the gateway
 // registers: the collectors of each package's NewMetrics (names, labels,
-// histogram or not), plus the names cmd/switchyard registers itself
+// histogram or not), plus the names the wiring and the canary register themselves
 // (build_info, the canary's textfile metrics): their labels are read from
 // the prometheus.New...(Opts{Name: ...}, []string{...}) call, and any other
 // "switchyard_..." string literal of its non-test source is a name with
@@ -100,9 +100,15 @@ func registeredMetrics(tb testing.TB) map[string]metricInfo {
 	if len(out) < 20 {
 		tb.Fatalf("found only %d registered metrics; the Desc format may have changed", len(out))
 	}
-	files, err := filepath.Glob("../cmd/switchyard/*.go")
-	if err != nil {
-		tb.Fatal(err)
+	// build_info is registered by the wiring, the canary's textfile
+	// metrics by the canary package.
+	var files []string
+	for _, dir := range []string{"../cmd/switchyard", "../gateway", "../canary"} {
+		fs, err := filepath.Glob(dir + "/*.go")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		files = append(files, fs...)
 	}
 	var sources []string
 	for _, f := range files {
