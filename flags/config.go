@@ -65,11 +65,11 @@ type Config struct {
 	File string `yaml:"file"`
 	// FlagdHost and FlagdPort address a standalone flagd's sync service
 	// (port 8015 by default) for provider flagd.
-	FlagdHost string `yaml:"flagdHost"`
-	FlagdPort int    `yaml:"flagdPort"`
+	FlagdHost string `yaml:"host"`
+	FlagdPort int    `yaml:"port"`
 	// FlagdTargetURI is a gRPC target (such as "envoy://localhost:9211/flagd-sync.service")
 	// used instead of FlagdHost and FlagdPort when set.
-	FlagdTargetURI string `yaml:"flagdTargetUri"`
+	FlagdTargetURI string `yaml:"targetUri"`
 	// Env is this deployment's environment, passed to targeting as "env".
 	Env string `yaml:"env"`
 	// Channels are the configured channel names, without "default"; each
@@ -86,8 +86,8 @@ type Config struct {
 	CacheTTL time.Duration `yaml:"cacheTTL"`
 }
 
-// Validate reports every problem of c, each naming its field by the yaml
-// name above without a package prefix (file: required for provider file;
+// Validate reports every problem of c, each naming its field by its yaml
+// name (the gateway config's key under "flags") without a package prefix (file: required for provider file;
 // the caller adds its section, e.g. "flags."). It returns nil or an
 // errors.Join of one error per problem. Channel names follow the one rule
 // of broadcast.ValidateChannelName.
@@ -101,10 +101,10 @@ func (c Config) Validate() error {
 		}
 	case ProviderFlagd:
 		if c.FlagdHost == "" && c.FlagdTargetURI == "" {
-			add("flagdHost: required for provider flagd (or flagdTargetUri)")
+			add("host: required for provider flagd (or targetUri)")
 		}
 		if c.FlagdPort < 0 || c.FlagdPort > 65535 {
-			add("flagdPort: %d out of range 1-65535", c.FlagdPort)
+			add("port: %d out of range 1-65535", c.FlagdPort)
 		}
 	case ProviderMemory:
 	default:
