@@ -28,8 +28,8 @@ const MaxChannelNameLen = 63
 // implicit channel of unmatched events and the kill switch flag's suffix.
 var reservedChannels = [...]string{DefaultChannel, "killswitch"}
 
-// ValidateChannelName is the one rule for a channel name, used by the
-// config, the flag file and NewChannels: 1 to MaxChannelNameLen lower-case
+// ValidateChannelName is the one rule for a channel name, used by
+// NewChannels, flags.Config.Validate and the gateway config: 1 to MaxChannelNameLen lower-case
 // ASCII letters, digits and '-', starting with a letter or digit (the name
 // becomes the flag key "realtime-<name>"), and not "default" or
 // "killswitch" (reserved flag keys). The error starts with the quoted name
@@ -58,17 +58,13 @@ const MaxEventNameLen = 256
 // DefaultChannel). It returns nil or an errors.Join of one error per
 // problem, without a package prefix.
 func ValidateChannels(specs []ChannelSpec) error {
-	_, err := buildChannels(specs)
+	_, err := NewChannels(specs)
 	return err
 }
 
 // NewChannels validates specs (see ValidateChannels) and builds the event
 // to channel mapping. The error is the one ValidateChannels returns.
 func NewChannels(specs []ChannelSpec) (*Channels, error) {
-	return buildChannels(specs)
-}
-
-func buildChannels(specs []ChannelSpec) (*Channels, error) {
 	c := &Channels{byEvent: make(map[string]string), names: make([]string, 0, len(specs)+1)}
 	var errs []error
 	seen := make(map[string]bool, len(specs))
