@@ -24,24 +24,54 @@ type Channels struct {
 // MaxChannelNameLen is the longest channel name.
 const MaxChannelNameLen = 63
 
-// NewChannels validates specs and builds the event to channel mapping. A
-// channel name must be 1 to MaxChannelNameLen lower-case ASCII letters,
-// digits and '-', must not be "default" or "killswitch" (reserved flag
-// keys), and must be unique; each channel needs at least one event; an event
-// name must be non-empty valid UTF-8 of at most 256 bytes and belong to one
-// channel only. The error lists every problem, each naming the spec index
-// and the offending value.
+// reservedChannels are the names no configured channel may take: the
+// implicit channel of unmatched events and the kill switch flag's suffix.
+var reservedChannels = [...]string{DefaultChannel, "killswitch"}
+
+// ValidateChannelName is the one rule for a channel name, used by
+// NewChannels, flags.Config.Validate and the gateway config: 1 to MaxChannelNameLen lower-case
+// ASCII letters, digits and '-', starting with a letter or digit (the name
+// becomes the flag key "realtime-<name>"), and not "default" or
+// "killswitch" (reserved flag keys). The error starts with the quoted name
+// and does not name a field; callers prefix their field path.
+func ValidateChannelName(name string) error {
+	for _, r := range reservedChannels {
+		if name == r {
+			return fmt.Errorf("%q is reserved", name)
+		}
+	}
+	if !validChannelName(name) {
+		return fmt.Errorf("%q must be 1-%d lower-case letters, digits and '-', starting with a letter or digit", name, MaxChannelNameLen)
+	}
+	return nil
+}
+
+// MaxEventNameLen is the longest event name, in bytes.
+const MaxEventNameLen = 256
+
+// ValidateChannels reports every problem of specs, each naming its spec by
+// index the way the gateway config does (channels[1].name: ...,
+// channels[0].events[2]: ...): a name that fails ValidateChannelName or is
+// used twice, a channel without events, an event name that is empty, not
+// valid UTF-8 or longer than MaxEventNameLen bytes, and an event listed by
+// two channels. No specs at all is valid (every event is then in
+// DefaultChannel). It returns nil or an errors.Join of one error per
+// problem, without a package prefix.
+func ValidateChannels(specs []ChannelSpec) error {
+	_, err := NewChannels(specs)
+	return err
+}
+
+// NewChannels validates specs (see ValidateChannels) and builds the event
+// to channel mapping. The error is the one ValidateChannels returns.
 func NewChannels(specs []ChannelSpec) (*Channels, error) {
 	c := &Channels{byEvent: make(map[string]string), names: make([]string, 0, len(specs)+1)}
 	var errs []error
 	seen := make(map[string]bool, len(specs))
 	for i, s := range specs {
-		switch {
-		case !validChannelName(s.Name):
-			errs = append(errs, fmt.Errorf("channels[%d].name: %q must be 1-%d lower-case letters, digits and '-'", i, s.Name, MaxChannelNameLen))
-		case s.Name == DefaultChannel || s.Name == "killswitch":
-			errs = append(errs, fmt.Errorf("channels[%d].name: %q is reserved", i, s.Name))
-		case seen[s.Name]:
+		if err := ValidateChannelName(s.Name); err != nil {
+			errs = append(errs, fmt.Errorf("channels[%d].name: %w", i, err))
+		} else if seen[s.Name] {
 			errs = append(errs, fmt.Errorf("channels[%d].name: %q is defined twice", i, s.Name))
 		}
 		seen[s.Name] = true
@@ -53,8 +83,8 @@ func NewChannels(specs []ChannelSpec) (*Channels, error) {
 			switch prev, dup := c.byEvent[ev]; {
 			case ev == "":
 				errs = append(errs, fmt.Errorf("channels[%d].events[%d]: empty event name", i, j))
-			case len(ev) > 256 || !utf8.ValidString(ev):
-				errs = append(errs, fmt.Errorf("channels[%d].events[%d]: event name must be valid UTF-8 of at most 256 bytes", i, j))
+			case len(ev) > MaxEventNameLen || !utf8.ValidString(ev):
+				errs = append(errs, fmt.Errorf("channels[%d].events[%d]: event name must be valid UTF-8 of at most %d bytes", i, j, MaxEventNameLen))
 			case dup:
 				errs = append(errs, fmt.Errorf("channels[%d].events[%d]: event %q already belongs to channel %q", i, j, ev, prev))
 			default:
@@ -63,14 +93,14 @@ func NewChannels(specs []ChannelSpec) (*Channels, error) {
 		}
 	}
 	if len(errs) > 0 {
-		return nil, fmt.Errorf("broadcast: channels: %w", errors.Join(errs...))
+		return nil, errors.Join(errs...)
 	}
 	c.names = append(c.names, DefaultChannel)
 	return c, nil
 }
 
 func validChannelName(s string) bool {
-	if s == "" || len(s) > MaxChannelNameLen {
+	if s == "" || len(s) > MaxChannelNameLen || s[0] == '-' {
 		return false
 	}
 	for i := 0; i < len(s); i++ {

@@ -2,6 +2,7 @@ package broadcast
 
 import (
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -100,4 +101,43 @@ func FuzzNewChannels(f *testing.F) {
 			t.Errorf("Names: got %v, want %v", got, want)
 		}
 	})
+}
+
+func TestValidateChannelName(t *testing.T) {
+	tests := []struct {
+		name string
+		ok   bool
+	}{
+		{"ai", true}, {"video-ready", true}, {"0", true}, {strings.Repeat("a", MaxChannelNameLen), true},
+		{"", false}, {"-ai", false}, {"AI", false}, {"ai_stream", false}, {"ai.stream", false},
+		{strings.Repeat("a", MaxChannelNameLen+1), false}, {"default", false}, {"killswitch", false},
+	}
+	for _, tt := range tests {
+		err := ValidateChannelName(tt.name)
+		if got := err == nil; got != tt.ok {
+			t.Errorf("ValidateChannelName(%q) = %v, want ok %v", tt.name, err, tt.ok)
+		}
+		if err != nil && !strings.HasPrefix(err.Error(), strconv.Quote(tt.name)) {
+			t.Errorf("ValidateChannelName(%q) = %q, want it to start with the quoted name", tt.name, err)
+		}
+	}
+}
+
+func TestValidateChannelsAgreesWithNewChannels(t *testing.T) {
+	for _, specs := range [][]ChannelSpec{
+		nil,
+		{{Name: "ai", Events: []string{"ai.message"}}},
+		{{Name: "-ai", Events: []string{"x"}}},
+		{{Name: "ai", Events: []string{strings.Repeat("e", MaxEventNameLen+1)}}},
+		{{Name: "ai", Events: []string{"x"}}, {Name: "ai", Events: []string{"x"}}},
+	} {
+		_, nerr := NewChannels(specs)
+		verr := ValidateChannels(specs)
+		if (nerr == nil) != (verr == nil) || (nerr != nil && nerr.Error() != verr.Error()) {
+			t.Errorf("specs %v: NewChannels error %v, ValidateChannels error %v", specs, nerr, verr)
+		}
+		if verr != nil && strings.HasPrefix(verr.Error(), "broadcast") {
+			t.Errorf("error %q carries a package prefix", verr)
+		}
+	}
 }

@@ -12,17 +12,27 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/switchyard/switchyard/broadcast"
+	"github.com/switchyard/switchyard/flags"
+	"github.com/switchyard/switchyard/legacyparty"
+	"github.com/switchyard/switchyard/realtime"
+	"github.com/switchyard/switchyard/shadow"
+	"github.com/switchyard/switchyard/upstream"
 )
 
 // Config is the whole gateway configuration. See docs/configuration.md for
@@ -222,8 +232,11 @@ func Parse(data []byte, getenv func(string) string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	if unknown := unknownKeys(root.Content[0], reflect.TypeOf(Config{}), ""); len(unknown) > 0 {
+		return nil, fmt.Errorf("config: %w", errors.Join(unknown...))
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(expanded))
-	dec.KnownFields(true)
+	dec.KnownFields(true) // a backstop: unknownKeys names the field first
 	var c Config
 	if err := dec.Decode(&c); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
@@ -273,6 +286,49 @@ func expandNode(n *yaml.Node, path string, getenv func(string) string, errs *[]e
 	}
 }
 
+// unknownKeys returns one "path.key: unknown key ..." error per mapping key of
+// n that the type t it decodes into does not have, below the top level
+// (whose unknown keys Validate reports from Config.Extra), so that the error
+// names the field rather than a line.
+func unknownKeys(n *yaml.Node, t reflect.Type, path string) []error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	var errs []error
+	switch {
+	case n.Kind == yaml.SequenceNode && t.Kind() == reflect.Slice:
+		for i, c := range n.Content {
+			errs = append(errs, unknownKeys(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
+		}
+	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Map:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			errs = append(errs, unknownKeys(n.Content[i+1], t.Elem(), join(path, n.Content[i].Value))...)
+		}
+	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct && t != reflect.TypeOf(yaml.Node{}):
+		fields, inline := map[string]reflect.Type{}, false
+		for i := 0; i < t.NumField(); i++ {
+			name, opts, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+			if opts == "inline" {
+				inline = true
+				continue
+			}
+			fields[name] = t.Field(i).Type
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i].Value
+			ft, ok := fields[k]
+			switch {
+			case n.Content[i].Tag == "!!merge": // <<: *anchor, checked by the decoder
+			case ok:
+				errs = append(errs, unknownKeys(n.Content[i+1], ft, join(path, k))...)
+			case !inline:
+				errs = append(errs, fmt.Errorf("%s: unknown key (field %s not found)", join(path, k), k))
+			}
+		}
+	}
+	return errs
+}
+
 func looksNonString(s string) bool {
 	return s != strings.TrimSpace(s) || strings.ContainsAny(s, ":#{}[],&*!|>'\"%@`")
 }
@@ -284,15 +340,41 @@ func join(path, key string) string {
 	return path + "." + key
 }
 
+// Defaults the config package owns: the listeners, logging, the HTTP
+// servers, the drop-in header, the rate-limit burst and the recorder cap.
+// Every other default belongs to the package that uses the value (shadow,
+// flags, broadcast, legacyparty, realtime, upstream) and is read from it.
+const (
+	// DefaultEnv is the env of a config that names none.
+	DefaultEnv = "dev"
+	// DefaultListen is the public listener's address.
+	DefaultListen = "127.0.0.1:8080"
+	// DefaultAdminListen is the admin listener's address.
+	DefaultAdminListen = "127.0.0.1:9091"
+	// DefaultDropInHeader carries the drop-in path's shared secret when
+	// apps.*.dropIn.secret is set without a header.
+	DefaultDropInHeader = "X-Switchyard-Secret"
+	// DefaultMaxConnsPerHost is upstream.maxConnsPerHost when unset; it
+	// equals what upstream.NewTransport applies to 0, which that package
+	// does not export.
+	DefaultMaxConnsPerHost = 256
+	// DefaultRecordMaxBytes is record.maxBytes when record.file is set
+	// without a cap.
+	DefaultRecordMaxBytes = 64 << 20
+)
+
+// applyDefaults fills every zero field with its effective value, so that
+// `config check` shows what runs. Package-owned defaults come from the
+// package's WithDefaults; a negative value is left for Validate to refuse.
 func (c *Config) applyDefaults() {
 	if c.Env == "" {
-		c.Env = "dev"
+		c.Env = DefaultEnv
 	}
 	if c.Listen == "" {
-		c.Listen = "127.0.0.1:8080"
+		c.Listen = DefaultListen
 	}
 	if c.Admin.Listen == "" {
-		c.Admin.Listen = "127.0.0.1:9091"
+		c.Admin.Listen = DefaultAdminListen
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
@@ -303,129 +385,104 @@ func (c *Config) applyDefaults() {
 			c.Log.Format = "json"
 		}
 	}
-	if c.Flags.Provider == "" {
-		c.Flags.Provider = "file"
-	}
-	if c.Flags.PollInterval == 0 {
-		c.Flags.PollInterval = time.Second
-	}
+	fd := flags.Config{}.WithDefaults()
+	setZero(&c.Flags.Provider, fd.Provider)
+	setZero(&c.Flags.Port, fd.FlagdPort)
+	setZero(&c.Flags.PollInterval, fd.PollInterval)
 	for name, a := range c.Apps {
 		// An empty key is an unset rotation slot (${NEXT_KEY:-}): ignore it.
 		a.APIKeys = slices.DeleteFunc(slices.Clone(a.APIKeys), func(k string) bool { return k == "" })
-		if a.Party.Party == "" {
-			a.Party.Party = "main"
+		pd := legacyparty.Config{Party: a.Party.Party, PathPrefix: a.Party.PathPrefix}.WithDefaults()
+		a.Party.Party, a.Party.PathPrefix = pd.Party, pd.PathPrefix
+		if a.Party.Secret != "" {
+			setZero(&a.Party.SecretHeader, legacyparty.DefaultSecretHeader)
 		}
-		if a.Party.PathPrefix == "" {
-			a.Party.PathPrefix = "/parties"
+		if a.DropIn.Secret != "" {
+			setZero(&a.DropIn.Header, DefaultDropInHeader)
 		}
-		if a.Party.Secret != "" && a.Party.SecretHeader == "" {
-			a.Party.SecretHeader = "X-Party-Secret"
-		}
-		if a.DropIn.Secret != "" && a.DropIn.Header == "" {
-			a.DropIn.Header = "X-Switchyard-Secret"
-		}
-		if a.Realtime.Channel == "" {
-			a.Realtime.Channel = "{room}"
-		}
+		setZero(&a.Realtime.Channel, realtime.DefaultChannelTemplate)
 		if a.RateLimit.PerSecond > 0 && a.RateLimit.Burst == 0 {
 			a.RateLimit.Burst = int(a.RateLimit.PerSecond) + 1
 		}
 		c.Apps[name] = a
 	}
-	s := &c.Shadow
-	if s.Timeout == 0 {
-		s.Timeout = 5 * time.Second
-	}
-	if s.IdleTTL == 0 {
-		s.IdleTTL = 5 * time.Minute
-	}
-	if s.MaxRooms == 0 {
-		s.MaxRooms = 10000
-	}
-	if s.MaxPending == 0 {
-		s.MaxPending = 100000
-	}
-	if s.Window == 0 {
-		s.Window = 15 * time.Minute
-	}
+	s, sd := &c.Shadow, shadow.Config{}.WithDefaults()
+	setZero(&s.Timeout, sd.Timeout)
+	setZero(&s.IdleTTL, sd.IdleTTL)
+	setZero(&s.MaxRooms, sd.MaxRooms)
+	setZero(&s.MaxPending, sd.MaxPending)
+	setZero(&s.Window, sd.Window)
 	v := &c.Server
-	if v.ReadHeaderTimeout == 0 {
-		v.ReadHeaderTimeout = 5 * time.Second
+	setZero(&v.ReadHeaderTimeout, 5*time.Second)
+	setZero(&v.ReadTimeout, 15*time.Second)
+	setZero(&v.WriteTimeout, 30*time.Second)
+	setZero(&v.IdleTimeout, 120*time.Second)
+	setZero(&v.MaxHeaderBytes, 16<<10)
+	setZero(&v.MaxBodyBytes, 256<<10)
+	setZero(&v.ShutdownTimeout, 15*time.Second)
+	u, ud := &c.Upstream, upstream.Policy{}.WithDefaults()
+	setZero(&u.Timeout, ud.Timeout)
+	setZero(&u.AttemptTimeout, ud.AttemptTimeout)
+	setZero(&u.MaxAttempts, ud.MaxAttempts)
+	setZero(&u.BackoffBase, ud.BackoffBase)
+	setZero(&u.BackoffMax, ud.BackoffMax)
+	setZero(&u.MaxConnsPerHost, DefaultMaxConnsPerHost)
+	m, md := &c.Multicast, broadcast.Config{}.WithDefaults()
+	setZero(&m.OffPathQueue, md.OffPathQueue)
+	setZero(&m.OffPathWorkers, md.OffPathWorkers)
+	setZero(&m.OffPathTimeout, md.OffPathTimeout)
+	setZero(&m.DedupWindow, md.DedupWindow)
+	setZero(&m.DedupMaxEntries, md.DedupMaxEntries)
+	if c.Record.File != "" {
+		setZero(&c.Record.MaxBytes, DefaultRecordMaxBytes)
 	}
-	if v.ReadTimeout == 0 {
-		v.ReadTimeout = 15 * time.Second
-	}
-	if v.WriteTimeout == 0 {
-		v.WriteTimeout = 30 * time.Second
-	}
-	if v.IdleTimeout == 0 {
-		v.IdleTimeout = 120 * time.Second
-	}
-	if v.MaxHeaderBytes == 0 {
-		v.MaxHeaderBytes = 16 << 10
-	}
-	if v.MaxBodyBytes == 0 {
-		v.MaxBodyBytes = 256 << 10
-	}
-	if v.ShutdownTimeout == 0 {
-		v.ShutdownTimeout = 15 * time.Second
-	}
-	u := &c.Upstream
-	if u.Timeout == 0 {
-		u.Timeout = 5 * time.Second
-	}
-	if u.AttemptTimeout == 0 {
-		u.AttemptTimeout = 2 * time.Second
-	}
-	if u.MaxAttempts == 0 {
-		u.MaxAttempts = 4
-	}
-	if u.BackoffBase == 0 {
-		u.BackoffBase = 50 * time.Millisecond
-	}
-	if u.BackoffMax == 0 {
-		u.BackoffMax = time.Second
-	}
-	if u.MaxConnsPerHost == 0 {
-		u.MaxConnsPerHost = 256
-	}
-	m := &c.Multicast
-	if m.OffPathQueue == 0 {
-		m.OffPathQueue = 4096
-	}
-	if m.OffPathWorkers == 0 {
-		m.OffPathWorkers = 64
-	}
-	if m.OffPathTimeout == 0 {
-		m.OffPathTimeout = 5 * time.Second
-	}
-	if m.DedupWindow == 0 {
-		m.DedupWindow = 10 * time.Minute
-	}
-	if m.DedupMaxEntries == 0 {
-		m.DedupMaxEntries = 100000
-	}
-	if c.Record.File != "" && c.Record.MaxBytes == 0 {
-		c.Record.MaxBytes = 64 << 20
+}
+
+// setZero sets *p to def when *p is the zero value.
+func setZero[T comparable](p *T, def T) {
+	var zero T
+	if *p == zero {
+		*p = def
 	}
 }
 
 var (
-	nameRe   = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
-	partyRe  = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-	headerRe = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
-	hexKeyRe = regexp.MustCompile(`^[0-9a-f]{64}$`)
-	signRe   = regexp.MustCompile(`^signkey-[a-z0-9]+-[0-9a-fA-F]+$`)
+	appNameRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+	headerRe  = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
+	hexKeyRe  = regexp.MustCompile(`^[0-9a-f]{64}$`)
 )
 
+// ValidateAppName is the one rule for an app name (the key under apps, a
+// path segment of /apps/{app}/... and a metrics label): 1 to 63 lower-case
+// ASCII letters, digits and '-', starting with a letter or digit. The error
+// does not name a field.
+func ValidateAppName(name string) error {
+	if !appNameRe.MatchString(name) {
+		return fmt.Errorf("%q must be 1-63 lower-case letters, digits and '-', starting with a letter or digit", name)
+	}
+	return nil
+}
+
 // Validate checks the whole config and returns every problem, each naming
-// its field. Load calls it after applying defaults.
+// its YAML field path (channels[1].ignorePaths[0]: ...,
+// apps.ai-hero.realtime.channel: ...). Load calls it after applying
+// defaults. The package-owned parts are checked by the packages' own
+// validators, on the very configs ShadowConfig, FlagsConfig,
+// MulticastConfig, ChannelSpecs, PartyConfig and RealtimeConfig hand to the
+// wiring, and the recorder's redact paths by shadow.NewRedaction: a config
+// Validate accepts is not refused by those packages' constructors for a
+// configuration reason.
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
 	}
+	keys := make([]string, 0, len(c.Extra))
 	for k := range c.Extra {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
 		bad(k, "unknown key")
 	}
 	switch c.Env {
@@ -461,67 +518,36 @@ func (c *Config) Validate() error {
 	default:
 		bad("log.format", "%q is not console or json", c.Log.Format)
 	}
-	switch c.Flags.Provider {
-	case "file":
-		if c.Flags.File == "" {
-			bad("flags.file", "required for provider file")
-		}
-	case "flagd":
-		if c.Flags.TargetURI == "" && c.Flags.Host == "" {
-			bad("flags.host", "required for provider flagd (or flags.targetUri)")
-		}
-		if c.Flags.Port < 0 || c.Flags.Port > 65535 {
-			bad("flags.port", "%d is not a port", c.Flags.Port)
-		}
-	case "memory":
-	default:
-		bad("flags.provider", "%q is not file, flagd or memory", c.Flags.Provider)
-	}
-	if c.Flags.PollInterval < 0 {
-		bad("flags.pollInterval", "must not be negative")
-	}
+
+	// flags: the channel list is checked once, below, by broadcast's rule.
+	fc := c.FlagsConfig()
+	fc.Channels = nil
+	errs = append(errs, under("flags.", fc.Validate())...)
+
 	if len(c.Channels) == 0 {
 		bad("channels", "at least one channel is required")
 	}
-	seenCh, seenEv := map[string]bool{}, map[string]string{}
+	errs = append(errs, under("", broadcast.ValidateChannels(c.ChannelSpecs()))...)
+	channel := map[string]bool{broadcast.DefaultChannel: true}
 	for i, ch := range c.Channels {
 		f := fmt.Sprintf("channels[%d]", i)
-		switch {
-		case !nameRe.MatchString(ch.Name):
-			bad(f+".name", "%q must be lower-case letters, digits and '-' (1-63)", ch.Name)
-		case ch.Name == "default" || ch.Name == "killswitch":
-			bad(f+".name", "%q is reserved", ch.Name)
-		case seenCh[ch.Name]:
-			bad(f+".name", "%q is defined twice", ch.Name)
-		}
-		seenCh[ch.Name] = true
-		if len(ch.Events) == 0 {
-			bad(f+".events", "at least one event is required")
-		}
-		for j, ev := range ch.Events {
-			if ev == "" {
-				bad(fmt.Sprintf("%s.events[%d]", f, j), "empty event name")
-			} else if prev, ok := seenEv[ev]; ok {
-				bad(fmt.Sprintf("%s.events[%d]", f, j), "event %q already belongs to channel %q", ev, prev)
-			}
-			seenEv[ev] = ch.Name
-		}
-		if ch.SampleRate != nil && (*ch.SampleRate < 0 || *ch.SampleRate > 1) {
+		channel[ch.Name] = true
+		if ch.SampleRate != nil && !isRate(*ch.SampleRate) {
 			bad(f+".sampleRate", "must be between 0 and 1")
 		}
-		if ch.Timeout < 0 {
-			bad(f+".timeout", "must not be negative")
-		}
+		errs = append(errs, under(f+".", c.shadowChannel(ch).Validate())...)
 	}
+
 	if len(c.Apps) == 0 {
 		bad("apps", "at least one app is required")
 	}
+	upstreamOK := len(c.upstreamProblems()) == 0
 	keyOwner := map[string]string{}
 	for _, name := range c.AppNames() {
 		a := c.Apps[name]
 		f := "apps." + name
-		if !nameRe.MatchString(name) {
-			bad(f, "app name must be lower-case letters, digits and '-' (1-63)")
+		if err := ValidateAppName(name); err != nil {
+			bad(f, "app name %v", err)
 		}
 		if len(a.APIKeys)+len(a.APIKeySHA256) == 0 {
 			bad(f+".apiKeys", "at least one API key (apiKeys or apiKeySha256) is required")
@@ -552,48 +578,27 @@ func (c *Config) Validate() error {
 			keyOwner[h] = name
 		}
 		if a.DropIn.Header != "" && !headerRe.MatchString(a.DropIn.Header) {
-			bad(f+".dropIn.header", "%q is not a valid header name", a.DropIn.Header)
+			bad(f+".dropIn.header", "%q is not a valid header name (letters, digits and '-', at most 64)", a.DropIn.Header)
 		}
-		if err := checkURL(a.Party.URL); err != nil {
-			bad(f+".party.url", "%v", err)
+		// The upstream policy is reported once, under upstream.
+		pc := c.PartyConfig(name)
+		if !upstreamOK {
+			pc.Policy = upstream.Policy{}
 		}
-		if !partyRe.MatchString(a.Party.Party) {
-			bad(f+".party.party", "%q must be letters, digits, '_' or '-'", a.Party.Party)
+		errs = append(errs, under(f+".party.", pc.Validate())...)
+		errs = append(errs, under(f+".realtime.", c.RealtimeConfig(name).Validate(), "channelTemplate", "channel")...)
+		topics := make([]string, 0, len(a.Realtime.Topics))
+		for ch := range a.Realtime.Topics {
+			topics = append(topics, ch)
 		}
-		if !strings.HasPrefix(a.Party.PathPrefix, "/") || strings.HasSuffix(a.Party.PathPrefix, "/") || strings.ContainsAny(a.Party.PathPrefix, "?#% ") {
-			bad(f+".party.pathPrefix", "%q must start with '/' and not end with '/'", a.Party.PathPrefix)
-		}
-		if a.Party.SecretHeader != "" && !headerRe.MatchString(a.Party.SecretHeader) {
-			bad(f+".party.secretHeader", "%q is not a valid header name", a.Party.SecretHeader)
-		}
-		if a.Realtime.URL != "" {
-			if err := checkURL(a.Realtime.URL); err != nil {
-				bad(f+".realtime.url", "%v", err)
-			}
-		} else {
-			bad(f+".realtime.url", "required")
-		}
-		for _, k := range []struct{ field, v string }{{"signingKey", a.Realtime.SigningKey}, {"fallbackSigningKey", a.Realtime.FallbackSigningKey}} {
-			if k.v != "" && !signRe.MatchString(k.v) {
-				bad(f+".realtime."+k.field, "must look like signkey-{env}-{hex}")
-			}
-		}
-		if a.Realtime.FallbackSigningKey != "" && a.Realtime.SigningKey == "" {
-			bad(f+".realtime.fallbackSigningKey", "set without signingKey")
-		}
-		if err := checkTemplate(a.Realtime.Channel); err != nil {
-			bad(f+".realtime.channel", "%v", err)
-		}
-		for ch, topic := range a.Realtime.Topics {
-			if !seenCh[ch] && ch != "default" {
+		sort.Strings(topics)
+		for _, ch := range topics {
+			if !channel[ch] {
 				bad(f+".realtime.topics."+ch, "no channel named %q", ch)
 			}
-			if topic == "" {
-				bad(f+".realtime.topics."+ch, "empty topic")
-			}
 		}
-		if a.RateLimit.PerSecond < 0 || a.RateLimit.Burst < 0 {
-			bad(f+".rateLimit", "must not be negative")
+		if !(a.RateLimit.PerSecond >= 0) || math.IsInf(a.RateLimit.PerSecond, 0) || a.RateLimit.Burst < 0 {
+			bad(f+".rateLimit", "must be finite and not negative")
 		}
 		if a.GrantSecret != "" && len(a.GrantSecret) < 32 {
 			bad(f+".grantSecret", "must be at least 32 characters")
@@ -605,35 +610,187 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
-	s := c.Shadow
-	if s.SampleRate < 0 || s.SampleRate > 1 {
+
+	if !isRate(c.Shadow.SampleRate) {
 		bad("shadow.sampleRate", "must be between 0 and 1")
 	}
-	if s.Timeout < 0 || s.IdleTTL < 0 || s.Window < 0 {
-		bad("shadow", "durations must not be negative")
-	}
-	if s.MaxRooms < 0 || s.MaxPending < 0 {
-		bad("shadow", "limits must not be negative")
-	}
+	sc := c.ShadowConfig()
+	sc.Channels = nil // checked above, under channels[i]
+	errs = append(errs, under("shadow.", sc.Validate())...)
+
 	if c.Server.MaxBodyBytes < 0 || c.Server.MaxBodyBytes > MaxBodyLimit {
 		bad("server.maxBodyBytes", "%d is outside 1..%d (realtime truncates larger bodies)", c.Server.MaxBodyBytes, MaxBodyLimit)
 	}
 	if c.Server.MaxHeaderBytes < 0 {
 		bad("server.maxHeaderBytes", "must not be negative")
 	}
-	if c.Upstream.MaxAttempts < 0 || c.Upstream.MaxAttempts > 10 {
-		bad("upstream.maxAttempts", "must be between 1 and 10")
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{
+		{"readHeaderTimeout", c.Server.ReadHeaderTimeout}, {"readTimeout", c.Server.ReadTimeout},
+		{"writeTimeout", c.Server.WriteTimeout}, {"idleTimeout", c.Server.IdleTimeout},
+		{"shutdownTimeout", c.Server.ShutdownTimeout},
+	} {
+		if d.v < 0 {
+			bad("server."+d.field, "%v is negative", d.v)
+		}
 	}
-	if c.Upstream.AttemptTimeout > c.Upstream.Timeout {
-		bad("upstream.attemptTimeout", "must not exceed upstream.timeout")
-	}
-	if c.Multicast.OffPathQueue < 0 || c.Multicast.OffPathWorkers < 0 || c.Multicast.DedupMaxEntries < 0 {
-		bad("multicast", "sizes must not be negative")
-	}
+	errs = append(errs, c.upstreamProblems()...)
+	errs = append(errs, under("multicast.", c.MulticastConfig().Validate())...)
 	if c.Record.MaxBytes < 0 {
 		bad("record.maxBytes", "must not be negative")
 	}
+	if _, err := shadow.NewRedaction(c.Record.RedactPaths); err != nil {
+		errs = append(errs, under("record.", err)...)
+	}
 	return errors.Join(errs...)
+}
+
+// upstreamProblems checks the upstream section (the upstream package has
+// no validator of its own).
+func (c *Config) upstreamProblems() []error {
+	var errs []error
+	u := c.Upstream
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{
+		{"timeout", u.Timeout}, {"attemptTimeout", u.AttemptTimeout},
+		{"backoffBase", u.BackoffBase}, {"backoffMax", u.BackoffMax},
+	} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("upstream.%s: %v is negative", d.field, d.v))
+		}
+	}
+	if u.MaxAttempts < 0 || u.MaxAttempts > 10 {
+		errs = append(errs, errors.New("upstream.maxAttempts: must be between 1 and 10"))
+	}
+	if u.AttemptTimeout > u.Timeout && u.Timeout >= 0 {
+		errs = append(errs, errors.New("upstream.attemptTimeout: must not exceed upstream.timeout"))
+	}
+	if u.MaxConnsPerHost < 0 {
+		errs = append(errs, fmt.Errorf("upstream.maxConnsPerHost: %d is negative", u.MaxConnsPerHost))
+	}
+	return errs
+}
+
+// isRate reports whether r is a share between 0 and 1 (NaN is not).
+func isRate(r float64) bool { return r >= 0 && r <= 1 }
+
+// fieldError is a package's problem put under its YAML field path; it
+// unwraps to the package's error.
+type fieldError struct {
+	msg string
+	err error
+}
+
+func (e *fieldError) Error() string { return e.msg }
+func (e *fieldError) Unwrap() error { return e.err }
+
+// under returns each problem joined in err (a package validator's result,
+// whose messages start with the package's own field name) with prefix, the
+// field path of the package's section, put in front. renames are pairs of
+// a package field name and the YAML key it is configured under, applied to
+// the leading field name only.
+func under(prefix string, err error, renames ...string) []error {
+	if err == nil {
+		return nil
+	}
+	leaves := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		leaves = j.Unwrap()
+	}
+	out := make([]error, 0, len(leaves))
+	for _, e := range leaves {
+		msg := e.Error()
+		for i := 0; i+1 < len(renames); i += 2 {
+			if rest, ok := strings.CutPrefix(msg, renames[i]); ok && rest != "" && strings.ContainsRune(":.[", rune(rest[0])) {
+				msg = renames[i+1] + rest
+				break
+			}
+		}
+		out = append(out, &fieldError{msg: prefix + msg, err: e})
+	}
+	return out
+}
+
+// ChannelSpecs returns the configured channels as broadcast.NewChannels
+// takes them, in config order.
+func (c *Config) ChannelSpecs() []broadcast.ChannelSpec {
+	out := make([]broadcast.ChannelSpec, len(c.Channels))
+	for i, ch := range c.Channels {
+		out[i] = broadcast.ChannelSpec{Name: ch.Name, Events: ch.Events}
+	}
+	return out
+}
+
+// ShadowConfig returns the comparator's configuration: the shadow section
+// and each channel's rules, keyed by channel name. QueueSize is left to
+// the shadow package's default.
+func (c *Config) ShadowConfig() shadow.Config {
+	s := c.Shadow
+	out := shadow.Config{Timeout: s.Timeout, IdleTTL: s.IdleTTL, MaxRooms: s.MaxRooms, MaxPending: s.MaxPending,
+		Window: s.Window, Channels: make(map[string]shadow.ChannelConfig, len(c.Channels))}
+	for _, ch := range c.Channels {
+		out.Channels[ch.Name] = c.shadowChannel(ch)
+	}
+	return out
+}
+
+func (c *Config) shadowChannel(ch Channel) shadow.ChannelConfig {
+	return shadow.ChannelConfig{IgnorePaths: ch.IgnorePaths, RedactPaths: ch.RedactPaths, Timeout: ch.Timeout}
+}
+
+// FlagsConfig returns the flag source's configuration: the flags section,
+// env and the channel names. A relative flag file is already relative to
+// the config file (Load resolves it).
+func (c *Config) FlagsConfig() flags.Config {
+	f := c.Flags
+	return flags.Config{Provider: f.Provider, File: f.File, FlagdHost: f.Host, FlagdPort: f.Port,
+		FlagdTargetURI: f.TargetURI, Env: c.Env, Channels: c.ChannelNames(), PollInterval: f.PollInterval}
+}
+
+// MulticastConfig returns the multicast adapter's configuration: the
+// multicast section, each app's rate limit, the channel names and the
+// per-channel sample rate (c.SampleRate, which reads c: keep c unchanged
+// while the adapter runs).
+func (c *Config) MulticastConfig() broadcast.Config {
+	m := c.Multicast
+	apps := make(map[string]broadcast.AppLimits, len(c.Apps))
+	for name, a := range c.Apps {
+		apps[name] = broadcast.AppLimits{RatePerSecond: a.RateLimit.PerSecond, Burst: a.RateLimit.Burst}
+	}
+	return broadcast.Config{Apps: apps, Channels: c.ChannelNames(),
+		OffPathQueue: m.OffPathQueue, OffPathWorkers: m.OffPathWorkers, OffPathTimeout: m.OffPathTimeout,
+		DedupWindow: m.DedupWindow, DedupMaxEntries: m.DedupMaxEntries, SampleRate: c.SampleRate}
+}
+
+// UpstreamPolicy returns the deadline and retry policy both transports
+// share (the upstream section but maxConnsPerHost, which sizes
+// upstream.NewTransport).
+func (c *Config) UpstreamPolicy() upstream.Policy {
+	u := c.Upstream
+	return upstream.Policy{Timeout: u.Timeout, AttemptTimeout: u.AttemptTimeout, MaxAttempts: u.MaxAttempts,
+		BackoffBase: u.BackoffBase, BackoffMax: u.BackoffMax}
+}
+
+// PartyConfig returns app's PartyKit client configuration, with the shared
+// upstream policy. An unknown app gives a config without URL, which its
+// Validate refuses.
+func (c *Config) PartyConfig(app string) legacyparty.Config {
+	p := c.Apps[app].Party
+	return legacyparty.Config{URL: p.URL, Party: p.Party, PathPrefix: p.PathPrefix,
+		SecretHeader: p.SecretHeader, Secret: p.Secret, Policy: c.UpstreamPolicy()}
+}
+
+// RealtimeConfig returns app's Inngest Realtime client configuration, with
+// the shared upstream policy. An unknown app gives a config without URL,
+// which its Validate refuses.
+func (c *Config) RealtimeConfig(app string) realtime.Config {
+	r := c.Apps[app].Realtime
+	return realtime.Config{URL: r.URL, SigningKey: r.SigningKey, FallbackSigningKey: r.FallbackSigningKey,
+		ChannelTemplate: r.Channel, Topics: r.Topics, Policy: c.UpstreamPolicy()}
 }
 
 // AppNames returns the configured app names, sorted.
@@ -732,6 +889,9 @@ func checkListen(addr string) error {
 	if port == "" {
 		return fmt.Errorf("%q: missing port", addr)
 	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 || port != strconv.Itoa(n) {
+		return fmt.Errorf("%q: port %q is not a number from 0 to 65535", addr, port)
+	}
 	return nil
 }
 
@@ -745,46 +905,4 @@ func loopback(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
-}
-
-func checkURL(raw string) error {
-	if raw == "" {
-		return errors.New("required")
-	}
-	if !strings.Contains(raw, "://") {
-		return errors.New("missing scheme")
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return fmt.Errorf("not a URL: %v", err)
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return fmt.Errorf("scheme %q is not http or https", u.Scheme)
-	}
-	if u.Host == "" {
-		return errors.New("missing host")
-	}
-	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return errors.New("must not carry a query, fragment or user info")
-	}
-	if u.Path != "" && u.Path != "/" {
-		return errors.New("must not carry a path (use party.pathPrefix)")
-	}
-	return nil
-}
-
-var placeholderRe = regexp.MustCompile(`\{([^}]*)\}`)
-
-func checkTemplate(t string) error {
-	if !strings.Contains(t, "{room}") {
-		return fmt.Errorf("%q must contain {room} so each room has its own channel", t)
-	}
-	for _, m := range placeholderRe.FindAllStringSubmatch(t, -1) {
-		switch m[1] {
-		case "room", "app", "channel":
-		default:
-			return fmt.Errorf("unknown placeholder {%s} (want {room}, {app} or {channel})", m[1])
-		}
-	}
-	return nil
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"os"
 	"strings"
 	"testing"
 )
@@ -116,11 +117,18 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(example))
 	f.Add([]byte("env: ${X:-dev}\n"))
 	f.Add([]byte("apps: {a: {apiKeys: [1]}}"))
+	if good, err := os.ReadFile("testdata/good.yaml"); err == nil {
+		f.Add(good)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse(data, func(string) string { return "0123456789abcdef0123" })
-		if err == nil && c.Validate() != nil {
+		if err != nil {
+			return
+		}
+		if c.Validate() != nil {
 			t.Fatalf("Parse accepted a config that Validate refuses")
 		}
+		buildAll(t, c) // and the packages accept what Parse accepted
 	})
 }
 
@@ -145,5 +153,31 @@ func TestShippedConfigsLoad(t *testing.T) {
 				t.Errorf("flags.file = %q, want %q (relative to the config file)", got, want)
 			}
 		})
+	}
+}
+
+func TestUnknownNestedKeysNameTheField(t *testing.T) {
+	good := env(map[string]string{"AI_HERO_GATEWAY_KEY": "key-0123456789abcdef"})
+	tests := []struct{ from, to, want string }{
+		{"party: {", "party: {bogus: 1, ", "apps.ai-hero.party.bogus: unknown key"},
+		{"{name: ai-stream,", "{name: ai-stream, sample: 1,", "channels[3].sample: unknown key"},
+		{"shadow: {", "shadow: {queueSize: 1, ", "shadow.queueSize: unknown key"},
+		{"realtime: {", "realtime: {channelTemplate: x, ", "apps.ai-hero.realtime.channelTemplate: unknown key"},
+	}
+	for _, tt := range tests {
+		_, err := Parse([]byte(strings.Replace(example, tt.from, tt.to, 1)), good)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: error = %v, want it to contain %q", tt.to, err, tt.want)
+		}
+	}
+	// A merge key is YAML, not a field.
+	doc := example + "upstream: &up {timeout: 5s}\nmulticast: {}\n"
+	doc = strings.Replace(doc, "shadow: {sampleRate: 1.0, timeout: 5s}", "shadow:\n  <<: {timeout: 4s}\n  sampleRate: 1.0", 1)
+	c, err := Parse([]byte(doc), good)
+	if err != nil {
+		t.Fatalf("merge key: %v", err)
+	}
+	if got, want := c.Shadow.Timeout.String(), "4s"; got != want {
+		t.Errorf("merged shadow.timeout = %s, want %s", got, want)
 	}
 }

@@ -27,7 +27,8 @@ const (
 	ProviderMemory = "memory"
 )
 
-// Defaults applied by Config.withDefaults.
+// Defaults applied by Config.WithDefaults. These are the gateway's defaults
+// too: its config leaves them to this package.
 const (
 	// DefaultPollInterval is how often the file provider re-reads the flag
 	// file; an edit takes effect within one interval plus evaluation.
@@ -64,11 +65,11 @@ type Config struct {
 	File string `yaml:"file"`
 	// FlagdHost and FlagdPort address a standalone flagd's sync service
 	// (port 8015 by default) for provider flagd.
-	FlagdHost string `yaml:"flagdHost"`
-	FlagdPort int    `yaml:"flagdPort"`
+	FlagdHost string `yaml:"host"`
+	FlagdPort int    `yaml:"port"`
 	// FlagdTargetURI is a gRPC target (such as "envoy://localhost:9211/flagd-sync.service")
 	// used instead of FlagdHost and FlagdPort when set.
-	FlagdTargetURI string `yaml:"flagdTargetUri"`
+	FlagdTargetURI string `yaml:"targetUri"`
 	// Env is this deployment's environment, passed to targeting as "env".
 	Env string `yaml:"env"`
 	// Channels are the configured channel names, without "default"; each
@@ -85,55 +86,57 @@ type Config struct {
 	CacheTTL time.Duration `yaml:"cacheTTL"`
 }
 
-// Validate reports every problem of c, each naming its field.
+// Validate reports every problem of c, each naming its field by its yaml
+// name (the gateway config's key under "flags") without a package prefix (file: required for provider file;
+// the caller adds its section, e.g. "flags."). It returns nil or an
+// errors.Join of one error per problem. Channel names follow the one rule
+// of broadcast.ValidateChannelName.
 func (c Config) Validate() error {
 	var errs []error
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	switch c.Provider {
 	case "", ProviderFile:
 		if c.File == "" {
-			add("flags.file: required for provider file")
+			add("file: required for provider file")
 		}
 	case ProviderFlagd:
 		if c.FlagdHost == "" && c.FlagdTargetURI == "" {
-			add("flags.flagdHost: required for provider flagd (or flags.flagdTargetUri)")
+			add("host: required for provider flagd (or targetUri)")
 		}
 		if c.FlagdPort < 0 || c.FlagdPort > 65535 {
-			add("flags.flagdPort: %d out of range 1-65535", c.FlagdPort)
+			add("port: %d out of range 1-65535", c.FlagdPort)
 		}
 	case ProviderMemory:
 	default:
-		add("flags.provider: unknown provider %q (want file, flagd or memory)", c.Provider)
+		add("provider: unknown provider %q (want file, flagd or memory)", c.Provider)
 	}
 	if c.Env == "" {
-		add("flags.env: required (targeting rules may select on env)")
+		add("env: required (targeting rules may select on env)")
 	}
 	seen := make(map[string]bool, len(c.Channels))
 	for i, ch := range c.Channels {
-		switch {
-		case ch == "":
-			add("flags.channels[%d]: empty channel name", i)
-		case ch == broadcast.DefaultChannel:
-			add("flags.channels[%d]: %q is implicit and must not be listed", i, ch)
-		case ch == "killswitch":
-			add("flags.channels[%d]: %q collides with the kill switch flag %s", i, ch, KillSwitchKey)
-		case !validKeyPart(ch):
-			add("flags.channels[%d]: %q must be 1-64 characters of a-z, 0-9, '-', '_' or '.'", i, ch)
-		case seen[ch]:
-			add("flags.channels[%d]: %q listed twice", i, ch)
+		if err := broadcast.ValidateChannelName(ch); err != nil {
+			add("channels[%d]: %w", i, err)
+		} else if seen[ch] {
+			add("channels[%d]: %q listed twice", i, ch)
 		}
 		seen[ch] = true
 	}
 	if c.PollInterval < 0 {
-		add("flags.pollInterval: %s is negative", c.PollInterval)
+		add("pollInterval: %s is negative", c.PollInterval)
 	}
 	if c.CacheTTL < 0 {
-		add("flags.cacheTTL: %s is negative", c.CacheTTL)
+		add("cacheTTL: %s is negative", c.CacheTTL)
 	}
 	return errors.Join(errs...)
 }
 
-func (c Config) withDefaults() Config {
+// WithDefaults returns c with the zero fields set to their defaults:
+// Provider ProviderFile, FlagdPort DefaultFlagdPort, PollInterval
+// DefaultPollInterval, CacheSize DefaultCacheSize, CacheTTL DefaultCacheTTL.
+// NewProvider and NewResolver apply it; a configuration loader that shows
+// the effective values calls it instead of copying the constants.
+func (c Config) WithDefaults() Config {
 	if c.Provider == "" {
 		c.Provider = ProviderFile
 	}
@@ -150,17 +153,4 @@ func (c Config) withDefaults() Config {
 		c.CacheTTL = DefaultCacheTTL
 	}
 	return c
-}
-
-func validKeyPart(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' && c != '_' && c != '.' {
-			return false
-		}
-	}
-	return true
 }

@@ -64,7 +64,7 @@ func NewProvider(cfg Config, logger *zap.Logger, opts ...ProviderOption) (openfe
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("flags: config: %w", err)
 	}
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
 	if logger == nil {
 		logger = zap.NewNop()
 	}

@@ -79,7 +79,7 @@ var invalidatingEvents = []openfeature.EventType{
 // means unregistered metrics, nil logger means none. It registers event
 // handlers on client; call Close when done.
 func NewResolver(cfg Config, client openfeature.IClient, m *Metrics, logger *zap.Logger) *Resolver {
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
 	if logger == nil {
 		logger = zap.NewNop()
 	}

@@ -429,7 +429,7 @@ func TestFlagsNewProviderRefusesInvalidFile(t *testing.T) {
 	if got := testutil.ToFloat64(m.fileValid); got != 0 {
 		t.Errorf("file valid = %v, want 0", got)
 	}
-	if _, err := NewProvider(Config{Env: "dev"}, nil); err == nil || !strings.Contains(err.Error(), "flags.file: required for provider file") {
+	if _, err := NewProvider(Config{Env: "dev"}, nil); err == nil || !strings.Contains(err.Error(), "file: required for provider file") {
 		t.Errorf("NewProvider without file = %v", err)
 	}
 }
@@ -569,18 +569,20 @@ func TestFlagsConfigValidate(t *testing.T) {
 		want string // "" = valid
 	}{
 		{"file ok", Config{File: "f.json", Env: "dev", Channels: []string{"a", "b-c"}}, ""},
-		{"file missing", Config{Env: "dev"}, "flags.file: required for provider file"},
+		{"file missing", Config{Env: "dev"}, "file: required for provider file"},
 		{"flagd ok", Config{Provider: "flagd", FlagdHost: "flagd", Env: "dev"}, ""},
 		{"flagd uri ok", Config{Provider: "flagd", FlagdTargetURI: "envoy://localhost:9211/flagd-sync.service", Env: "dev"}, ""},
-		{"flagd no host", Config{Provider: "flagd", Env: "dev"}, "flags.flagdHost: required"},
-		{"flagd bad port", Config{Provider: "flagd", FlagdHost: "h", FlagdPort: 70000, Env: "dev"}, "flags.flagdPort"},
+		{"flagd no host", Config{Provider: "flagd", Env: "dev"}, "host: required"},
+		{"flagd bad port", Config{Provider: "flagd", FlagdHost: "h", FlagdPort: 70000, Env: "dev"}, "port: 70000 out of range"},
 		{"memory ok", Config{Provider: "memory", Env: "dev"}, ""},
-		{"unknown provider", Config{Provider: "launchdarkly", Env: "dev"}, "flags.provider: unknown provider"},
-		{"no env", Config{Provider: "memory"}, "flags.env: required"},
-		{"default listed", Config{Provider: "memory", Env: "d", Channels: []string{"default"}}, "flags.channels[0]"},
-		{"dup channel", Config{Provider: "memory", Env: "d", Channels: []string{"a", "a"}}, "flags.channels[1]: \"a\" listed twice"},
-		{"bad channel", Config{Provider: "memory", Env: "d", Channels: []string{"A B"}}, "flags.channels[0]"},
-		{"negative poll", Config{Provider: "memory", Env: "d", PollInterval: -time.Second}, "flags.pollInterval"},
+		{"unknown provider", Config{Provider: "launchdarkly", Env: "dev"}, "provider: unknown provider"},
+		{"no env", Config{Provider: "memory"}, "env: required"},
+		{"default listed", Config{Provider: "memory", Env: "d", Channels: []string{"default"}}, "channels[0]"},
+		{"dup channel", Config{Provider: "memory", Env: "d", Channels: []string{"a", "a"}}, "channels[1]: \"a\" listed twice"},
+		{"bad channel", Config{Provider: "memory", Env: "d", Channels: []string{"A B"}}, "channels[0]"},
+		{"negative poll", Config{Provider: "memory", Env: "d", PollInterval: -time.Second}, "pollInterval"},
+		{"channel with leading dash", Config{Provider: "memory", Env: "d", Channels: []string{"-a"}}, "channels[0]: \"-a\" must be"},
+		{"channel with dot", Config{Provider: "memory", Env: "d", Channels: []string{"a.b"}}, "channels[0]: \"a.b\" must be"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -593,6 +595,9 @@ func TestFlagsConfigValidate(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Validate = %v, want %q", err, tt.want)
+			}
+			if strings.HasPrefix(err.Error(), "flags") {
+				t.Fatalf("Validate = %q carries a package prefix; the caller names the section", err)
 			}
 		})
 	}

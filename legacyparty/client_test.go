@@ -48,6 +48,12 @@ func TestConfigValidate(t *testing.T) {
 		{"bad header name", legacyparty.Config{URL: "http://h", SecretHeader: "X Secret", Secret: "s"}, "secretHeader:"},
 		{"secret with newline", legacyparty.Config{URL: "http://h", SecretHeader: "X-S", Secret: "a\nb"}, "secret:"},
 		{"negative policy", legacyparty.Config{URL: "http://h", Policy: upstream.Policy{MaxAttempts: -1}}, "policy:"},
+		{"url with path", legacyparty.Config{URL: "http://h/base"}, "url: must not carry a path"},
+		{"party with dot", legacyparty.Config{URL: "http://h", Party: "main.v2"}, "party:"},
+		{"party too long", legacyparty.Config{URL: "http://h", Party: strings.Repeat("p", 65)}, "party:"},
+		{"header with underscore", legacyparty.Config{URL: "http://h", SecretHeader: "X_Secret", Secret: "s"}, "secretHeader:"},
+		{"header without secret", legacyparty.Config{URL: "http://h", SecretHeader: "X-S"}, "secretHeader:"},
+		{"every problem, in field order", legacyparty.Config{URL: "ftp://h", Party: "a/b", Secret: "s"}, "url: scheme \"ftp\" not supported (want http or https)\nparty: \"a/b\": character '/'"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -26,6 +26,10 @@ const (
 	// path is {prefix}/{room} and only the party "main" can be addressed.
 	// A partyserver/wrangler deployment has no alias.
 	AliasPathPrefix = "/party"
+	// DefaultSecretHeader is the header name the gateway config gives
+	// SecretHeader when only Secret is set. Config itself applies no
+	// default here: Validate wants both or neither.
+	DefaultSecretHeader = "X-Party-Secret"
 )
 
 // Config locates one app's PartyKit deployment. The zero value is not
@@ -67,56 +71,65 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
-// Validate reports the first invalid field of c (after defaults), naming
-// it, e.g. "url: missing scheme".
+// Validate reports every invalid field of c (after defaults), each naming
+// it without a package prefix (url: missing scheme), in field order; it
+// returns nil or an errors.Join of one error per problem. The URL must be
+// http or https with a host and no path, query, fragment or credentials;
+// PathPrefix must start with '/'; Party must pass ValidateParty (or be
+// "main" with AliasPathPrefix); SecretHeader and Secret go together, the
+// header a name of letters, digits and '-' (at most 64), the secret without
+// line breaks or NUL; the Policy must not be negative.
 func (c Config) Validate() error {
+	var errs []error
 	if err := validateBaseURL(c.URL, "http", "https"); err != nil {
-		return err
+		errs = append(errs, err)
 	}
 	c = c.WithDefaults()
 	if err := validatePrefix(c.PathPrefix); err != nil {
-		return err
+		errs = append(errs, err)
 	}
 	if c.PathPrefix == AliasPathPrefix {
 		if c.Party != "" && c.Party != DefaultParty {
-			return fmt.Errorf("party: %q cannot be addressed through the %q alias (only %q)", c.Party, AliasPathPrefix, DefaultParty)
+			errs = append(errs, fmt.Errorf("party: %q cannot be addressed through the %q alias (only %q)", c.Party, AliasPathPrefix, DefaultParty))
 		}
 	} else if err := ValidateParty(c.Party); err != nil {
-		return fmt.Errorf("party: %w", err)
+		errs = append(errs, fmt.Errorf("party: %w", err))
 	}
 	if (c.SecretHeader == "") != (c.Secret == "") {
-		return errors.New("secretHeader: secretHeader and secret must be set together")
+		errs = append(errs, errors.New("secretHeader: secretHeader and secret must be set together"))
 	}
-	if c.SecretHeader != "" && !isToken(c.SecretHeader) {
-		return fmt.Errorf("secretHeader: %q is not a valid HTTP header name", c.SecretHeader)
+	if c.SecretHeader != "" && !validHeaderName(c.SecretHeader) {
+		errs = append(errs, fmt.Errorf("secretHeader: %q is not a valid header name (letters, digits and '-', at most 64)", c.SecretHeader))
 	}
 	if strings.ContainsAny(c.Secret, "\r\n\x00") {
-		return errors.New("secret: contains a line break or NUL")
+		errs = append(errs, errors.New("secret: contains a line break or NUL"))
 	}
 	p := c.Policy
 	if p.Timeout < 0 || p.AttemptTimeout < 0 || p.MaxAttempts < 0 || p.BackoffBase < 0 || p.BackoffMax < 0 {
-		return errors.New("policy: durations and maxAttempts must not be negative")
+		errs = append(errs, errors.New("policy: durations and maxAttempts must not be negative"))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
-// ValidateParty reports whether name is usable as a party path segment:
-// 1 to 64 bytes of ASCII letters, digits, '-', '_' or '.'.
+// MaxPartyLen is the longest party name, in bytes.
+const MaxPartyLen = 64
+
+// ValidateParty is the one rule for a party name, used by the config, the
+// client and the watcher: 1 to MaxPartyLen ASCII letters, digits, '-' or
+// '_' (a path segment PartyKit and partyserver route as is). The error does
+// not name a field; callers prefix theirs.
 func ValidateParty(name string) error {
 	if name == "" {
 		return errors.New("required")
 	}
-	if len(name) > 64 {
-		return fmt.Errorf("%d bytes, longer than 64", len(name))
+	if len(name) > MaxPartyLen {
+		return fmt.Errorf("%d bytes, longer than %d", len(name), MaxPartyLen)
 	}
 	for i := 0; i < len(name); i++ {
 		c := name[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return fmt.Errorf("character %q at byte %d is not allowed (letters, digits, '-', '_', '.')", c, i)
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return fmt.Errorf("%q: character %q at byte %d is not allowed (letters, digits, '-', '_')", name, c, i)
 		}
-	}
-	if name == "." || name == ".." {
-		return fmt.Errorf("%q is not a usable path segment", name)
 	}
 	return nil
 }
@@ -170,6 +183,9 @@ func validateBaseURL(raw string, schemes ...string) error {
 	if u.RawQuery != "" || u.Fragment != "" || strings.Contains(raw, "?") || strings.Contains(raw, "#") {
 		return errors.New("url: must not contain a query or fragment")
 	}
+	if u.Path != "" && u.Path != "/" {
+		return errors.New("url: must not carry a path (use pathPrefix)")
+	}
 	return nil
 }
 
@@ -183,15 +199,17 @@ func validatePrefix(p string) error {
 	return nil
 }
 
-func isToken(s string) bool {
+// validHeaderName is the rule for SecretHeader: 1 to 64 ASCII letters,
+// digits and '-' (a token every proxy passes through unchanged).
+func validHeaderName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
-			continue
-		}
-		if !strings.ContainsRune("!#$%&'*+-.^_`|~", rune(c)) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
 			return false
 		}
 	}
-	return s != ""
+	return true
 }

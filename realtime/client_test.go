@@ -35,6 +35,11 @@ func TestConfigValidate(t *testing.T) {
 		{"unbalanced", Config{URL: "http://x", ChannelTemplate: "{room"}, "channelTemplate: unterminated"},
 		{"stray brace", Config{URL: "http://x", ChannelTemplate: "room}"}, "channelTemplate: unbalanced"},
 		{"empty topic", Config{URL: "http://x", Topics: map[string]string{"ai": ""}}, `topics["ai"]`},
+		{"url with path", Config{URL: "http://x/api"}, "url: must not carry a path"},
+		{"ws scheme", Config{URL: "ws://x"}, `url: scheme "ws" not supported`},
+		{"doubled brace", Config{URL: "http://x", ChannelTemplate: "{room}}"}, "channelTemplate: unbalanced"},
+		{"topic with space", Config{URL: "http://x", Topics: map[string]string{"ai": "a b"}}, `topics["ai"]: topic "a b"`},
+		{"every problem, in field order", Config{URL: "x", SigningKey: "nope", ChannelTemplate: "{app}"}, "url: missing scheme (want http:// or https://)\nsigningKey: must look like signkey-{env}-{hex}\nchannelTemplate:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

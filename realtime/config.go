@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"sort"
 	"strings"
 
 	"github.com/switchyard/switchyard/upstream"
@@ -44,50 +45,70 @@ var (
 	placeholders = map[string]bool{"{room}": true, "{app}": true, "{channel}": true}
 )
 
-// Validate reports the first problem of c, naming the field.
+// Validate reports every problem of c, each naming its field by the yaml
+// name above without a package prefix (url: missing scheme, channelTemplate:
+// ..., topics["ai"]: ...), in field order; it returns nil or an
+// errors.Join of one error per problem. The URL must be http or https with
+// a host and no path, query, fragment or credentials; signing keys must
+// pass HashSigningKey; ChannelTemplate must parse (empty is
+// DefaultChannelTemplate); a topic is 1 to 256 bytes without whitespace.
 func (c Config) Validate() error {
-	if c.URL == "" {
-		return errors.New("url: required")
-	}
-	u, err := url.Parse(c.URL)
-	if err != nil {
-		return fmt.Errorf("url: %v", err)
-	}
-	switch {
-	case u.Scheme == "":
-		return errors.New("url: missing scheme (want http:// or https://)")
-	case u.Scheme != "http" && u.Scheme != "https":
-		return fmt.Errorf("url: scheme %q not supported (want http or https)", u.Scheme)
-	case u.Host == "":
-		return errors.New("url: missing host")
-	case u.RawQuery != "" || u.Fragment != "":
-		return errors.New("url: must not have a query or fragment")
-	case u.User != nil:
-		return errors.New("url: must not carry credentials")
+	var errs []error
+	if err := validateURL(c.URL); err != nil {
+		errs = append(errs, fmt.Errorf("url: %w", err))
 	}
 	if c.SigningKey != "" {
 		if _, err := HashSigningKey(c.SigningKey); err != nil {
-			return fmt.Errorf("signingKey: %w", err)
+			errs = append(errs, fmt.Errorf("signingKey: %w", err))
 		}
 	}
 	if c.FallbackSigningKey != "" {
 		if c.SigningKey == "" {
-			return errors.New("fallbackSigningKey: set without signingKey")
-		}
-		if _, err := HashSigningKey(c.FallbackSigningKey); err != nil {
-			return fmt.Errorf("fallbackSigningKey: %w", err)
+			errs = append(errs, errors.New("fallbackSigningKey: set without signingKey"))
+		} else if _, err := HashSigningKey(c.FallbackSigningKey); err != nil {
+			errs = append(errs, fmt.Errorf("fallbackSigningKey: %w", err))
 		}
 	}
 	if _, err := parseTemplate(c.ChannelTemplate); err != nil {
-		return fmt.Errorf("channelTemplate: %w", err)
+		errs = append(errs, fmt.Errorf("channelTemplate: %w", err))
 	}
-	for ch, topic := range c.Topics {
-		if ch == "" {
-			return errors.New("topics: empty channel name")
+	chans := make([]string, 0, len(c.Topics))
+	for ch := range c.Topics {
+		chans = append(chans, ch)
+	}
+	sort.Strings(chans)
+	for _, ch := range chans {
+		if topic := c.Topics[ch]; ch == "" {
+			errs = append(errs, errors.New("topics: empty channel name"))
+		} else if topic == "" || strings.ContainsAny(topic, " \t\r\n") || len(topic) > 256 {
+			errs = append(errs, fmt.Errorf("topics[%q]: topic %q must be 1 to 256 bytes without whitespace", ch, topic))
 		}
-		if topic == "" || strings.ContainsAny(topic, " \t\r\n") || len(topic) > 256 {
-			return fmt.Errorf("topics[%q]: topic %q must be 1 to 256 bytes without whitespace", ch, topic)
-		}
+	}
+	return errors.Join(errs...)
+}
+
+func validateURL(raw string) error {
+	if raw == "" {
+		return errors.New("required")
+	}
+	if !strings.Contains(raw, "://") {
+		return errors.New("missing scheme (want http:// or https://)")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return err
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("scheme %q not supported (want http or https)", u.Scheme)
+	case u.Host == "":
+		return errors.New("missing host")
+	case u.RawQuery != "" || u.Fragment != "":
+		return errors.New("must not have a query or fragment")
+	case u.User != nil:
+		return errors.New("must not carry credentials")
+	case u.Path != "" && u.Path != "/":
+		return errors.New("must not carry a path (the API paths are appended to it)")
 	}
 	return nil
 }

@@ -7,7 +7,9 @@ import (
 	"time"
 )
 
-// Defaults applied by New to zero Config fields.
+// Defaults applied by New (through Config.WithDefaults) to zero Config
+// fields. These are the gateway's defaults too: its config leaves them to
+// this package.
 const (
 	DefaultTimeout    = 5 * time.Second
 	DefaultIdleTTL    = 5 * time.Minute
@@ -58,8 +60,11 @@ type ChannelConfig struct {
 	Timeout time.Duration `yaml:"timeout" json:"timeout"`
 }
 
-// Validate reports every invalid field: negative durations or sizes, and
-// paths that do not parse, naming the field and the channel.
+// Validate reports every invalid field of c, each naming it without a
+// package prefix: negative durations or sizes (timeout: -1s is negative) and
+// every channel's problems (channels.ai.ignorePaths[0]: ..., see
+// ChannelConfig.Validate). It returns nil or an errors.Join of one error
+// per problem. Zero fields are valid: they take the defaults.
 func (c Config) Validate() error {
 	var errs []error
 	for _, f := range []struct {
@@ -67,7 +72,7 @@ func (c Config) Validate() error {
 		v    time.Duration
 	}{{"timeout", c.Timeout}, {"idleTTL", c.IdleTTL}, {"window", c.Window}} {
 		if f.v < 0 {
-			errs = append(errs, fmt.Errorf("shadow: %s: %v is negative", f.name, f.v))
+			errs = append(errs, fmt.Errorf("%s: %v is negative", f.name, f.v))
 		}
 	}
 	for _, f := range []struct {
@@ -75,7 +80,7 @@ func (c Config) Validate() error {
 		v    int
 	}{{"maxRooms", c.MaxRooms}, {"maxPending", c.MaxPending}, {"queueSize", c.QueueSize}} {
 		if f.v < 0 {
-			errs = append(errs, fmt.Errorf("shadow: %s: %d is negative", f.name, f.v))
+			errs = append(errs, fmt.Errorf("%s: %d is negative", f.name, f.v))
 		}
 	}
 	names := make([]string, 0, len(c.Channels))
@@ -84,25 +89,40 @@ func (c Config) Validate() error {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		ch := c.Channels[n]
-		if ch.Timeout < 0 {
-			errs = append(errs, fmt.Errorf("shadow: channels.%s.timeout: %v is negative", n, ch.Timeout))
-		}
-		for i, p := range ch.IgnorePaths {
-			if _, err := parsePath(p); err != nil {
-				errs = append(errs, fmt.Errorf("shadow: channels.%s.ignorePaths[%d]: %w", n, i, err))
-			}
-		}
-		for i, p := range ch.RedactPaths {
-			if _, err := parsePath(p); err != nil {
-				errs = append(errs, fmt.Errorf("shadow: channels.%s.redactPaths[%d]: %w", n, i, err))
-			}
-		}
+		errs = append(errs, c.Channels[n].problems("channels."+n+".")...)
 	}
 	return errors.Join(errs...)
 }
 
-func (c Config) withDefaults() Config {
+// Validate reports every invalid field of one channel's rules, each naming
+// it without a prefix: a negative timeout, and each ignore or redact path
+// that does not parse (ignorePaths[0]: path "body..x": empty key at byte
+// 5). It returns nil or an errors.Join of one error per problem.
+func (c ChannelConfig) Validate() error { return errors.Join(c.problems("")...) }
+
+// problems lists the channel's problems, each field name after prefix.
+func (c ChannelConfig) problems(prefix string) []error {
+	var errs []error
+	if c.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("%stimeout: %v is negative", prefix, c.Timeout))
+	}
+	for i, p := range c.IgnorePaths {
+		if _, err := parsePath(p); err != nil {
+			errs = append(errs, fmt.Errorf("%signorePaths[%d]: %w", prefix, i, err))
+		}
+	}
+	for i, p := range c.RedactPaths {
+		if _, err := parsePath(p); err != nil {
+			errs = append(errs, fmt.Errorf("%sredactPaths[%d]: %w", prefix, i, err))
+		}
+	}
+	return errs
+}
+
+// WithDefaults returns c with every zero or negative size and duration set
+// to its Default* constant. New applies it; a configuration loader that
+// shows the effective values calls it instead of copying the constants.
+func (c Config) WithDefaults() Config {
 	if c.Timeout <= 0 {
 		c.Timeout = DefaultTimeout
 	}

@@ -252,6 +252,28 @@ func TestConfigValidate(t *testing.T) {
 			t.Errorf("Validate error %q does not name %s", err, want)
 		}
 	}
+	if strings.Contains(err.Error(), "shadow") {
+		t.Errorf("Validate error %q carries a package prefix; the caller names the section", err)
+	}
+	cerr := bad.Channels["video"].Validate()
+	for _, want := range []string{"ignorePaths[0]: path \"body..x\"", "redactPaths[0]: path \"a[\"", "timeout: -1ns is negative"} {
+		if cerr == nil || !strings.Contains(cerr.Error(), want) {
+			t.Errorf("ChannelConfig.Validate() = %v, want it to contain %q", cerr, want)
+		}
+	}
+	if cerr != nil && strings.HasPrefix(cerr.Error(), "channels") {
+		t.Errorf("ChannelConfig.Validate() = %q, want fields without a channel prefix", cerr)
+	}
+}
+
+func TestConfigWithDefaults(t *testing.T) {
+	got := Config{MaxPending: 7, Timeout: -1}.WithDefaults()
+	want := Config{Timeout: DefaultTimeout, IdleTTL: DefaultIdleTTL, MaxRooms: DefaultMaxRooms, MaxPending: 7,
+		Window: DefaultWindow, QueueSize: DefaultQueueSize}
+	if got.Timeout != want.Timeout || got.IdleTTL != want.IdleTTL || got.MaxRooms != want.MaxRooms ||
+		got.MaxPending != want.MaxPending || got.Window != want.Window || got.QueueSize != want.QueueSize {
+		t.Errorf("WithDefaults() = %+v, want %+v", got, want)
+	}
 }
 
 func TestHistQuantiles(t *testing.T) {

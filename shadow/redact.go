@@ -16,9 +16,11 @@ type Redaction struct {
 	patterns [][]segment
 }
 
-// NewRedaction parses paths; each must start at body, the only part of a
-// message that holds user data. The error names the bad path by its index
-// (redactPaths[i]).
+// NewRedaction parses paths; each must parse and start at body, the only
+// part of a message that holds user data (so "name" is refused). The error
+// names the first bad path by its index (redactPaths[i]: ...) without a
+// package prefix. It is the one validator of a recorder redact-path list:
+// the gateway config calls it too, so a config that loads never fails here.
 func NewRedaction(paths []string) (*Redaction, error) {
 	r := &Redaction{}
 	for i, p := range paths {

@@ -196,7 +196,7 @@ type Comparator struct {
 // Config.Validate, which the caller should run first) are logged and
 // skipped. Nothing is dialed until messages are expected and Run runs.
 func New(cfg Config, legacy, realtime RoomWatcher, m *Metrics, logger *zap.Logger, now func() time.Time) *Comparator {
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
 	if m == nil {
 		m = NewMetrics(prometheus.NewRegistry())
 	}
