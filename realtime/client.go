@@ -16,10 +16,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
 
 	"github.com/switchyard/switchyard/broadcast"
-	"github.com/switchyard/switchyard/hs256"
 	"github.com/switchyard/switchyard/upstream"
 )
 
@@ -291,14 +291,33 @@ func decodeTokenAnswer(status int, body []byte) (string, time.Time, error) {
 	if ans.JWT == nil || *ans.JWT == "" {
 		return "", time.Time{}, errors.New(`answer: "jwt" missing or empty`)
 	}
-	var reg hs256.Registered
-	if err := hs256.ParseUnverified(*ans.JWT, &reg); err != nil {
+	var reg jwt.RegisteredClaims
+	if err := parseUnverified(*ans.JWT, &reg); err != nil {
 		return "", time.Time{}, fmt.Errorf("answer: jwt: %w", err)
 	}
 	if reg.ExpiresAt == nil {
 		return "", time.Time{}, errors.New("answer: jwt has no exp claim")
 	}
-	return *ans.JWT, reg.ExpiresAt.Time(), nil
+	return *ans.JWT, reg.ExpiresAt.UTC(), nil
+}
+
+// maxTokenBytes bounds the subscription tokens this package reads; a longer
+// one is refused before it is decoded. Inngest's tokens are a few hundred
+// bytes.
+const maxTokenBytes = 16 << 10
+
+// parseUnverified decodes the claims of token WITHOUT checking its
+// signature or times: only for tokens this process received from its own
+// authenticated call to Inngest (to read their exp and topics). It refuses
+// a token over maxTokenBytes, or one that is not a compact JWS with a JSON
+// header naming a known alg and a JSON object payload. Errors never
+// contain the token.
+func parseUnverified(token string, claims jwt.Claims) error {
+	if len(token) > maxTokenBytes {
+		return fmt.Errorf("token longer than %d bytes", maxTokenBytes)
+	}
+	_, _, err := jwt.NewParser().ParseUnverified(token, claims)
+	return err
 }
 
 // jsonErrorShape keeps the type of a JSON decode error without echoing the

@@ -12,10 +12,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
 	"go.uber.org/zap"
 
-	"github.com/switchyard/switchyard/hs256"
 	"github.com/switchyard/switchyard/upstream"
 )
 
@@ -156,7 +156,7 @@ type topicClaim struct {
 }
 
 type tokenClaims struct {
-	hs256.Registered
+	jwt.RegisteredClaims
 	Topics []topicClaim `json:"topics"`
 }
 
@@ -203,11 +203,11 @@ func (s *Subscriber) expiring(tok Token) bool {
 // comes from our own upstream call).
 func (sub *Subscription) setToken(tok Token) error {
 	var c tokenClaims
-	if err := hs256.ParseUnverified(tok.Key, &c); err != nil {
+	if err := parseUnverified(tok.Key, &c); err != nil {
 		return fmt.Errorf("realtime: sub: token: %w", err)
 	}
 	if tok.ExpiresAt.IsZero() && c.ExpiresAt != nil {
-		tok.ExpiresAt = c.ExpiresAt.Time()
+		tok.ExpiresAt = c.ExpiresAt.UTC()
 	}
 	claims := c.Topics
 	if len(claims) == 0 { // a token without topic claims: unsub by name

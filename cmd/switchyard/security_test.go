@@ -18,11 +18,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
 
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/config"
-	"github.com/switchyard/switchyard/hs256"
 	"github.com/switchyard/switchyard/legacyparty/partytest"
 	"github.com/switchyard/switchyard/realtime"
 	"github.com/switchyard/switchyard/realtime/realtimetest"
@@ -183,7 +183,7 @@ func secWait(t *testing.T, d time.Duration, what string, ok func() bool) {
 
 func secGrantFor(t *testing.T, secret, app string, rooms []string, iat time.Time, life time.Duration) string {
 	t.Helper()
-	g, err := hs256.Sign(api.GrantClaims{App: app, Rooms: rooms, Iat: iat.Unix(), Exp: iat.Add(life).Unix()}, []byte(secret))
+	g, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"app": app, "rooms": rooms, "iat": iat.Unix(), "exp": iat.Add(life).Unix()}).SignedString([]byte(secret))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -447,7 +447,8 @@ func TestSecurityTokenEndToEnd(t *testing.T) {
 	// The tokens are the realtime server's, for exactly these topics.
 	for _, tk := range []api.Token{byKey, byGrant} {
 		var c realtimetest.Claims
-		if err := hs256.Verify(tk.Key, sg.rt.JWTKey(), time.Now(), 0, &c); err != nil {
+		if _, err := jwt.ParseWithClaims(tk.Key, &c, func(*jwt.Token) (any, error) { return sg.rt.JWTKey(), nil },
+			jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired()); err != nil {
 			t.Fatalf("token does not verify with the realtime server's key: %v", err)
 		}
 		var names []string
