@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strings"
@@ -46,8 +45,10 @@ type SubscriberConfig struct {
 	// OnMsg receives each data frame, from the connection's reader
 	// goroutine (never concurrently); it must not block.
 	OnMsg func(Msg)
-	// BackoffMin and BackoffMax bound the jittered reconnect backoff
-	// (defaults 250 ms and 10 s).
+	// BackoffMin and BackoffMax bound the reconnect backoff (defaults
+	// 250 ms and 10 s): BackoffMin is the ceiling of the first wait,
+	// doubled after each failed connect up to BackoffMax, and each wait is
+	// drawn uniformly below the ceiling (upstream.Backoff, full jitter).
 	BackoffMin, BackoffMax time.Duration
 	// ReadTimeout ends a connection from which nothing (frame or ping)
 	// arrived for this long (default 50 s: three 15 s pings and a margin).
@@ -282,7 +283,8 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		s.closed = true
 		s.mu.Unlock()
 	}()
-	backoff := s.cfg.BackoffMin
+	backoff := upstream.Backoff{Base: s.cfg.BackoffMin, Max: s.cfg.BackoffMax}
+	failures := 0 // failed connects in a row
 	connected := false
 	for {
 		sub := s.first()
@@ -299,18 +301,19 @@ func (s *Subscriber) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			s.logger.Warn("realtime: subscriber connect failed", zap.Error(err), zap.Duration("backoff", backoff))
-			if !sleep(ctx, jitter(backoff)) {
+			wait := backoff.Delay(failures)
+			failures++
+			s.logger.Warn("realtime: subscriber connect failed", zap.Error(err), zap.Duration("backoff", wait))
+			if !sleep(ctx, wait) {
 				return ctx.Err()
 			}
-			backoff = min(backoff*2, s.cfg.BackoffMax)
 			continue
 		}
 		if connected {
 			s.m.Reconnected(transportLabel)
 		}
 		connected = true
-		backoff = s.cfg.BackoffMin
+		failures = 0
 		closing := s.serve(ctx, c, sub)
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -318,7 +321,7 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		if closing { // the server asked us to reconnect elsewhere: at once
 			continue
 		}
-		if !sleep(ctx, jitter(backoff)) {
+		if !sleep(ctx, backoff.Delay(0)) {
 			return ctx.Err()
 		}
 	}
@@ -628,8 +631,6 @@ func decodeFrame(b []byte) (Msg, error) {
 	}
 	return m, nil
 }
-
-func jitter(d time.Duration) time.Duration { return d/2 + rand.N(d/2+1) }
 
 func sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)

@@ -1,9 +1,10 @@
 // Package upstream is the HTTP machinery both transports share: one tuned
-// http.Transport, the per-call deadline and retry policy (jittered
-// exponential backoff on network errors, 5xx and 429 with Retry-After, never
-// on other 4xx), bodies always drained and closed, and per-transport request
-// metrics. legacyparty and realtime build their publish and token calls on
-// it, so the two sides behave the same under failure.
+// http.Transport, the per-call deadline and retry policy (exponential
+// backoff with full jitter, see Backoff, on network errors, 5xx and 429
+// with Retry-After, never on other 4xx), bodies always drained and closed,
+// and per-transport request metrics. legacyparty and realtime build their
+// publish and token calls on it, and their reconnect loops on Backoff, so
+// the two sides behave the same under failure.
 package upstream
 
 import (
@@ -11,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -31,9 +31,12 @@ type Policy struct {
 	AttemptTimeout time.Duration
 	// MaxAttempts is the number of attempts, first one included (default 4).
 	MaxAttempts int
-	// BackoffBase is the first backoff; each retry doubles it (default 50ms).
+	// BackoffBase is the ceiling of the first backoff; each retry doubles
+	// it; the wait is drawn uniformly below it (Backoff, full jitter;
+	// default 50ms).
 	BackoffBase time.Duration
-	// BackoffMax caps one backoff, and a honoured Retry-After (default 1s).
+	// BackoffMax caps the ceiling of one backoff, and a honoured
+	// Retry-After (default 1s).
 	BackoffMax time.Duration
 }
 
@@ -213,7 +216,7 @@ func (c *Caller) Do(ctx context.Context, op string, newReq NewRequestFunc) (Resp
 		if !retry || attempts >= p.MaxAttempts || callErr() != nil {
 			break
 		}
-		wait := backoff(p, attempts)
+		wait := Backoff{Base: p.BackoffBase, Max: p.BackoffMax}.Delay(attempts - 1)
 		if retryAfter > 0 {
 			wait = min(retryAfter, p.BackoffMax)
 		}
@@ -342,16 +345,6 @@ func (c *Caller) sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
-}
-
-// backoff returns the wait before attempt n+1: full jitter over
-// BackoffBase*2^(n-1), capped at BackoffMax.
-func backoff(p Policy, n int) time.Duration {
-	d := p.BackoffBase << (n - 1)
-	if d <= 0 || d > p.BackoffMax {
-		d = p.BackoffMax
-	}
-	return d/2 + rand.N(d/2+1)
 }
 
 // retryAfter parses a Retry-After header given in seconds; 0 if absent or

@@ -150,19 +150,6 @@ func TestDoDrainsBodies(t *testing.T) {
 	}
 }
 
-func TestBackoffBounds(t *testing.T) {
-	p := Policy{BackoffBase: 50 * time.Millisecond, BackoffMax: time.Second}.WithDefaults()
-	for n := 1; n <= 10; n++ {
-		ceil := min(p.BackoffBase<<(n-1), p.BackoffMax)
-		for i := 0; i < 50; i++ {
-			d := backoff(p, n)
-			if d < ceil/2 || d > ceil {
-				t.Fatalf("backoff(%d) = %s, outside [%s, %s]", n, d, ceil/2, ceil)
-			}
-		}
-	}
-}
-
 func TestRetryAfter(t *testing.T) {
 	for in, want := range map[string]time.Duration{"": 0, "2": 2 * time.Second, "-1": 0, "soon": 0} {
 		if got := retryAfter(in); got != want {
