@@ -17,28 +17,19 @@ import (
 	"github.com/switchyard/switchyard/broadcast"
 )
 
-// Token is what the Inngest browser client's token refresh takes, plus its
-// expiry.
-type Token struct {
-	Key       string    `json:"key"`
-	Channel   string    `json:"channel"`
-	Topics    []string  `json:"topics"`
-	ExpiresAt time.Time `json:"expiresAt"`
-}
-
 // TokenMinter mints realtime subscription tokens. Mint covers the given
 // configured channels of one room of one app; it returns one token per
 // realtime channel those map to (one, unless the app's channel template
 // names {channel}). It must be safe for concurrent use.
 type TokenMinter interface {
-	Mint(ctx context.Context, app, room string, channels []string) ([]Token, error)
+	Mint(ctx context.Context, app, room string, channels []string) ([]broadcast.Token, error)
 }
 
 // TokenMinterFunc adapts a function to TokenMinter.
-type TokenMinterFunc func(ctx context.Context, app, room string, channels []string) ([]Token, error)
+type TokenMinterFunc func(ctx context.Context, app, room string, channels []string) ([]broadcast.Token, error)
 
 // Mint calls f.
-func (f TokenMinterFunc) Mint(ctx context.Context, app, room string, channels []string) ([]Token, error) {
+func (f TokenMinterFunc) Mint(ctx context.Context, app, room string, channels []string) ([]broadcast.Token, error) {
 	return f(ctx, app, room, channels)
 }
 
@@ -375,7 +366,7 @@ type TokenCache struct {
 }
 
 type cachedToken struct {
-	tok   Token
+	tok   broadcast.Token
 	until time.Time
 }
 
@@ -397,16 +388,16 @@ func (c *TokenCache) Wrap(next TokenMinter, logger *zap.Logger) TokenMinter {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	return TokenMinterFunc(func(ctx context.Context, app, room string, channels []string) ([]Token, error) {
+	return TokenMinterFunc(func(ctx context.Context, app, room string, channels []string) ([]broadcast.Token, error) {
 		key := app + "\x00" + room + "\x00" + strings.Join(channels, ",")
 		if tok, ok := c.get(key); ok {
-			return []Token{tok}, nil
+			return []broadcast.Token{tok}, nil
 		}
 		ch := c.flight.DoChan(key, func() (any, error) {
 			// A flight that ended between the lookup above and DoChan
 			// has filled the cache: look again before calling upstream.
 			if tok, ok := c.get(key); ok {
-				return []Token{tok}, nil
+				return []broadcast.Token{tok}, nil
 			}
 			return c.fill(context.WithoutCancel(ctx), next, key, app, room, channels)
 		})
@@ -414,25 +405,25 @@ func (c *TokenCache) Wrap(next TokenMinter, logger *zap.Logger) TokenMinter {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case r := <-ch:
-			toks, _ := r.Val.([]Token)
+			toks, _ := r.Val.([]broadcast.Token)
 			return toks, r.Err
 		}
 	})
 }
 
 // get returns the cached token of key while it is fresh.
-func (c *TokenCache) get(key string) (Token, bool) {
+func (c *TokenCache) get(key string) (broadcast.Token, bool) {
 	now := c.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.m[key]; ok && now.Before(e.until) {
 		return e.tok, true
 	}
-	return Token{}, false
+	return broadcast.Token{}, false
 }
 
 // fill mints through next and caches a single-token answer.
-func (c *TokenCache) fill(ctx context.Context, next TokenMinter, key, app, room string, channels []string) ([]Token, error) {
+func (c *TokenCache) fill(ctx context.Context, next TokenMinter, key, app, room string, channels []string) ([]broadcast.Token, error) {
 	now := c.Now()
 	toks, err := next.Mint(ctx, app, room, channels)
 	if err != nil || len(toks) != 1 {

@@ -63,7 +63,7 @@ type mintCall struct {
 	channels  []string
 }
 
-func (f *fakeMinter) Mint(_ context.Context, app, room string, channels []string) ([]Token, error) {
+func (f *fakeMinter) Mint(_ context.Context, app, room string, channels []string) ([]broadcast.Token, error) {
 	f.mu.Lock()
 	f.calls = append(f.calls, mintCall{app, room, slices.Clone(channels)})
 	err := f.err
@@ -71,13 +71,13 @@ func (f *fakeMinter) Mint(_ context.Context, app, room string, channels []string
 	if err != nil {
 		return nil, err
 	}
-	t := Token{Key: "rt-jwt-" + app + "-" + room, Channel: room, Topics: slices.Clone(channels), ExpiresAt: tokenNow.Add(60 * time.Second)}
+	t := broadcast.Token{Key: "rt-jwt-" + app + "-" + room, Channel: room, Topics: slices.Clone(channels), ExpiresAt: tokenNow.Add(60 * time.Second)}
 	if f.multi {
 		t2 := t
 		t2.Channel = room + "-2"
-		return []Token{t, t2}, nil
+		return []broadcast.Token{t, t2}, nil
 	}
-	return []Token{t}, nil
+	return []broadcast.Token{t}, nil
 }
 
 func (f *fakeMinter) setErr(err error) {
@@ -398,11 +398,11 @@ func TestTokenGrantAccepted(t *testing.T) {
 			if a.status != 200 {
 				t.Fatalf("status = %d, want 200 (%s)", a.status, a.body)
 			}
-			var got Token
+			var got broadcast.Token
 			if err := json.Unmarshal([]byte(a.body), &got); err != nil {
 				t.Fatalf("answer %s: %v", a.body, err)
 			}
-			want := Token{Key: "rt-jwt-ai-hero-" + tt.room, Channel: tt.room, Topics: tt.want, ExpiresAt: tokenNow.Add(time.Minute)}
+			want := broadcast.Token{Key: "rt-jwt-ai-hero-" + tt.room, Channel: tt.room, Topics: tt.want, ExpiresAt: tokenNow.Add(time.Minute)}
 			if got.Key != want.Key || got.Channel != want.Channel || !slices.Equal(got.Topics, want.Topics) || !got.ExpiresAt.Equal(want.ExpiresAt) {
 				t.Errorf("token = %+v, want %+v", got, want)
 			}
@@ -480,7 +480,7 @@ func TestTokenServer(t *testing.T) {
 				}
 				return
 			}
-			var got Token
+			var got broadcast.Token
 			if err := json.Unmarshal([]byte(a.body), &got); err != nil {
 				t.Fatal(err)
 			}
@@ -571,7 +571,7 @@ func TestTokenSeveralRealtimeChannels(t *testing.T) {
 	f := newTokenFixture(t, func(_ *Config, d *Deps) { d.Tokens = &fakeMinter{multi: true} })
 	a := do(t, "POST", f.pub.URL+"/v1/realtime/token", "Bearer "+testKey, `{"room":"video-1"}`)
 	var got struct {
-		Tokens []Token `json:"tokens"`
+		Tokens []broadcast.Token `json:"tokens"`
 	}
 	if err := json.Unmarshal([]byte(a.body), &got); err != nil || a.status != 200 {
 		t.Fatalf("%d %s: %v", a.status, a.body, err)
@@ -638,20 +638,20 @@ func TestTokenCache(t *testing.T) {
 	life := 60 * time.Second
 	var fail atomic.Bool
 	var multi atomic.Bool
-	next := TokenMinterFunc(func(_ context.Context, app, room string, channels []string) ([]Token, error) {
+	next := TokenMinterFunc(func(_ context.Context, app, room string, channels []string) ([]broadcast.Token, error) {
 		n := calls.Add(1)
 		if fail.Load() {
 			return nil, broadcast.Errorf(broadcast.EUPSTREAM, "down")
 		}
-		t := Token{Key: fmt.Sprintf("jwt-%d", n), Channel: room, Topics: channels, ExpiresAt: now().Add(life)}
+		t := broadcast.Token{Key: fmt.Sprintf("jwt-%d", n), Channel: room, Topics: channels, ExpiresAt: now().Add(life)}
 		if multi.Load() {
-			return []Token{t, t}, nil
+			return []broadcast.Token{t, t}, nil
 		}
-		return []Token{t}, nil
+		return []broadcast.Token{t}, nil
 	})
 	c := &TokenCache{Now: now}
 	m := c.Wrap(next, nil)
-	mint := func(room string, channels ...string) Token {
+	mint := func(room string, channels ...string) broadcast.Token {
 		t.Helper()
 		toks, err := m.Mint(context.Background(), "ai-hero", room, channels)
 		if err != nil || len(toks) == 0 {
@@ -725,8 +725,8 @@ func TestTokenCache(t *testing.T) {
 
 func TestTokenCacheBounded(t *testing.T) {
 	c := &TokenCache{MaxSize: 10, Now: func() time.Time { return tokenNow }}
-	m := c.Wrap(TokenMinterFunc(func(_ context.Context, app, room string, ch []string) ([]Token, error) {
-		return []Token{{Key: room, ExpiresAt: tokenNow.Add(time.Minute)}}, nil
+	m := c.Wrap(TokenMinterFunc(func(_ context.Context, app, room string, ch []string) ([]broadcast.Token, error) {
+		return []broadcast.Token{{Key: room, ExpiresAt: tokenNow.Add(time.Minute)}}, nil
 	}), nil)
 	for i := range 100 {
 		if _, err := m.Mint(context.Background(), "a", fmt.Sprint("room-", i), []string{"x"}); err != nil {
@@ -744,9 +744,9 @@ func TestTokenCacheBounded(t *testing.T) {
 func TestTokenCacheConcurrent(t *testing.T) {
 	var calls atomic.Int32
 	c := &TokenCache{}
-	m := c.Wrap(TokenMinterFunc(func(_ context.Context, app, room string, ch []string) ([]Token, error) {
+	m := c.Wrap(TokenMinterFunc(func(_ context.Context, app, room string, ch []string) ([]broadcast.Token, error) {
 		calls.Add(1)
-		return []Token{{Key: "k", Channel: room, ExpiresAt: time.Now().Add(time.Minute)}}, nil
+		return []broadcast.Token{{Key: "k", Channel: room, ExpiresAt: time.Now().Add(time.Minute)}}, nil
 	}), nil)
 	var wg sync.WaitGroup
 	for i := range 8 {
@@ -807,14 +807,14 @@ func TestTokenCacheBurst(t *testing.T) {
 	var calls atomic.Int32
 	release := make(chan struct{})
 	c := &TokenCache{}
-	m := c.Wrap(TokenMinterFunc(func(ctx context.Context, app, room string, ch []string) ([]Token, error) {
+	m := c.Wrap(TokenMinterFunc(func(ctx context.Context, app, room string, ch []string) ([]broadcast.Token, error) {
 		calls.Add(1)
 		select {
 		case <-release:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-		return []Token{{Key: "k-" + room, Channel: room, ExpiresAt: time.Now().Add(time.Minute)}}, nil
+		return []broadcast.Token{{Key: "k-" + room, Channel: room, ExpiresAt: time.Now().Add(time.Minute)}}, nil
 	}), nil)
 	const n = 20
 	var wg sync.WaitGroup
@@ -849,13 +849,13 @@ func TestTokenCacheBurst(t *testing.T) {
 func TestTokenCacheCallerGone(t *testing.T) {
 	release := make(chan struct{})
 	c := &TokenCache{}
-	m := c.Wrap(TokenMinterFunc(func(ctx context.Context, app, room string, ch []string) ([]Token, error) {
+	m := c.Wrap(TokenMinterFunc(func(ctx context.Context, app, room string, ch []string) ([]broadcast.Token, error) {
 		select {
 		case <-release:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-		return []Token{{Key: "k", ExpiresAt: time.Now().Add(time.Minute)}}, nil
+		return []broadcast.Token{{Key: "k", ExpiresAt: time.Now().Add(time.Minute)}}, nil
 	}), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	first := make(chan error, 1)

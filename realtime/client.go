@@ -203,19 +203,10 @@ func upstreamError(op string, status, cause error) *broadcast.Error {
 	return &broadcast.Error{Code: broadcast.EUPSTREAM, Transport: broadcast.TransportRealtime, Message: msg, Err: cause}
 }
 
-// Token is a subscription token as browsers need it (the JS client's token
-// object): Key is the JWT, ExpiresAt its exp.
-type Token struct {
-	Key       string    `json:"key"`
-	Channel   string    `json:"channel"`
-	Topics    []string  `json:"topics"`
-	ExpiresAt time.Time `json:"expiresAt"`
-}
-
 // TokenSource mints subscription tokens; *Client is one. Implementations
 // must be safe for concurrent use.
 type TokenSource interface {
-	MintToken(ctx context.Context, channel string, topics []string) (Token, error)
+	MintToken(ctx context.Context, channel string, topics []string) (broadcast.Token, error)
 }
 
 type tokenTopic struct {
@@ -229,23 +220,23 @@ type tokenTopic struct {
 // validates the answer. Errors are *broadcast.Error with code EUPSTREAM (or
 // EINVALID for bad arguments). The token is never logged. Safe for
 // concurrent use.
-func (c *Client) MintToken(ctx context.Context, channel string, topics []string) (Token, error) {
+func (c *Client) MintToken(ctx context.Context, channel string, topics []string) (broadcast.Token, error) {
 	if channel == "" {
-		return Token{}, broadcast.Errorf(broadcast.EINVALID, "channel: required")
+		return broadcast.Token{}, broadcast.Errorf(broadcast.EINVALID, "channel: required")
 	}
 	if len(topics) == 0 {
-		return Token{}, broadcast.Errorf(broadcast.EINVALID, "topics: at least one required")
+		return broadcast.Token{}, broadcast.Errorf(broadcast.EINVALID, "topics: at least one required")
 	}
 	reqBody := make([]tokenTopic, len(topics))
 	for i, t := range topics {
 		if t == "" {
-			return Token{}, broadcast.Errorf(broadcast.EINVALID, "topics[%d]: empty", i)
+			return broadcast.Token{}, broadcast.Errorf(broadcast.EINVALID, "topics[%d]: empty", i)
 		}
 		reqBody[i] = tokenTopic{Channel: channel, Name: t, Kind: "run"}
 	}
 	body, err := json.Marshal(reqBody)
 	if err != nil {
-		return Token{}, fmt.Errorf("realtime: token: encode: %w", err)
+		return broadcast.Token{}, fmt.Errorf("realtime: token: encode: %w", err)
 	}
 	target := c.base + "/v1/realtime/token"
 	resp, _, err := c.call(ctx, "token", func(ctx context.Context, auth string) (*http.Request, error) {
@@ -260,15 +251,15 @@ func (c *Client) MintToken(ctx context.Context, channel string, topics []string)
 		return req, nil
 	})
 	if err != nil {
-		return Token{}, upstreamError("token", err, fmt.Errorf("realtime: token for channel %q: %w", channel, err))
+		return broadcast.Token{}, upstreamError("token", err, fmt.Errorf("realtime: token for channel %q: %w", channel, err))
 	}
 	jwt, exp, err := decodeTokenAnswer(resp.Status, resp.Body)
 	if err != nil {
-		return Token{}, &broadcast.Error{Code: broadcast.EUPSTREAM, Transport: broadcast.TransportRealtime,
+		return broadcast.Token{}, &broadcast.Error{Code: broadcast.EUPSTREAM, Transport: broadcast.TransportRealtime,
 			Message: "inngest realtime token answer was not usable",
 			Err:     fmt.Errorf("realtime: token for channel %q: %w", channel, err)}
 	}
-	return Token{Key: jwt, Channel: channel, Topics: append([]string(nil), topics...), ExpiresAt: exp}, nil
+	return broadcast.Token{Key: jwt, Channel: channel, Topics: append([]string(nil), topics...), ExpiresAt: exp}, nil
 }
 
 // decodeTokenAnswer validates a token endpoint answer: status 200 or 201, a

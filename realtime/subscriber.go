@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 	"go.uber.org/zap"
 
+	"github.com/switchyard/switchyard/broadcast"
 	"github.com/switchyard/switchyard/upstream"
 )
 
@@ -143,7 +144,7 @@ type Subscription struct {
 	channel string
 	topics  []string
 	// guarded by s.mu
-	token    Token
+	token    broadcast.Token
 	claims   []topicClaim
 	activeAt time.Time // zero while not in effect
 	removed  bool
@@ -165,7 +166,7 @@ type tokenClaims struct {
 // at once when connected (minting a fresh token with ctx first if tok is
 // about to expire), or lets Run connect with it. The returned Subscription
 // reports Ready once the sub is in effect.
-func (s *Subscriber) Sub(ctx context.Context, tok Token) (*Subscription, error) {
+func (s *Subscriber) Sub(ctx context.Context, tok broadcast.Token) (*Subscription, error) {
 	if tok.Key == "" || tok.Channel == "" || len(tok.Topics) == 0 {
 		return nil, errors.New("realtime: sub: token needs key, channel and topics")
 	}
@@ -196,13 +197,13 @@ func (s *Subscriber) Sub(ctx context.Context, tok Token) (*Subscription, error) 
 	return sub, nil
 }
 
-func (s *Subscriber) expiring(tok Token) bool {
+func (s *Subscriber) expiring(tok broadcast.Token) bool {
 	return !tok.ExpiresAt.IsZero() && !s.cfg.Now().Add(s.cfg.TokenMargin).Before(tok.ExpiresAt)
 }
 
 // setToken records tok and its topic claims (read unverified: the token
 // comes from our own upstream call).
-func (sub *Subscription) setToken(tok Token) error {
+func (sub *Subscription) setToken(tok broadcast.Token) error {
 	var c tokenClaims
 	if err := parseUnverified(tok.Key, &c); err != nil {
 		return fmt.Errorf("realtime: sub: token: %w", err)

@@ -304,7 +304,7 @@ func channelSpecs(cfg *config.Config) []broadcast.ChannelSpec {
 // realtimeMinter mints through each app's realtime client: one token per
 // realtime channel the room's live channels map to.
 func realtimeMinter(clients map[string]*realtime.Client) api.TokenMinter {
-	return api.TokenMinterFunc(func(ctx context.Context, app, room string, channels []string) ([]api.Token, error) {
+	return api.TokenMinterFunc(func(ctx context.Context, app, room string, channels []string) ([]broadcast.Token, error) {
 		c, ok := clients[app]
 		if !ok {
 			return nil, broadcast.Errorf(broadcast.ENOTFOUND, "app %q has no realtime configuration", app)
@@ -318,13 +318,13 @@ func realtimeMinter(clients map[string]*realtime.Client) api.TokenMinter {
 			}
 			byChannel[rc] = append(byChannel[rc], ch)
 		}
-		out := make([]api.Token, 0, len(order))
+		out := make([]broadcast.Token, 0, len(order))
 		for _, rc := range order {
 			t, err := c.MintToken(ctx, rc, c.TopicsFor(byChannel[rc]))
 			if err != nil {
 				return nil, fmt.Errorf("mint token for app %q: %w", app, err)
 			}
-			out = append(out, api.Token{Key: t.Key, Channel: t.Channel, Topics: t.Topics, ExpiresAt: t.ExpiresAt})
+			out = append(out, t)
 		}
 		return out, nil
 	})

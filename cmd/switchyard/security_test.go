@@ -21,7 +21,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
 
-	"github.com/switchyard/switchyard/api"
+	"github.com/switchyard/switchyard/broadcast"
 	"github.com/switchyard/switchyard/config"
 	"github.com/switchyard/switchyard/legacyparty/partytest"
 	"github.com/switchyard/switchyard/realtime"
@@ -270,7 +270,7 @@ func TestSecurityNoSecretInLogsOrOutput(t *testing.T) {
 	expect("drop-in", keep(secDo(t, "POST", pub+"/apps/ai-hero/party/video-1", "", `{"body":{"id":"d"},"requestId":"d-1","name":"video.asset.ready"}`, "X-Switchyard-Secret", secDropIn)), 200)
 	a := secDo(t, "POST", pub+"/v1/realtime/token", "Bearer "+secKeyPrimary, `{"room":"video-1"}`)
 	expect("server token", a, 200)
-	var tok api.Token
+	var tok broadcast.Token
 	if err := json.Unmarshal([]byte(a.body), &tok); err != nil || tok.Key == "" {
 		t.Fatalf("token answer %s: %v", a.body, err)
 	}
@@ -424,7 +424,7 @@ func TestSecurityTokenEndToEnd(t *testing.T) {
 	if a.status != 200 {
 		t.Fatalf("server token = %d %s", a.status, a.body)
 	}
-	var byKey api.Token
+	var byKey broadcast.Token
 	if err := json.Unmarshal([]byte(a.body), &byKey); err != nil {
 		t.Fatal(err)
 	}
@@ -437,7 +437,7 @@ func TestSecurityTokenEndToEnd(t *testing.T) {
 	if a.status != 200 {
 		t.Fatalf("grant token = %d %s", a.status, a.body)
 	}
-	var byGrant api.Token
+	var byGrant broadcast.Token
 	if err := json.Unmarshal([]byte(a.body), &byGrant); err != nil {
 		t.Fatal(err)
 	}
@@ -445,7 +445,7 @@ func TestSecurityTokenEndToEnd(t *testing.T) {
 		t.Fatalf("grant token = %+v, want channel chat-1 topics %v", byGrant, want)
 	}
 	// The tokens are the realtime server's, for exactly these topics.
-	for _, tk := range []api.Token{byKey, byGrant} {
+	for _, tk := range []broadcast.Token{byKey, byGrant} {
 		var c realtimetest.Claims
 		if _, err := jwt.ParseWithClaims(tk.Key, &c, func(*jwt.Token) (any, error) { return sg.rt.JWTKey(), nil },
 			jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired()); err != nil {
