@@ -532,8 +532,8 @@ func TestTokenMintFailures(t *testing.T) {
 		reason string
 	}{
 		{"upstream failed", func(_ *Config, d *Deps) {
-			d.Tokens = &fakeMinter{err: &broadcast.Error{Code: broadcast.EUPSTREAM, Transport: broadcast.TransportRealtime, Message: "inngest realtime token answered 500"}}
-		}, 502, "upstream_failed", "inngest realtime token answered 500", "upstream"},
+			d.Tokens = &fakeMinter{err: &broadcast.Error{Code: broadcast.EUPSTREAM, Transport: broadcast.TransportRealtime, Message: "realtime token request failed: answered 500 after 4 attempts"}}
+		}, 502, "upstream_failed", "realtime token request failed: answered 500 after 4 attempts", "upstream"},
 		{"internal error hides its cause", func(_ *Config, d *Deps) {
 			d.Tokens = &fakeMinter{err: fmt.Errorf("boom signkey-prod-abcdef")}
 		}, 500, "internal", "internal error", "upstream"},

@@ -154,7 +154,7 @@ func (c *Client) Publish(ctx context.Context, m *broadcast.Message) (broadcast.P
 	})
 	res := broadcast.PublishResult{Attempts: attempts}
 	if err != nil {
-		return res, upstreamError("publish", err, fmt.Errorf("realtime: publish room %q: %w", m.Room, err))
+		return res, upstreamError("publish", err, attempts, fmt.Errorf("realtime: publish room %q: %w", m.Room, err))
 	}
 	return res, nil
 }
@@ -186,22 +186,25 @@ func (c *Client) call(ctx context.Context, op string, build func(ctx context.Con
 	return upstream.Response{}, total, lastErr
 }
 
-// upstreamError wraps cause in a client-safe EUPSTREAM error.
-func upstreamError(op string, status, cause error) *broadcast.Error {
-	msg := "inngest realtime " + op + " failed"
+// upstreamError wraps cause in a client-safe EUPSTREAM error whose message
+// is upstream.Describe's, with "signing key refused: " before it for a
+// 401/403. A publish says no more (the multicast adapter adds "realtime
+// transport failed: "); a token request, which the API answers as is,
+// starts with "realtime token request failed: ".
+func upstreamError(op string, status error, attempts int, cause error) *broadcast.Error {
+	msg := upstream.Describe(status, attempts)
 	var se *upstream.StatusError
-	switch {
-	case errors.As(status, &se) && (se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden):
-		msg = fmt.Sprintf("inngest realtime refused the signing key (%d)", se.Status)
-	case errors.As(status, &se):
-		msg = fmt.Sprintf("inngest realtime %s answered %d", op, se.Status)
-	case errors.Is(status, context.DeadlineExceeded):
-		msg = "inngest realtime " + op + " timed out"
-	case errors.Is(status, context.Canceled):
-		msg = "inngest realtime " + op + " canceled"
+	if errors.As(status, &se) && (se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden) {
+		msg = "signing key refused: " + msg
+	}
+	if op == "token" {
+		msg = tokenFailed + msg
 	}
 	return &broadcast.Error{Code: broadcast.EUPSTREAM, Transport: broadcast.TransportRealtime, Message: msg, Err: cause}
 }
+
+// tokenFailed starts the client-safe message of a failed token request.
+const tokenFailed = "realtime token request failed: "
 
 // TokenSource mints subscription tokens; *Client is one. Implementations
 // must be safe for concurrent use.
@@ -239,7 +242,7 @@ func (c *Client) MintToken(ctx context.Context, channel string, topics []string)
 		return broadcast.Token{}, fmt.Errorf("realtime: token: encode: %w", err)
 	}
 	target := c.base + "/v1/realtime/token"
-	resp, _, err := c.call(ctx, "token", func(ctx context.Context, auth string) (*http.Request, error) {
+	resp, attempts, err := c.call(ctx, "token", func(ctx context.Context, auth string) (*http.Request, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 		if err != nil {
 			return nil, err
@@ -251,12 +254,12 @@ func (c *Client) MintToken(ctx context.Context, channel string, topics []string)
 		return req, nil
 	})
 	if err != nil {
-		return broadcast.Token{}, upstreamError("token", err, fmt.Errorf("realtime: token for channel %q: %w", channel, err))
+		return broadcast.Token{}, upstreamError("token", err, attempts, fmt.Errorf("realtime: token for channel %q: %w", channel, err))
 	}
 	jwt, exp, err := decodeTokenAnswer(resp.Status, resp.Body)
 	if err != nil {
 		return broadcast.Token{}, &broadcast.Error{Code: broadcast.EUPSTREAM, Transport: broadcast.TransportRealtime,
-			Message: "inngest realtime token answer was not usable",
+			Message: tokenFailed + "the answer was not usable",
 			Err:     fmt.Errorf("realtime: token for channel %q: %w", channel, err)}
 	}
 	return broadcast.Token{Key: jwt, Channel: channel, Topics: append([]string(nil), topics...), ExpiresAt: exp}, nil

@@ -12,6 +12,7 @@ import (
 
 	"github.com/switchyard/switchyard/broadcast"
 	"github.com/switchyard/switchyard/realtime/realtimetest"
+	"github.com/switchyard/switchyard/upstream"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -329,4 +330,29 @@ func signHS256(tb testing.TB, claims jwt.Claims, key string) string {
 		tb.Fatal(err)
 	}
 	return tok
+}
+
+// TestUpstreamErrorMessage: the client-safe wording of failed calls is
+// upstream.Describe's; a token request says what failed, a publish leaves
+// that to the multicast adapter.
+func TestUpstreamErrorMessage(t *testing.T) {
+	cause := errors.New("cause")
+	tests := []struct {
+		op       string
+		status   error
+		attempts int
+		want     string
+	}{
+		{"publish", &upstream.StatusError{Status: 503}, 4, "answered 503 after 4 attempts"},
+		{"publish", &upstream.StatusError{Status: 401}, 2, "signing key refused: answered 401 after 2 attempts"},
+		{"token", &upstream.StatusError{Status: 500}, 4, "realtime token request failed: answered 500 after 4 attempts"},
+		{"token", &upstream.StatusError{Status: 403}, 2, "realtime token request failed: signing key refused: answered 403 after 2 attempts"},
+		{"token", context.DeadlineExceeded, 1, "realtime token request failed: timed out after 1 attempt"},
+	}
+	for _, tt := range tests {
+		e := upstreamError(tt.op, tt.status, tt.attempts, cause)
+		if e.Message != tt.want || e.Code != broadcast.EUPSTREAM || e.Transport != broadcast.TransportRealtime || !errors.Is(e, cause) {
+			t.Errorf("upstreamError(%s, %v, %d) = %+v, want message %q", tt.op, tt.status, tt.attempts, e, tt.want)
+		}
+	}
 }

@@ -152,6 +152,34 @@ func (e *StatusError) Error() string {
 	return fmt.Sprintf("upstream answered %d: %q", e.Status, e.Body)
 }
 
+// Describe is the one wording of a failed Do for callers: the final status
+// or the class of error, and the attempts made — "answered 503 after 4
+// attempts", "timed out after 1 attempt", "canceled after 2 attempts",
+// "network error after 3 attempts". It never includes the upstream's answer
+// text or address, so it is safe to show to clients. It does not say which
+// upstream failed: the caller that knows adds that once (the multicast
+// adapter's "legacy transport failed: ...", for example).
+func Describe(err error, attempts int) string {
+	var se *StatusError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("answered %d after %s", se.Status, plural(attempts))
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timed out after " + plural(attempts)
+	case errors.Is(err, context.Canceled):
+		return "canceled after " + plural(attempts)
+	default:
+		return "network error after " + plural(attempts)
+	}
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return "1 attempt"
+	}
+	return strconv.Itoa(n) + " attempts"
+}
+
 // Response is a final 2xx answer; Body holds at most maxBody bytes.
 type Response struct {
 	Status int

@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -147,6 +148,25 @@ func TestDoDrainsBodies(t *testing.T) {
 	}
 	if n.Load() != 10 || conns.Load() != 1 {
 		t.Fatalf("10 calls used %d connections for %d requests, want 1", conns.Load(), n.Load())
+	}
+}
+
+func TestDescribe(t *testing.T) {
+	tests := []struct {
+		err      error
+		attempts int
+		want     string
+	}{
+		{&StatusError{Status: 503, Body: "secret upstream text"}, 4, "answered 503 after 4 attempts"},
+		{fmt.Errorf("wrapped: %w", &StatusError{Status: 401}), 1, "answered 401 after 1 attempt"},
+		{fmt.Errorf("%w (after 2 attempts: boom)", context.DeadlineExceeded), 2, "timed out after 2 attempts"},
+		{context.Canceled, 1, "canceled after 1 attempt"},
+		{&net.OpError{Op: "dial", Net: "tcp", Addr: &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 1999}, Err: errors.New("refused")}, 3, "network error after 3 attempts"},
+	}
+	for _, tt := range tests {
+		if got := Describe(tt.err, tt.attempts); got != tt.want {
+			t.Errorf("Describe(%v, %d) = %q, want %q", tt.err, tt.attempts, got, tt.want)
+		}
 	}
 }
 
