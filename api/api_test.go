@@ -168,7 +168,7 @@ func TestBroadcastUpstreamAndDrainingErrors(t *testing.T) {
 		transport string
 		header    string
 	}{
-		{&broadcast.Error{Code: broadcast.EUPSTREAM, Transport: broadcast.TransportLegacy, Message: "legacy transport (PartyKit) failed: answered 500 after 4 attempts"}, 502, "upstream_failed", "legacy", ""},
+		{&broadcast.Error{Code: broadcast.EUPSTREAM, Transport: broadcast.TransportLegacy, Message: "legacy transport failed: answered 500 after 4 attempts"}, 502, "upstream_failed", "legacy", ""},
 		{broadcast.Errorf(broadcast.EDRAINING, "shutting down"), 503, "draining", "", ""},
 		{&broadcast.Error{Code: broadcast.ERATELIMIT, Message: "app ai-hero is over its publish rate", RetryAfterSeconds: 2}, 429, "rate_limited", "", "2"},
 		{io.ErrUnexpectedEOF, 500, "internal", "", ""},

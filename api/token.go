@@ -3,49 +3,45 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/switchyard/switchyard/broadcast"
-	"github.com/switchyard/switchyard/hs256"
 )
-
-// Token is what the Inngest browser client's token refresh takes, plus its
-// expiry.
-type Token struct {
-	Key       string    `json:"key"`
-	Channel   string    `json:"channel"`
-	Topics    []string  `json:"topics"`
-	ExpiresAt time.Time `json:"expiresAt"`
-}
 
 // TokenMinter mints realtime subscription tokens. Mint covers the given
 // configured channels of one room of one app; it returns one token per
 // realtime channel those map to (one, unless the app's channel template
 // names {channel}). It must be safe for concurrent use.
 type TokenMinter interface {
-	Mint(ctx context.Context, app, room string, channels []string) ([]Token, error)
+	Mint(ctx context.Context, app, room string, channels []string) ([]broadcast.Token, error)
 }
 
 // TokenMinterFunc adapts a function to TokenMinter.
-type TokenMinterFunc func(ctx context.Context, app, room string, channels []string) ([]Token, error)
+type TokenMinterFunc func(ctx context.Context, app, room string, channels []string) ([]broadcast.Token, error)
 
 // Mint calls f.
-func (f TokenMinterFunc) Mint(ctx context.Context, app, room string, channels []string) ([]Token, error) {
+func (f TokenMinterFunc) Mint(ctx context.Context, app, room string, channels []string) ([]broadcast.Token, error) {
 	return f(ctx, app, room, channels)
 }
 
 // Grant limits. A grant may live at most MaxGrantLife; clocks may differ by
-// GrantSkew.
+// GrantSkew. A grant longer than MaxGrantBytes is refused (401
+// grant_malformed, "longer than 8192 bytes") before any of it is decoded:
+// a real grant (a few rooms) is well under 1 KiB, and the cap bounds the
+// base64 and JSON work an unauthenticated caller can ask for.
 const (
-	MaxGrantLife = 15 * time.Minute
-	GrantSkew    = 30 * time.Second
+	MaxGrantLife  = 15 * time.Minute
+	GrantSkew     = 30 * time.Second
+	MaxGrantBytes = 8 << 10
 )
 
 // GrantClaims are the claims of a room grant: a short-lived HS256 JWT an
@@ -114,9 +110,9 @@ func (s *Server) handleTokenGrant(w http.ResponseWriter, r *http.Request) {
 		s.tokenError(w, r, app, "unauthorized", broadcast.Errorf(broadcast.EUNAUTH, "missing Authorization: Bearer <room grant>"))
 		return
 	}
-	var c GrantClaims
 	now := s.now()
-	if err := hs256.Verify(grant, a.GrantSecret, now, GrantSkew, &c); err != nil {
+	c, err := verifyGrant(grant, a.GrantSecret, now)
+	if err != nil {
 		s.tokenError(w, r, app, grantReason(err), &broadcast.Error{Code: broadcast.EUNAUTH, Message: "room grant refused: " + grantMessage(err), Err: err})
 		return
 	}
@@ -135,32 +131,145 @@ func (s *Server) handleTokenGrant(w http.ResponseWriter, r *http.Request) {
 	s.mint(w, r, app, room, q["topic"], "grant")
 }
 
+// Grant refusals. verifyGrant's errors wrap exactly one of the first five
+// (errGrantTooLarge wraps errGrantMalformed) and the library's error.
+var (
+	errGrantMalformed   = errors.New("malformed")
+	errGrantAlgorithm   = errors.New("algorithm must be HS256")
+	errGrantSignature   = errors.New("bad signature")
+	errGrantExpired     = errors.New("expired")
+	errGrantNotYetValid = errors.New("not valid yet")
+	errGrantTooLarge    = fmt.Errorf("%w: longer than %d bytes", errGrantMalformed, MaxGrantBytes)
+)
+
+// verifyGrant checks a room grant against the app's secret at now, and
+// returns its claims. It refuses, before decoding anything, a grant over
+// MaxGrantBytes; then a token that is not a compact JWT with JSON header
+// and claims, or whose header has a typ other than JWT (errGrantMalformed), an alg other than exactly HS256, "none"
+// and a missing alg included (errGrantAlgorithm), a signature that does not
+// match the secret (errGrantSignature), a missing exp or one at or before
+// now-GrantSkew (errGrantExpired), and an nbf or iat after now+GrantSkew
+// (errGrantNotYetValid). The claims it returns are only meaningful when the
+// error is nil.
+func verifyGrant(grant string, secret []byte, now time.Time) (GrantClaims, error) {
+	if len(grant) > MaxGrantBytes {
+		return GrantClaims{}, errGrantTooLarge
+	}
+	var c grantJWT
+	p := jwt.NewParser(
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(GrantSkew),
+		jwt.WithTimeFunc(func() time.Time { return now }),
+	)
+	tok, err := p.ParseWithClaims(grant, &c, func(*jwt.Token) (any, error) {
+		if len(secret) == 0 {
+			return nil, errors.New("empty grant secret")
+		}
+		return secret, nil
+	})
+	if err != nil {
+		return GrantClaims{}, fmt.Errorf("%w: %w", classifyGrant(tok, err), err)
+	}
+	if !typJWT(tok) {
+		return GrantClaims{}, fmt.Errorf("%w: typ is not JWT", errGrantMalformed)
+	}
+	return c.GrantClaims, nil
+}
+
+// typJWT reports whether tok's header has no typ or typ JWT (in any case).
+func typJWT(tok *jwt.Token) bool {
+	typ, ok := tok.Header["typ"]
+	if !ok {
+		return true
+	}
+	s, ok := typ.(string)
+	return ok && strings.EqualFold(s, "JWT")
+}
+
+// classifyGrant maps an error of the JWT parser to one grant refusal. An
+// undecodable token, or one typed other than JWT, is malformed whatever its
+// alg says; otherwise any alg
+// but HS256 is an algorithm refusal, whichever check of the library caught
+// it (an unknown alg is "unverifiable", a known one outside the allowed set
+// "signature invalid"). Expiry is checked before not-before, as the claims
+// may fail both.
+func classifyGrant(tok *jwt.Token, err error) error {
+	switch {
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		return errGrantMalformed
+	case tok == nil, !typJWT(tok):
+		return errGrantMalformed
+	}
+	if alg, _ := tok.Header["alg"].(string); alg != jwt.SigningMethodHS256.Alg() {
+		return errGrantAlgorithm
+	}
+	switch {
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		return errGrantSignature
+	case errors.Is(err, jwt.ErrTokenExpired), errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return errGrantExpired
+	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		return errGrantNotYetValid
+	}
+	return errGrantMalformed
+}
+
+// grantJWT adapts GrantClaims to the JWT library: its integer times, 0
+// meaning absent, become the registered claims the parser validates.
+type grantJWT struct{ GrantClaims }
+
+func numericDate(sec int64) *jwt.NumericDate {
+	if sec == 0 {
+		return nil
+	}
+	return jwt.NewNumericDate(time.Unix(sec, 0))
+}
+
+// GetExpirationTime returns exp (nil when 0: the parser then refuses the
+// grant as expired, exp being required).
+func (g *grantJWT) GetExpirationTime() (*jwt.NumericDate, error) { return numericDate(g.Exp), nil }
+
+// GetIssuedAt returns iat (nil when 0).
+func (g *grantJWT) GetIssuedAt() (*jwt.NumericDate, error) { return numericDate(g.Iat), nil }
+
+// GetNotBefore returns nbf (nil when 0).
+func (g *grantJWT) GetNotBefore() (*jwt.NumericDate, error) { return numericDate(g.Nbf), nil }
+
+// GetIssuer returns "": grants carry no iss.
+func (g *grantJWT) GetIssuer() (string, error) { return "", nil }
+
+// GetSubject returns "": grants carry no sub.
+func (g *grantJWT) GetSubject() (string, error) { return "", nil }
+
+// GetAudience returns nil: grants carry no aud.
+func (g *grantJWT) GetAudience() (jwt.ClaimStrings, error) { return nil, nil }
+
+// grantReason is the switchyard_token_errors_total reason of a refusal of
+// verifyGrant.
 func grantReason(err error) string {
 	switch {
-	case errors.Is(err, hs256.ErrExpired):
+	case errors.Is(err, errGrantExpired):
 		return "grant_expired"
-	case errors.Is(err, hs256.ErrNotYetValid):
+	case errors.Is(err, errGrantNotYetValid):
 		return "grant_not_yet_valid"
-	case errors.Is(err, hs256.ErrAlgorithm):
+	case errors.Is(err, errGrantAlgorithm):
 		return "grant_algorithm"
-	case errors.Is(err, hs256.ErrSignature):
+	case errors.Is(err, errGrantSignature):
 		return "grant_signature"
 	}
 	return "grant_malformed"
 }
 
+// grantMessage is the client-safe text of a refusal of verifyGrant.
 func grantMessage(err error) string {
-	switch grantReason(err) {
-	case "grant_expired":
-		return "expired"
-	case "grant_not_yet_valid":
-		return "not valid yet"
-	case "grant_algorithm":
-		return "algorithm must be HS256"
-	case "grant_signature":
-		return "bad signature"
+	for _, e := range []error{errGrantTooLarge, errGrantExpired, errGrantNotYetValid, errGrantAlgorithm, errGrantSignature} {
+		if errors.Is(err, e) {
+			return e.Error()
+		}
 	}
-	return "malformed"
+	return errGrantMalformed.Error()
 }
 
 func (s *Server) handleTokenPreflight(w http.ResponseWriter, r *http.Request) {
@@ -257,7 +366,7 @@ type TokenCache struct {
 }
 
 type cachedToken struct {
-	tok   Token
+	tok   broadcast.Token
 	until time.Time
 }
 
@@ -279,16 +388,16 @@ func (c *TokenCache) Wrap(next TokenMinter, logger *zap.Logger) TokenMinter {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	return TokenMinterFunc(func(ctx context.Context, app, room string, channels []string) ([]Token, error) {
+	return TokenMinterFunc(func(ctx context.Context, app, room string, channels []string) ([]broadcast.Token, error) {
 		key := app + "\x00" + room + "\x00" + strings.Join(channels, ",")
 		if tok, ok := c.get(key); ok {
-			return []Token{tok}, nil
+			return []broadcast.Token{tok}, nil
 		}
 		ch := c.flight.DoChan(key, func() (any, error) {
 			// A flight that ended between the lookup above and DoChan
 			// has filled the cache: look again before calling upstream.
 			if tok, ok := c.get(key); ok {
-				return []Token{tok}, nil
+				return []broadcast.Token{tok}, nil
 			}
 			return c.fill(context.WithoutCancel(ctx), next, key, app, room, channels)
 		})
@@ -296,25 +405,25 @@ func (c *TokenCache) Wrap(next TokenMinter, logger *zap.Logger) TokenMinter {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case r := <-ch:
-			toks, _ := r.Val.([]Token)
+			toks, _ := r.Val.([]broadcast.Token)
 			return toks, r.Err
 		}
 	})
 }
 
 // get returns the cached token of key while it is fresh.
-func (c *TokenCache) get(key string) (Token, bool) {
+func (c *TokenCache) get(key string) (broadcast.Token, bool) {
 	now := c.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.m[key]; ok && now.Before(e.until) {
 		return e.tok, true
 	}
-	return Token{}, false
+	return broadcast.Token{}, false
 }
 
 // fill mints through next and caches a single-token answer.
-func (c *TokenCache) fill(ctx context.Context, next TokenMinter, key, app, room string, channels []string) ([]Token, error) {
+func (c *TokenCache) fill(ctx context.Context, next TokenMinter, key, app, room string, channels []string) ([]broadcast.Token, error) {
 	now := c.Now()
 	toks, err := next.Mint(ctx, app, room, channels)
 	if err != nil || len(toks) != 1 {

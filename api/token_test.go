@@ -17,10 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/switchyard/switchyard/broadcast"
-	"github.com/switchyard/switchyard/hs256"
 )
 
 const (
@@ -63,7 +63,7 @@ type mintCall struct {
 	channels  []string
 }
 
-func (f *fakeMinter) Mint(_ context.Context, app, room string, channels []string) ([]Token, error) {
+func (f *fakeMinter) Mint(_ context.Context, app, room string, channels []string) ([]broadcast.Token, error) {
 	f.mu.Lock()
 	f.calls = append(f.calls, mintCall{app, room, slices.Clone(channels)})
 	err := f.err
@@ -71,13 +71,13 @@ func (f *fakeMinter) Mint(_ context.Context, app, room string, channels []string
 	if err != nil {
 		return nil, err
 	}
-	t := Token{Key: "rt-jwt-" + app + "-" + room, Channel: room, Topics: slices.Clone(channels), ExpiresAt: tokenNow.Add(60 * time.Second)}
+	t := broadcast.Token{Key: "rt-jwt-" + app + "-" + room, Channel: room, Topics: slices.Clone(channels), ExpiresAt: tokenNow.Add(60 * time.Second)}
 	if f.multi {
 		t2 := t
 		t2.Channel = room + "-2"
-		return []Token{t, t2}, nil
+		return []broadcast.Token{t, t2}, nil
 	}
-	return []Token{t}, nil
+	return []broadcast.Token{t}, nil
 }
 
 func (f *fakeMinter) setErr(err error) {
@@ -142,9 +142,19 @@ func grant(tb testing.TB, secret, app string, rooms []string, iat time.Time, lif
 	return signClaims(tb, secret, GrantClaims{App: app, Rooms: rooms, Iat: iat.Unix(), Exp: iat.Add(life).Unix()})
 }
 
+// signClaims signs claims (anything that encodes to a JSON object) HS256
+// with secret, through the JWT library as an app's signer would.
 func signClaims(tb testing.TB, secret string, claims any) string {
 	tb.Helper()
-	g, err := hs256.Sign(claims, []byte(secret))
+	b, err := json.Marshal(claims)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var mc jwt.MapClaims
+	if err := json.Unmarshal(b, &mc); err != nil {
+		tb.Fatal(err)
+	}
+	g, err := jwt.NewWithClaims(jwt.SigningMethodHS256, mc).SignedString([]byte(secret))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -217,6 +227,7 @@ func TestTokenGrantRefused(t *testing.T) {
 		{"basic auth", "ai-hero", "video-1", "Basic " + valid, nil, 401, "unauthorized", "missing Authorization", "unauthorized"},
 		{"not a jwt", "ai-hero", "video-1", "Bearer not-a-jwt", nil, 401, "unauthorized", "room grant refused: malformed", "grant_malformed"},
 		{"the app API key as grant", "ai-hero", "video-1", "Bearer " + testKey, nil, 401, "unauthorized", "room grant refused: malformed", "grant_malformed"},
+		{"longer than MaxGrantBytes", "ai-hero", "video-1", "Bearer " + valid + "." + strings.Repeat("A", MaxGrantBytes), nil, 401, "unauthorized", "room grant refused: malformed: longer than 8192 bytes", "grant_malformed"},
 		{"expired", "ai-hero", "video-1", "Bearer " + grant(t, grantSecret, "ai-hero", []string{"video-1"}, now.Add(-11*time.Minute), 10*time.Minute), nil, 401, "unauthorized", "room grant refused: expired", "grant_expired"},
 		{"expired just beyond skew", "ai-hero", "video-1", "Bearer " + signClaims(t, grantSecret, claims(func(c *GrantClaims) {
 			c.Iat, c.Exp = now.Add(-5*time.Minute).Unix(), now.Add(-GrantSkew-time.Second).Unix()
@@ -276,6 +287,87 @@ func TestTokenGrantRefused(t *testing.T) {
 	}
 }
 
+// TestVerifyGrant: the refusals of the grant verifier, one reason each,
+// down to the token's structure (the HTTP-level table above covers the
+// claims).
+func TestVerifyGrant(t *testing.T) {
+	key := []byte(grantSecret)
+	enc := base64.RawURLEncoding
+	forge := func(header, payload string, key []byte) string {
+		s := enc.EncodeToString([]byte(header)) + "." + enc.EncodeToString([]byte(payload))
+		m := hmac.New(sha256.New, key)
+		m.Write([]byte(s))
+		return s + "." + enc.EncodeToString(m.Sum(nil))
+	}
+	at := func(d time.Duration) string { return fmt.Sprint(tokenNow.Add(d).Unix()) }
+	valid := `{"app":"ai-hero","rooms":["r"],"iat":` + at(0) + `,"exp":` + at(time.Minute) + `}`
+	hs := `{"alg":"HS256","typ":"JWT"}`
+	var longest string // a valid grant of exactly MaxGrantBytes
+	for n := 0; len(longest) < MaxGrantBytes; n++ {
+		longest = forge(hs, `{"pad":"`+strings.Repeat("a", n)+`","iat":`+at(0)+`,"exp":`+at(time.Minute)+`}`, key)
+	}
+	if len(longest) != MaxGrantBytes {
+		t.Fatalf("could not build a grant of exactly %d bytes (got %d)", MaxGrantBytes, len(longest))
+	}
+	tests := []struct {
+		name, token string
+		want        string // reason; "" accepted
+	}{
+		{"valid", forge(hs, valid, key), ""},
+		{"no typ", forge(`{"alg":"HS256"}`, valid, key), ""},
+		{"typ lower case", forge(`{"alg":"HS256","typ":"jwt"}`, valid, key), ""},
+		{"typ JWE", forge(`{"alg":"HS256","typ":"JWE"}`, valid, key), "grant_malformed"},
+		{"typ JWE, alg none", forge(`{"alg":"none","typ":"JWE"}`, valid, key), "grant_malformed"},
+		{"typ not a string", forge(`{"alg":"HS256","typ":1}`, valid, key), "grant_malformed"},
+		{"exactly MaxGrantBytes", longest, ""},
+		{"one byte over MaxGrantBytes", forge(hs, valid, key) + strings.Repeat("A", MaxGrantBytes), "grant_malformed"},
+		{"alg none", forge(`{"alg":"none","typ":"JWT"}`, valid, key), "grant_algorithm"},
+		{"alg none unsigned", enc.EncodeToString([]byte(`{"alg":"none"}`)) + "." + enc.EncodeToString([]byte(valid)) + ".", "grant_algorithm"},
+		{"alg HS512", forge(`{"alg":"HS512","typ":"JWT"}`, valid, key), "grant_algorithm"},
+		{"alg lower case", forge(`{"alg":"hs256"}`, valid, key), "grant_algorithm"},
+		{"alg missing", forge(`{"typ":"JWT"}`, valid, key), "grant_algorithm"},
+		{"alg not a string", forge(`{"alg":256}`, valid, key), "grant_algorithm"},
+		{"header not an object", forge(`["HS256"]`, valid, key), "grant_malformed"},
+		{"header missing", "." + enc.EncodeToString([]byte(valid)) + ".abc", "grant_malformed"},
+		{"two parts", "a.b", "grant_malformed"},
+		{"four parts", "a.b.c.d", "grant_malformed"},
+		{"bad base64", "a.b!.c", "grant_malformed"},
+		{"empty", "", "grant_malformed"},
+		{"payload not an object", forge(hs, `[1]`, key), "grant_malformed"},
+		{"exp wrong type", forge(hs, `{"iat":`+at(0)+`,"exp":"soon"}`, key), "grant_malformed"},
+		{"fractional exp", forge(hs, `{"iat":`+at(0)+`,"exp":`+at(time.Minute)+`.5}`, key), "grant_malformed"},
+		{"wrong key", forge(hs, valid, []byte("another-secret-0123456789abcdefgh")), "grant_signature"},
+		{"exp missing", forge(hs, `{"iat":`+at(0)+`}`, key), "grant_expired"},
+		{"exp zero", forge(hs, `{"iat":`+at(0)+`,"exp":0}`, key), "grant_expired"},
+		{"exp at now-skew", forge(hs, `{"iat":`+at(-time.Hour)+`,"exp":`+at(-GrantSkew)+`}`, key), "grant_expired"},
+		{"exp just after now-skew", forge(hs, `{"iat":`+at(-time.Hour)+`,"exp":`+at(-GrantSkew+time.Second)+`}`, key), ""},
+		{"expired and not yet valid", forge(hs, `{"iat":`+at(time.Hour)+`,"exp":`+at(-time.Hour)+`}`, key), "grant_expired"},
+		{"nbf beyond skew", forge(hs, `{"nbf":`+at(GrantSkew+time.Second)+`,"iat":`+at(0)+`,"exp":`+at(time.Hour)+`}`, key), "grant_not_yet_valid"},
+		{"nbf at now+skew", forge(hs, `{"nbf":`+at(GrantSkew)+`,"iat":`+at(0)+`,"exp":`+at(time.Hour)+`}`, key), ""},
+		{"iat beyond skew", forge(hs, `{"iat":`+at(GrantSkew+time.Second)+`,"exp":`+at(time.Hour)+`}`, key), "grant_not_yet_valid"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := verifyGrant(tt.token, key, tokenNow)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("got %v, want accepted", err)
+				}
+				if c.Exp == 0 {
+					t.Fatalf("accepted claims %+v have no exp", c)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("accepted, want %s", tt.want)
+			}
+			if got := grantReason(err); got != tt.want {
+				t.Fatalf("reason %s (%v), want %s", got, err, tt.want)
+			}
+		})
+	}
+}
+
 func TestTokenGrantAccepted(t *testing.T) {
 	now := tokenNow
 	tests := []struct {
@@ -306,11 +398,11 @@ func TestTokenGrantAccepted(t *testing.T) {
 			if a.status != 200 {
 				t.Fatalf("status = %d, want 200 (%s)", a.status, a.body)
 			}
-			var got Token
+			var got broadcast.Token
 			if err := json.Unmarshal([]byte(a.body), &got); err != nil {
 				t.Fatalf("answer %s: %v", a.body, err)
 			}
-			want := Token{Key: "rt-jwt-ai-hero-" + tt.room, Channel: tt.room, Topics: tt.want, ExpiresAt: tokenNow.Add(time.Minute)}
+			want := broadcast.Token{Key: "rt-jwt-ai-hero-" + tt.room, Channel: tt.room, Topics: tt.want, ExpiresAt: tokenNow.Add(time.Minute)}
 			if got.Key != want.Key || got.Channel != want.Channel || !slices.Equal(got.Topics, want.Topics) || !got.ExpiresAt.Equal(want.ExpiresAt) {
 				t.Errorf("token = %+v, want %+v", got, want)
 			}
@@ -388,7 +480,7 @@ func TestTokenServer(t *testing.T) {
 				}
 				return
 			}
-			var got Token
+			var got broadcast.Token
 			if err := json.Unmarshal([]byte(a.body), &got); err != nil {
 				t.Fatal(err)
 			}
@@ -440,8 +532,8 @@ func TestTokenMintFailures(t *testing.T) {
 		reason string
 	}{
 		{"upstream failed", func(_ *Config, d *Deps) {
-			d.Tokens = &fakeMinter{err: &broadcast.Error{Code: broadcast.EUPSTREAM, Transport: broadcast.TransportRealtime, Message: "inngest realtime token answered 500"}}
-		}, 502, "upstream_failed", "inngest realtime token answered 500", "upstream"},
+			d.Tokens = &fakeMinter{err: &broadcast.Error{Code: broadcast.EUPSTREAM, Transport: broadcast.TransportRealtime, Message: "realtime token request failed: answered 500 after 4 attempts"}}
+		}, 502, "upstream_failed", "realtime token request failed: answered 500 after 4 attempts", "upstream"},
 		{"internal error hides its cause", func(_ *Config, d *Deps) {
 			d.Tokens = &fakeMinter{err: fmt.Errorf("boom signkey-prod-abcdef")}
 		}, 500, "internal", "internal error", "upstream"},
@@ -479,7 +571,7 @@ func TestTokenSeveralRealtimeChannels(t *testing.T) {
 	f := newTokenFixture(t, func(_ *Config, d *Deps) { d.Tokens = &fakeMinter{multi: true} })
 	a := do(t, "POST", f.pub.URL+"/v1/realtime/token", "Bearer "+testKey, `{"room":"video-1"}`)
 	var got struct {
-		Tokens []Token `json:"tokens"`
+		Tokens []broadcast.Token `json:"tokens"`
 	}
 	if err := json.Unmarshal([]byte(a.body), &got); err != nil || a.status != 200 {
 		t.Fatalf("%d %s: %v", a.status, a.body, err)
@@ -546,20 +638,20 @@ func TestTokenCache(t *testing.T) {
 	life := 60 * time.Second
 	var fail atomic.Bool
 	var multi atomic.Bool
-	next := TokenMinterFunc(func(_ context.Context, app, room string, channels []string) ([]Token, error) {
+	next := TokenMinterFunc(func(_ context.Context, app, room string, channels []string) ([]broadcast.Token, error) {
 		n := calls.Add(1)
 		if fail.Load() {
 			return nil, broadcast.Errorf(broadcast.EUPSTREAM, "down")
 		}
-		t := Token{Key: fmt.Sprintf("jwt-%d", n), Channel: room, Topics: channels, ExpiresAt: now().Add(life)}
+		t := broadcast.Token{Key: fmt.Sprintf("jwt-%d", n), Channel: room, Topics: channels, ExpiresAt: now().Add(life)}
 		if multi.Load() {
-			return []Token{t, t}, nil
+			return []broadcast.Token{t, t}, nil
 		}
-		return []Token{t}, nil
+		return []broadcast.Token{t}, nil
 	})
 	c := &TokenCache{Now: now}
 	m := c.Wrap(next, nil)
-	mint := func(room string, channels ...string) Token {
+	mint := func(room string, channels ...string) broadcast.Token {
 		t.Helper()
 		toks, err := m.Mint(context.Background(), "ai-hero", room, channels)
 		if err != nil || len(toks) == 0 {
@@ -633,8 +725,8 @@ func TestTokenCache(t *testing.T) {
 
 func TestTokenCacheBounded(t *testing.T) {
 	c := &TokenCache{MaxSize: 10, Now: func() time.Time { return tokenNow }}
-	m := c.Wrap(TokenMinterFunc(func(_ context.Context, app, room string, ch []string) ([]Token, error) {
-		return []Token{{Key: room, ExpiresAt: tokenNow.Add(time.Minute)}}, nil
+	m := c.Wrap(TokenMinterFunc(func(_ context.Context, app, room string, ch []string) ([]broadcast.Token, error) {
+		return []broadcast.Token{{Key: room, ExpiresAt: tokenNow.Add(time.Minute)}}, nil
 	}), nil)
 	for i := range 100 {
 		if _, err := m.Mint(context.Background(), "a", fmt.Sprint("room-", i), []string{"x"}); err != nil {
@@ -652,9 +744,9 @@ func TestTokenCacheBounded(t *testing.T) {
 func TestTokenCacheConcurrent(t *testing.T) {
 	var calls atomic.Int32
 	c := &TokenCache{}
-	m := c.Wrap(TokenMinterFunc(func(_ context.Context, app, room string, ch []string) ([]Token, error) {
+	m := c.Wrap(TokenMinterFunc(func(_ context.Context, app, room string, ch []string) ([]broadcast.Token, error) {
 		calls.Add(1)
-		return []Token{{Key: "k", Channel: room, ExpiresAt: time.Now().Add(time.Minute)}}, nil
+		return []broadcast.Token{{Key: "k", Channel: room, ExpiresAt: time.Now().Add(time.Minute)}}, nil
 	}), nil)
 	var wg sync.WaitGroup
 	for i := range 8 {
@@ -695,8 +787,14 @@ func FuzzTokenGrant(f *testing.F) {
 			t.Fatalf("status %d for grant %q", rec.Code, g)
 		}
 		if rec.Code == 200 {
-			var c GrantClaims
-			if err := hs256.Verify(strings.TrimSpace(g), []byte(grantSecret), tokenNow, GrantSkew, &c); err != nil || !slices.Contains(c.Rooms, room) {
+			var c struct {
+				jwt.RegisteredClaims
+				Rooms []string `json:"rooms"`
+			}
+			_, err := jwt.ParseWithClaims(strings.TrimSpace(g), &c, func(*jwt.Token) (any, error) { return []byte(grantSecret), nil },
+				jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(), jwt.WithLeeway(GrantSkew),
+				jwt.WithTimeFunc(func() time.Time { return tokenNow }))
+			if err != nil || !slices.Contains(c.Rooms, room) {
 				t.Fatalf("grant %q for room %q accepted: %v", g, room, err)
 			}
 		}
@@ -709,14 +807,14 @@ func TestTokenCacheBurst(t *testing.T) {
 	var calls atomic.Int32
 	release := make(chan struct{})
 	c := &TokenCache{}
-	m := c.Wrap(TokenMinterFunc(func(ctx context.Context, app, room string, ch []string) ([]Token, error) {
+	m := c.Wrap(TokenMinterFunc(func(ctx context.Context, app, room string, ch []string) ([]broadcast.Token, error) {
 		calls.Add(1)
 		select {
 		case <-release:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-		return []Token{{Key: "k-" + room, Channel: room, ExpiresAt: time.Now().Add(time.Minute)}}, nil
+		return []broadcast.Token{{Key: "k-" + room, Channel: room, ExpiresAt: time.Now().Add(time.Minute)}}, nil
 	}), nil)
 	const n = 20
 	var wg sync.WaitGroup
@@ -751,13 +849,13 @@ func TestTokenCacheBurst(t *testing.T) {
 func TestTokenCacheCallerGone(t *testing.T) {
 	release := make(chan struct{})
 	c := &TokenCache{}
-	m := c.Wrap(TokenMinterFunc(func(ctx context.Context, app, room string, ch []string) ([]Token, error) {
+	m := c.Wrap(TokenMinterFunc(func(ctx context.Context, app, room string, ch []string) ([]broadcast.Token, error) {
 		select {
 		case <-release:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-		return []Token{{Key: "k", ExpiresAt: time.Now().Add(time.Minute)}}, nil
+		return []broadcast.Token{{Key: "k", ExpiresAt: time.Now().Add(time.Minute)}}, nil
 	}), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	first := make(chan error, 1)

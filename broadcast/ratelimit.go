@@ -2,8 +2,9 @@ package broadcast
 
 import (
 	"math"
-	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // AppLimits is one app's publish rate limit: a token bucket refilled at
@@ -15,57 +16,47 @@ type AppLimits struct {
 	Burst         int
 }
 
-// rateLimiter holds one token bucket per limited app. The set of apps is
-// fixed at construction, so lookups take no lock; each bucket has its own
-// mutex.
+// rateLimiter holds one *rate.Limiter (a token bucket, safe for concurrent
+// use) per limited app. The set of apps is fixed at construction, so
+// lookups take no lock.
 type rateLimiter struct {
-	buckets map[string]*bucket
-}
-
-type bucket struct {
-	mu     sync.Mutex
-	rate   float64 // tokens per second, > 0
-	burst  float64
-	tokens float64
-	last   time.Time
+	limiters map[string]*rate.Limiter
 }
 
 func newRateLimiter(apps map[string]AppLimits) *rateLimiter {
-	rl := &rateLimiter{buckets: make(map[string]*bucket, len(apps))}
+	rl := &rateLimiter{limiters: make(map[string]*rate.Limiter, len(apps))}
 	for app, l := range apps {
 		if l.RatePerSecond <= 0 || math.IsNaN(l.RatePerSecond) || math.IsInf(l.RatePerSecond, 0) {
 			continue
 		}
-		burst := float64(l.Burst)
+		burst := l.Burst
 		if burst < 1 {
-			burst = math.Max(1, math.Ceil(l.RatePerSecond))
+			burst = int(math.Min(math.Max(1, math.Ceil(l.RatePerSecond)), math.MaxInt32))
 		}
-		rl.buckets[app] = &bucket{rate: l.RatePerSecond, burst: burst, tokens: burst}
+		rl.limiters[app] = rate.NewLimiter(rate.Limit(l.RatePerSecond), burst)
 	}
 	return rl
 }
 
 // allow takes one token of app's bucket at now. It returns 0 when the token
 // was taken, else the whole seconds (at least 1) until one will be
-// available. Apps without a bucket are unlimited.
+// available; a refused call takes nothing from the bucket. Apps without a
+// bucket are unlimited.
 func (rl *rateLimiter) allow(app string, now time.Time) (retryAfterSeconds int) {
-	b := rl.buckets[app]
-	if b == nil {
+	lim := rl.limiters[app]
+	if lim == nil {
 		return 0
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.last.IsZero() {
-		b.last = now
-	} else if d := now.Sub(b.last); d > 0 {
-		b.tokens = math.Min(b.burst, b.tokens+d.Seconds()*b.rate)
-		b.last = now
+	r := lim.ReserveN(now, 1)
+	if !r.OK() { // cannot happen with burst >= 1; refuse for the longest
+		return math.MaxInt32
 	}
-	if b.tokens >= 1 {
-		b.tokens--
+	delay := r.DelayFrom(now)
+	if delay <= 0 {
 		return 0
 	}
-	wait := math.Ceil((1 - b.tokens) / b.rate)
+	r.CancelAt(now) // refused: give the token back
+	wait := math.Ceil(delay.Seconds())
 	if wait < 1 {
 		wait = 1
 	}

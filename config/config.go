@@ -31,6 +31,7 @@ import (
 	"github.com/switchyard/switchyard/flags"
 	"github.com/switchyard/switchyard/legacyparty"
 	"github.com/switchyard/switchyard/realtime"
+	"github.com/switchyard/switchyard/recording"
 	"github.com/switchyard/switchyard/shadow"
 	"github.com/switchyard/switchyard/upstream"
 )
@@ -358,9 +359,6 @@ const (
 	// equals what upstream.NewTransport applies to 0, which that package
 	// does not export.
 	DefaultMaxConnsPerHost = 256
-	// DefaultRecordMaxBytes is record.maxBytes when record.file is set
-	// without a cap.
-	DefaultRecordMaxBytes = 64 << 20
 )
 
 // applyDefaults fills every zero field with its effective value, so that
@@ -434,7 +432,7 @@ func (c *Config) applyDefaults() {
 	setZero(&m.DedupWindow, md.DedupWindow)
 	setZero(&m.DedupMaxEntries, md.DedupMaxEntries)
 	if c.Record.File != "" {
-		setZero(&c.Record.MaxBytes, DefaultRecordMaxBytes)
+		setZero(&c.Record.MaxBytes, int64(recording.DefaultMaxBytes))
 	}
 }
 
@@ -638,11 +636,10 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.upstreamProblems()...)
 	errs = append(errs, under("multicast.", c.MulticastConfig().Validate())...)
-	if c.Record.MaxBytes < 0 {
-		bad("record.maxBytes", "must not be negative")
-	}
-	if _, err := shadow.NewRedaction(c.Record.RedactPaths); err != nil {
-		errs = append(errs, under("record.", err)...)
+	if c.Record.File != "" {
+		errs = append(errs, under("record.", c.RecordConfig().Validate())...)
+	} else if _, err := shadow.NewRedaction(c.Record.RedactPaths); err != nil {
+		errs = append(errs, under("record.", err)...) // kept for when a file is set
 	}
 	return errors.Join(errs...)
 }
@@ -791,6 +788,12 @@ func (c *Config) RealtimeConfig(app string) realtime.Config {
 	r := c.Apps[app].Realtime
 	return realtime.Config{URL: r.URL, SigningKey: r.SigningKey, FallbackSigningKey: r.FallbackSigningKey,
 		ChannelTemplate: r.Channel, Topics: r.Topics, Policy: c.UpstreamPolicy()}
+}
+
+// RecordConfig is the recorder's configuration (record.*); meaningful when
+// record.file is set.
+func (c *Config) RecordConfig() recording.Config {
+	return recording.Config{File: c.Record.File, MaxBytes: c.Record.MaxBytes, RedactPaths: c.Record.RedactPaths}
 }
 
 // AppNames returns the configured app names, sorted.

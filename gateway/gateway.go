@@ -75,10 +75,8 @@ type Options struct {
 // touches a file or a socket.
 type plan struct {
 	channels  *broadcast.Channels
-	policy    upstream.Policy
 	party     map[string]legacyparty.Config
 	realtime  map[string]realtime.Config
-	limits    map[string]broadcast.AppLimits
 	apiApps   map[string]api.App
 	flags     flags.Config
 	shadow    shadow.Config
@@ -112,26 +110,20 @@ func Check(cfg *config.Config) error {
 }
 
 func newPlan(cfg *config.Config) (*plan, error) {
+	// config.Load validated every package configuration below (config
+	// calls each package's Validate); deriving them again here is pure.
 	p := &plan{
 		party: map[string]legacyparty.Config{}, realtime: map[string]realtime.Config{},
-		limits: map[string]broadcast.AppLimits{}, apiApps: map[string]api.App{},
+		apiApps: map[string]api.App{},
+		flags:   cfg.FlagsConfig(), shadow: cfg.ShadowConfig(), multicast: cfg.MulticastConfig(),
 	}
 	var err error
-	if p.channels, err = broadcast.NewChannels(channelSpecs(cfg)); err != nil {
+	if p.channels, err = broadcast.NewChannels(cfg.ChannelSpecs()); err != nil {
 		return nil, fmt.Errorf("channels: %w", err)
-	}
-	p.policy = upstream.Policy{
-		Timeout: cfg.Upstream.Timeout, AttemptTimeout: cfg.Upstream.AttemptTimeout, MaxAttempts: cfg.Upstream.MaxAttempts,
-		BackoffBase: cfg.Upstream.BackoffBase, BackoffMax: cfg.Upstream.BackoffMax,
 	}
 	for _, name := range cfg.AppNames() {
 		a := cfg.Apps[name]
-		p.party[name] = legacyparty.Config{URL: a.Party.URL, Party: a.Party.Party, PathPrefix: a.Party.PathPrefix,
-			SecretHeader: a.Party.SecretHeader, Secret: a.Party.Secret, Policy: p.policy}
-		p.realtime[name] = realtime.Config{URL: a.Realtime.URL, SigningKey: a.Realtime.SigningKey,
-			FallbackSigningKey: a.Realtime.FallbackSigningKey, ChannelTemplate: a.Realtime.Channel,
-			Topics: a.Realtime.Topics, Policy: p.policy}
-		p.limits[name] = broadcast.AppLimits{RatePerSecond: a.RateLimit.PerSecond, Burst: a.RateLimit.Burst}
+		p.party[name], p.realtime[name] = cfg.PartyConfig(name), cfg.RealtimeConfig(name)
 		aa := api.App{Name: name, DropInHeader: a.DropIn.Header, DropInSecret: a.DropIn.Secret, Origins: a.Origins}
 		for _, k := range a.APIKeys {
 			aa.KeyHashes = append(aa.KeyHashes, api.HashKey(k))
@@ -148,28 +140,8 @@ func newPlan(cfg *config.Config) (*plan, error) {
 		}
 		p.apiApps[name] = aa
 	}
-	p.flags = flags.Config{Provider: cfg.Flags.Provider, File: cfg.Flags.File, FlagdHost: cfg.Flags.Host,
-		FlagdPort: cfg.Flags.Port, FlagdTargetURI: cfg.Flags.TargetURI, Env: cfg.Env,
-		Channels: cfg.ChannelNames(), PollInterval: cfg.Flags.PollInterval}
-	p.shadow = shadow.Config{Timeout: cfg.Shadow.Timeout, IdleTTL: cfg.Shadow.IdleTTL, MaxRooms: cfg.Shadow.MaxRooms,
-		MaxPending: cfg.Shadow.MaxPending, Window: cfg.Shadow.Window, Channels: map[string]shadow.ChannelConfig{}}
-	for _, ch := range cfg.Channels {
-		p.shadow.Channels[ch.Name] = shadow.ChannelConfig{IgnorePaths: ch.IgnorePaths, RedactPaths: ch.RedactPaths, Timeout: ch.Timeout}
-	}
-	if err := p.shadow.Validate(); err != nil {
-		return nil, fmt.Errorf("shadow: %w", err)
-	}
-	p.multicast = broadcast.Config{
-		Apps: p.limits, Channels: cfg.ChannelNames(),
-		OffPathQueue: cfg.Multicast.OffPathQueue, OffPathWorkers: cfg.Multicast.OffPathWorkers,
-		OffPathTimeout: cfg.Multicast.OffPathTimeout, DedupWindow: cfg.Multicast.DedupWindow,
-		DedupMaxEntries: cfg.Multicast.DedupMaxEntries, SampleRate: cfg.SampleRate,
-	}
 	if cfg.Record.File != "" {
-		rc := recording.Config{File: cfg.Record.File, MaxBytes: cfg.Record.MaxBytes, RedactPaths: cfg.Record.RedactPaths}
-		if err := rc.Validate(); err != nil {
-			return nil, fmt.Errorf("record.%w", err)
-		}
+		rc := cfg.RecordConfig()
 		p.record = &rc
 	}
 	return p, nil
@@ -445,18 +417,10 @@ func (g *Gateway) components() []component {
 	return cs
 }
 
-func channelSpecs(cfg *config.Config) []broadcast.ChannelSpec {
-	out := make([]broadcast.ChannelSpec, len(cfg.Channels))
-	for i, ch := range cfg.Channels {
-		out[i] = broadcast.ChannelSpec{Name: ch.Name, Events: ch.Events}
-	}
-	return out
-}
-
 // realtimeMinter mints through each app's realtime client: one token per
 // realtime channel the room's live channels map to.
 func realtimeMinter(clients map[string]*realtime.Client) api.TokenMinter {
-	return api.TokenMinterFunc(func(ctx context.Context, app, room string, channels []string) ([]api.Token, error) {
+	return api.TokenMinterFunc(func(ctx context.Context, app, room string, channels []string) ([]broadcast.Token, error) {
 		c, ok := clients[app]
 		if !ok {
 			return nil, broadcast.Errorf(broadcast.ENOTFOUND, "app %q has no realtime configuration", app)
@@ -470,13 +434,13 @@ func realtimeMinter(clients map[string]*realtime.Client) api.TokenMinter {
 			}
 			byChannel[rc] = append(byChannel[rc], ch)
 		}
-		out := make([]api.Token, 0, len(order))
+		out := make([]broadcast.Token, 0, len(order))
 		for _, rc := range order {
 			t, err := c.MintToken(ctx, rc, c.TopicsFor(byChannel[rc]))
 			if err != nil {
 				return nil, fmt.Errorf("mint token for app %q: %w", app, err)
 			}
-			out = append(out, api.Token{Key: t.Key, Channel: t.Channel, Topics: t.Topics, ExpiresAt: t.ExpiresAt})
+			out = append(out, t)
 		}
 		return out, nil
 	})

@@ -3,7 +3,6 @@ package legacyparty
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 
@@ -55,8 +54,9 @@ func NewClient(cfg Config, hc *http.Client, m *upstream.Metrics, logger *zap.Log
 // text/plain;charset=UTF-8 as the apps send it. It blocks until PartyKit
 // answered 2xx, the attempts ran out, or ctx or the policy's Timeout ended,
 // retrying network errors, 5xx and 429 (see upstream.Caller). A failure is
-// an *broadcast.Error: EUPSTREAM with a client-safe Message and the cause in
-// Err, or EROOM/EINVALID for a message that cannot be addressed (then no
+// an *broadcast.Error: EUPSTREAM, Transport legacy, with the client-safe
+// Message of upstream.Describe ("answered 503 after 4 attempts"; the
+// multicast adapter adds which transport failed) and the cause in Err, or EROOM/EINVALID for a message that cannot be addressed (then no
 // request is made). PublishResult.Attempts is set in every case.
 func (c *Client) Publish(ctx context.Context, m *broadcast.Message) (broadcast.PublishResult, error) {
 	if m == nil || len(m.Envelope) == 0 {
@@ -86,33 +86,9 @@ func (c *Client) Publish(ctx context.Context, m *broadcast.Message) (broadcast.P
 		return res, &broadcast.Error{
 			Code:      broadcast.EUPSTREAM,
 			Transport: broadcast.TransportLegacy,
-			Message:   "legacy transport (PartyKit) failed: " + describeFailure(err, attempts),
+			Message:   upstream.Describe(err, attempts),
 			Err:       fmt.Errorf("legacyparty: publish %q: %w", m.Room, err),
 		}
 	}
 	return res, nil
-}
-
-// describeFailure renders a client-safe summary of a failed call: it
-// names the status or the class of error, never the upstream's answer text
-// or address.
-func describeFailure(err error, attempts int) string {
-	var se *upstream.StatusError
-	switch {
-	case errors.As(err, &se):
-		return fmt.Sprintf("answered %d after %s", se.Status, plural(attempts))
-	case errors.Is(err, context.DeadlineExceeded):
-		return fmt.Sprintf("timed out after %s", plural(attempts))
-	case errors.Is(err, context.Canceled):
-		return fmt.Sprintf("canceled after %s", plural(attempts))
-	default:
-		return fmt.Sprintf("network error after %s", plural(attempts))
-	}
-}
-
-func plural(n int) string {
-	if n == 1 {
-		return "1 attempt"
-	}
-	return fmt.Sprintf("%d attempts", n)
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	mrand "math/rand/v2"
 	"net/http"
 	"net/url"
 	"strings"
@@ -46,8 +45,11 @@ type SubscriberConfig struct {
 	// Header is sent with the handshake (optional, e.g. a shared secret
 	// checked by onBeforeConnect). Not logged.
 	Header http.Header
-	// BackoffMin and BackoffMax bound the jittered exponential wait between
-	// connection attempts (defaults 100ms and 5s).
+	// BackoffMin and BackoffMax bound the exponential wait between
+	// connection attempts (defaults 100ms and 5s): BackoffMin is the
+	// ceiling of the first wait, doubled after each failure up to
+	// BackoffMax, and each wait is drawn uniformly below the ceiling
+	// (upstream.Backoff, full jitter).
 	BackoffMin, BackoffMax time.Duration
 	// HandshakeTimeout bounds one dial (default 5s).
 	HandshakeTimeout time.Duration
@@ -282,15 +284,11 @@ func (s *Subscription) read(conn *websocket.Conn) error {
 	}
 }
 
-// backoff returns the wait before attempt n+1: full jitter over
-// BackoffMin*2^(n-1), capped at BackoffMax.
+// backoff returns the wait before attempt n+1 after n failures:
+// upstream.Backoff (full jitter) with ceiling BackoffMin*2^(n-1), capped at
+// BackoffMax.
 func (s *Subscription) backoff(n int) time.Duration {
-	d := s.cfg.BackoffMin
-	for i := 1; i < n && d < s.cfg.BackoffMax; i++ {
-		d *= 2
-	}
-	d = min(d, s.cfg.BackoffMax)
-	return d/2 + mrand.N(d/2+1)
+	return upstream.Backoff{Base: s.cfg.BackoffMin, Max: s.cfg.BackoffMax}.Delay(n - 1)
 }
 
 func (s *Subscription) sleep(d time.Duration) bool {

@@ -16,10 +16,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
 
 	"github.com/switchyard/switchyard/broadcast"
-	"github.com/switchyard/switchyard/hs256"
 	"github.com/switchyard/switchyard/upstream"
 )
 
@@ -154,7 +154,7 @@ func (c *Client) Publish(ctx context.Context, m *broadcast.Message) (broadcast.P
 	})
 	res := broadcast.PublishResult{Attempts: attempts}
 	if err != nil {
-		return res, upstreamError("publish", err, fmt.Errorf("realtime: publish room %q: %w", m.Room, err))
+		return res, upstreamError("publish", err, attempts, fmt.Errorf("realtime: publish room %q: %w", m.Room, err))
 	}
 	return res, nil
 }
@@ -186,36 +186,30 @@ func (c *Client) call(ctx context.Context, op string, build func(ctx context.Con
 	return upstream.Response{}, total, lastErr
 }
 
-// upstreamError wraps cause in a client-safe EUPSTREAM error.
-func upstreamError(op string, status, cause error) *broadcast.Error {
-	msg := "inngest realtime " + op + " failed"
+// upstreamError wraps cause in a client-safe EUPSTREAM error whose message
+// is upstream.Describe's, with "signing key refused: " before it for a
+// 401/403. A publish says no more (the multicast adapter adds "realtime
+// transport failed: "); a token request, which the API answers as is,
+// starts with "realtime token request failed: ".
+func upstreamError(op string, status error, attempts int, cause error) *broadcast.Error {
+	msg := upstream.Describe(status, attempts)
 	var se *upstream.StatusError
-	switch {
-	case errors.As(status, &se) && (se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden):
-		msg = fmt.Sprintf("inngest realtime refused the signing key (%d)", se.Status)
-	case errors.As(status, &se):
-		msg = fmt.Sprintf("inngest realtime %s answered %d", op, se.Status)
-	case errors.Is(status, context.DeadlineExceeded):
-		msg = "inngest realtime " + op + " timed out"
-	case errors.Is(status, context.Canceled):
-		msg = "inngest realtime " + op + " canceled"
+	if errors.As(status, &se) && (se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden) {
+		msg = "signing key refused: " + msg
+	}
+	if op == "token" {
+		msg = tokenFailed + msg
 	}
 	return &broadcast.Error{Code: broadcast.EUPSTREAM, Transport: broadcast.TransportRealtime, Message: msg, Err: cause}
 }
 
-// Token is a subscription token as browsers need it (the JS client's token
-// object): Key is the JWT, ExpiresAt its exp.
-type Token struct {
-	Key       string    `json:"key"`
-	Channel   string    `json:"channel"`
-	Topics    []string  `json:"topics"`
-	ExpiresAt time.Time `json:"expiresAt"`
-}
+// tokenFailed starts the client-safe message of a failed token request.
+const tokenFailed = "realtime token request failed: "
 
 // TokenSource mints subscription tokens; *Client is one. Implementations
 // must be safe for concurrent use.
 type TokenSource interface {
-	MintToken(ctx context.Context, channel string, topics []string) (Token, error)
+	MintToken(ctx context.Context, channel string, topics []string) (broadcast.Token, error)
 }
 
 type tokenTopic struct {
@@ -229,26 +223,26 @@ type tokenTopic struct {
 // validates the answer. Errors are *broadcast.Error with code EUPSTREAM (or
 // EINVALID for bad arguments). The token is never logged. Safe for
 // concurrent use.
-func (c *Client) MintToken(ctx context.Context, channel string, topics []string) (Token, error) {
+func (c *Client) MintToken(ctx context.Context, channel string, topics []string) (broadcast.Token, error) {
 	if channel == "" {
-		return Token{}, broadcast.Errorf(broadcast.EINVALID, "channel: required")
+		return broadcast.Token{}, broadcast.Errorf(broadcast.EINVALID, "channel: required")
 	}
 	if len(topics) == 0 {
-		return Token{}, broadcast.Errorf(broadcast.EINVALID, "topics: at least one required")
+		return broadcast.Token{}, broadcast.Errorf(broadcast.EINVALID, "topics: at least one required")
 	}
 	reqBody := make([]tokenTopic, len(topics))
 	for i, t := range topics {
 		if t == "" {
-			return Token{}, broadcast.Errorf(broadcast.EINVALID, "topics[%d]: empty", i)
+			return broadcast.Token{}, broadcast.Errorf(broadcast.EINVALID, "topics[%d]: empty", i)
 		}
 		reqBody[i] = tokenTopic{Channel: channel, Name: t, Kind: "run"}
 	}
 	body, err := json.Marshal(reqBody)
 	if err != nil {
-		return Token{}, fmt.Errorf("realtime: token: encode: %w", err)
+		return broadcast.Token{}, fmt.Errorf("realtime: token: encode: %w", err)
 	}
 	target := c.base + "/v1/realtime/token"
-	resp, _, err := c.call(ctx, "token", func(ctx context.Context, auth string) (*http.Request, error) {
+	resp, attempts, err := c.call(ctx, "token", func(ctx context.Context, auth string) (*http.Request, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 		if err != nil {
 			return nil, err
@@ -260,15 +254,15 @@ func (c *Client) MintToken(ctx context.Context, channel string, topics []string)
 		return req, nil
 	})
 	if err != nil {
-		return Token{}, upstreamError("token", err, fmt.Errorf("realtime: token for channel %q: %w", channel, err))
+		return broadcast.Token{}, upstreamError("token", err, attempts, fmt.Errorf("realtime: token for channel %q: %w", channel, err))
 	}
 	jwt, exp, err := decodeTokenAnswer(resp.Status, resp.Body)
 	if err != nil {
-		return Token{}, &broadcast.Error{Code: broadcast.EUPSTREAM, Transport: broadcast.TransportRealtime,
-			Message: "inngest realtime token answer was not usable",
+		return broadcast.Token{}, &broadcast.Error{Code: broadcast.EUPSTREAM, Transport: broadcast.TransportRealtime,
+			Message: tokenFailed + "the answer was not usable",
 			Err:     fmt.Errorf("realtime: token for channel %q: %w", channel, err)}
 	}
-	return Token{Key: jwt, Channel: channel, Topics: append([]string(nil), topics...), ExpiresAt: exp}, nil
+	return broadcast.Token{Key: jwt, Channel: channel, Topics: append([]string(nil), topics...), ExpiresAt: exp}, nil
 }
 
 // decodeTokenAnswer validates a token endpoint answer: status 200 or 201, a
@@ -291,14 +285,33 @@ func decodeTokenAnswer(status int, body []byte) (string, time.Time, error) {
 	if ans.JWT == nil || *ans.JWT == "" {
 		return "", time.Time{}, errors.New(`answer: "jwt" missing or empty`)
 	}
-	var reg hs256.Registered
-	if err := hs256.ParseUnverified(*ans.JWT, &reg); err != nil {
+	var reg jwt.RegisteredClaims
+	if err := parseUnverified(*ans.JWT, &reg); err != nil {
 		return "", time.Time{}, fmt.Errorf("answer: jwt: %w", err)
 	}
 	if reg.ExpiresAt == nil {
 		return "", time.Time{}, errors.New("answer: jwt has no exp claim")
 	}
-	return *ans.JWT, reg.ExpiresAt.Time(), nil
+	return *ans.JWT, reg.ExpiresAt.UTC(), nil
+}
+
+// maxTokenBytes bounds the subscription tokens this package reads; a longer
+// one is refused before it is decoded. Inngest's tokens are a few hundred
+// bytes.
+const maxTokenBytes = 16 << 10
+
+// parseUnverified decodes the claims of token WITHOUT checking its
+// signature or times: only for tokens this process received from its own
+// authenticated call to Inngest (to read their exp and topics). It refuses
+// a token over maxTokenBytes, or one that is not a compact JWS with a JSON
+// header naming a known alg and a JSON object payload. Errors never
+// contain the token.
+func parseUnverified(token string, claims jwt.Claims) error {
+	if len(token) > maxTokenBytes {
+		return fmt.Errorf("token longer than %d bytes", maxTokenBytes)
+	}
+	_, _, err := jwt.NewParser().ParseUnverified(token, claims)
+	return err
 }
 
 // jsonErrorShape keeps the type of a JSON decode error without echoing the

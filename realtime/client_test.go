@@ -8,9 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
+
 	"github.com/switchyard/switchyard/broadcast"
-	"github.com/switchyard/switchyard/hs256"
 	"github.com/switchyard/switchyard/realtime/realtimetest"
+	"github.com/switchyard/switchyard/upstream"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -232,7 +234,8 @@ func TestMintToken(t *testing.T) {
 				t.Errorf("expiresAt: got %v, want %v", tok.ExpiresAt, want)
 			}
 			var claims realtimetest.Claims
-			if err := hs256.Verify(tok.Key, srv.JWTKey(), t0, 0, &claims); err != nil {
+			if _, err := jwt.ParseWithClaims(tok.Key, &claims, func(*jwt.Token) (any, error) { return srv.JWTKey(), nil },
+				jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(), jwt.WithTimeFunc(func() time.Time { return t0 })); err != nil {
 				t.Fatalf("verify: %v", err)
 			}
 			if len(claims.Topics) != 2 || claims.Topics[0] != (realtimetest.TopicClaim{Kind: "run", EnvID: srv.EnvID(), Channel: "room-1", Name: "ai"}) {
@@ -273,11 +276,8 @@ func TestMintTokenRefusesArguments(t *testing.T) {
 }
 
 func TestDecodeTokenAnswer(t *testing.T) {
-	good, err := hs256.Sign(map[string]any{"exp": 1700000000}, []byte("k"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	noExp, _ := hs256.Sign(map[string]any{"iss": "rt.inngest.com"}, []byte("k"))
+	good := signHS256(t, jwt.MapClaims{"exp": 1700000000}, "k")
+	noExp := signHS256(t, jwt.MapClaims{"iss": "rt.inngest.com"}, "k")
 	tests := []struct {
 		name   string
 		status int
@@ -315,7 +315,7 @@ func TestDecodeTokenAnswer(t *testing.T) {
 }
 
 func FuzzDecodeTokenAnswer(f *testing.F) {
-	good, _ := hs256.Sign(map[string]any{"exp": 1700000000}, []byte("k"))
+	good := signHS256(f, jwt.MapClaims{"exp": 1700000000}, "k")
 	f.Add(201, []byte(`{"jwt":"`+good+`"}`))
 	f.Add(201, []byte(`{"jwt":null}`))
 	f.Add(500, []byte(``))
@@ -325,4 +325,39 @@ func FuzzDecodeTokenAnswer(f *testing.F) {
 			t.Fatalf("accepted an answer without a token")
 		}
 	})
+}
+
+// signHS256 signs claims with key through the JWT library.
+func signHS256(tb testing.TB, claims jwt.Claims, key string) string {
+	tb.Helper()
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(key))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return tok
+}
+
+// TestUpstreamErrorMessage: the client-safe wording of failed calls is
+// upstream.Describe's; a token request says what failed, a publish leaves
+// that to the multicast adapter.
+func TestUpstreamErrorMessage(t *testing.T) {
+	cause := errors.New("cause")
+	tests := []struct {
+		op       string
+		status   error
+		attempts int
+		want     string
+	}{
+		{"publish", &upstream.StatusError{Status: 503}, 4, "answered 503 after 4 attempts"},
+		{"publish", &upstream.StatusError{Status: 401}, 2, "signing key refused: answered 401 after 2 attempts"},
+		{"token", &upstream.StatusError{Status: 500}, 4, "realtime token request failed: answered 500 after 4 attempts"},
+		{"token", &upstream.StatusError{Status: 403}, 2, "realtime token request failed: signing key refused: answered 403 after 2 attempts"},
+		{"token", context.DeadlineExceeded, 1, "realtime token request failed: timed out after 1 attempt"},
+	}
+	for _, tt := range tests {
+		e := upstreamError(tt.op, tt.status, tt.attempts, cause)
+		if e.Message != tt.want || e.Code != broadcast.EUPSTREAM || e.Transport != broadcast.TransportRealtime || !errors.Is(e, cause) {
+			t.Errorf("upstreamError(%s, %v, %d) = %+v, want message %q", tt.op, tt.status, tt.attempts, e, tt.want)
+		}
+	}
 }

@@ -5,17 +5,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
 	"go.uber.org/zap"
 
-	"github.com/switchyard/switchyard/hs256"
+	"github.com/switchyard/switchyard/broadcast"
 	"github.com/switchyard/switchyard/upstream"
 )
 
@@ -46,8 +46,10 @@ type SubscriberConfig struct {
 	// OnMsg receives each data frame, from the connection's reader
 	// goroutine (never concurrently); it must not block.
 	OnMsg func(Msg)
-	// BackoffMin and BackoffMax bound the jittered reconnect backoff
-	// (defaults 250 ms and 10 s).
+	// BackoffMin and BackoffMax bound the reconnect backoff (defaults
+	// 250 ms and 10 s): BackoffMin is the ceiling of the first wait,
+	// doubled after each failed connect up to BackoffMax, and each wait is
+	// drawn uniformly below the ceiling (upstream.Backoff, full jitter).
 	BackoffMin, BackoffMax time.Duration
 	// ReadTimeout ends a connection from which nothing (frame or ping)
 	// arrived for this long (default 50 s: three 15 s pings and a margin).
@@ -142,7 +144,7 @@ type Subscription struct {
 	channel string
 	topics  []string
 	// guarded by s.mu
-	token    Token
+	token    broadcast.Token
 	claims   []topicClaim
 	activeAt time.Time // zero while not in effect
 	removed  bool
@@ -156,7 +158,7 @@ type topicClaim struct {
 }
 
 type tokenClaims struct {
-	hs256.Registered
+	jwt.RegisteredClaims
 	Topics []topicClaim `json:"topics"`
 }
 
@@ -164,7 +166,7 @@ type tokenClaims struct {
 // at once when connected (minting a fresh token with ctx first if tok is
 // about to expire), or lets Run connect with it. The returned Subscription
 // reports Ready once the sub is in effect.
-func (s *Subscriber) Sub(ctx context.Context, tok Token) (*Subscription, error) {
+func (s *Subscriber) Sub(ctx context.Context, tok broadcast.Token) (*Subscription, error) {
 	if tok.Key == "" || tok.Channel == "" || len(tok.Topics) == 0 {
 		return nil, errors.New("realtime: sub: token needs key, channel and topics")
 	}
@@ -195,19 +197,19 @@ func (s *Subscriber) Sub(ctx context.Context, tok Token) (*Subscription, error) 
 	return sub, nil
 }
 
-func (s *Subscriber) expiring(tok Token) bool {
+func (s *Subscriber) expiring(tok broadcast.Token) bool {
 	return !tok.ExpiresAt.IsZero() && !s.cfg.Now().Add(s.cfg.TokenMargin).Before(tok.ExpiresAt)
 }
 
 // setToken records tok and its topic claims (read unverified: the token
 // comes from our own upstream call).
-func (sub *Subscription) setToken(tok Token) error {
+func (sub *Subscription) setToken(tok broadcast.Token) error {
 	var c tokenClaims
-	if err := hs256.ParseUnverified(tok.Key, &c); err != nil {
+	if err := parseUnverified(tok.Key, &c); err != nil {
 		return fmt.Errorf("realtime: sub: token: %w", err)
 	}
 	if tok.ExpiresAt.IsZero() && c.ExpiresAt != nil {
-		tok.ExpiresAt = c.ExpiresAt.Time()
+		tok.ExpiresAt = c.ExpiresAt.UTC()
 	}
 	claims := c.Topics
 	if len(claims) == 0 { // a token without topic claims: unsub by name
@@ -282,7 +284,8 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		s.closed = true
 		s.mu.Unlock()
 	}()
-	backoff := s.cfg.BackoffMin
+	backoff := upstream.Backoff{Base: s.cfg.BackoffMin, Max: s.cfg.BackoffMax}
+	failures := 0 // failed connects in a row
 	connected := false
 	for {
 		sub := s.first()
@@ -299,18 +302,19 @@ func (s *Subscriber) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			s.logger.Warn("realtime: subscriber connect failed", zap.Error(err), zap.Duration("backoff", backoff))
-			if !sleep(ctx, jitter(backoff)) {
+			wait := backoff.Delay(failures)
+			failures++
+			s.logger.Warn("realtime: subscriber connect failed", zap.Error(err), zap.Duration("backoff", wait))
+			if !sleep(ctx, wait) {
 				return ctx.Err()
 			}
-			backoff = min(backoff*2, s.cfg.BackoffMax)
 			continue
 		}
 		if connected {
 			s.m.Reconnected(transportLabel)
 		}
 		connected = true
-		backoff = s.cfg.BackoffMin
+		failures = 0
 		closing := s.serve(ctx, c, sub)
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -318,7 +322,7 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		if closing { // the server asked us to reconnect elsewhere: at once
 			continue
 		}
-		if !sleep(ctx, jitter(backoff)) {
+		if !sleep(ctx, backoff.Delay(0)) {
 			return ctx.Err()
 		}
 	}
@@ -628,8 +632,6 @@ func decodeFrame(b []byte) (Msg, error) {
 	}
 	return m, nil
 }
-
-func jitter(d time.Duration) time.Duration { return d/2 + rand.N(d/2+1) }
 
 func sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)

@@ -13,6 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/switchyard/switchyard/broadcast"
 	"github.com/switchyard/switchyard/realtime/realtimetest"
 )
 
@@ -210,7 +211,7 @@ func TestSubscriberSkipsBadFrames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok := Token{Key: mustJWT(t), Channel: "c", Topics: []string{"t"}}
+	tok := broadcast.Token{Key: mustJWT(t), Channel: "c", Topics: []string{"t"}}
 	if _, err := s.Sub(context.Background(), tok); err != nil {
 		t.Fatal(err)
 	}

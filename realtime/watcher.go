@@ -229,7 +229,7 @@ func (w *Watcher) subscribe(ctx context.Context, c *Client, aw *appWatch, name s
 			return
 		}
 		w.logger.Warn("realtime: watch subscribe failed", zap.String("app", c.App()), zap.Error(err), zap.Duration("backoff", backoff))
-		if !sleep(ctx, jitter(backoff)) {
+		if !sleep(ctx, upstream.Backoff{Base: backoff, Max: backoff}.Delay(0)) {
 			return
 		}
 		backoff = min(backoff*2, 10*time.Second)

@@ -123,7 +123,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("maxBytes: %d is negative", c.MaxBytes)
 	}
 	if _, err := shadow.NewRedaction(c.RedactPaths); err != nil {
-		return fmt.Errorf("redactPaths: %w", err)
+		return err // names redactPaths[i]
 	}
 	return nil
 }
@@ -145,7 +145,7 @@ func New(cfg Config, logger *zap.Logger) (*Recorder, error) {
 	}
 	redact, err := shadow.NewRedaction(cfg.RedactPaths)
 	if err != nil {
-		return nil, fmt.Errorf("redactPaths: %w", err)
+		return nil, err
 	}
 	if st, err := os.Stat(cfg.File); err == nil {
 		if st.Mode().Perm()&0o077 != 0 {

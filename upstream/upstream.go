@@ -1,9 +1,10 @@
 // Package upstream is the HTTP machinery both transports share: one tuned
-// http.Transport, the per-call deadline and retry policy (jittered
-// exponential backoff on network errors, 5xx and 429 with Retry-After, never
-// on other 4xx), bodies always drained and closed, and per-transport request
-// metrics. legacyparty and realtime build their publish and token calls on
-// it, so the two sides behave the same under failure.
+// http.Transport, the per-call deadline and retry policy (exponential
+// backoff with full jitter, see Backoff, on network errors, 5xx and 429
+// with Retry-After, never on other 4xx), bodies always drained and closed,
+// and per-transport request metrics. legacyparty and realtime build their
+// publish and token calls on it, and their reconnect loops on Backoff, so
+// the two sides behave the same under failure.
 package upstream
 
 import (
@@ -11,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -31,9 +31,12 @@ type Policy struct {
 	AttemptTimeout time.Duration
 	// MaxAttempts is the number of attempts, first one included (default 4).
 	MaxAttempts int
-	// BackoffBase is the first backoff; each retry doubles it (default 50ms).
+	// BackoffBase is the ceiling of the first backoff; each retry doubles
+	// it; the wait is drawn uniformly below it (Backoff, full jitter;
+	// default 50ms).
 	BackoffBase time.Duration
-	// BackoffMax caps one backoff, and a honoured Retry-After (default 1s).
+	// BackoffMax caps the ceiling of one backoff, and a honoured
+	// Retry-After (default 1s).
 	BackoffMax time.Duration
 }
 
@@ -149,6 +152,34 @@ func (e *StatusError) Error() string {
 	return fmt.Sprintf("upstream answered %d: %q", e.Status, e.Body)
 }
 
+// Describe is the one wording of a failed Do for callers: the final status
+// or the class of error, and the attempts made — "answered 503 after 4
+// attempts", "timed out after 1 attempt", "canceled after 2 attempts",
+// "network error after 3 attempts". It never includes the upstream's answer
+// text or address, so it is safe to show to clients. It does not say which
+// upstream failed: the caller that knows adds that once (the multicast
+// adapter's "legacy transport failed: ...", for example).
+func Describe(err error, attempts int) string {
+	var se *StatusError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("answered %d after %s", se.Status, plural(attempts))
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timed out after " + plural(attempts)
+	case errors.Is(err, context.Canceled):
+		return "canceled after " + plural(attempts)
+	default:
+		return "network error after " + plural(attempts)
+	}
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return "1 attempt"
+	}
+	return strconv.Itoa(n) + " attempts"
+}
+
 // Response is a final 2xx answer; Body holds at most maxBody bytes.
 type Response struct {
 	Status int
@@ -213,7 +244,7 @@ func (c *Caller) Do(ctx context.Context, op string, newReq NewRequestFunc) (Resp
 		if !retry || attempts >= p.MaxAttempts || callErr() != nil {
 			break
 		}
-		wait := backoff(p, attempts)
+		wait := Backoff{Base: p.BackoffBase, Max: p.BackoffMax}.Delay(attempts - 1)
 		if retryAfter > 0 {
 			wait = min(retryAfter, p.BackoffMax)
 		}
@@ -342,16 +373,6 @@ func (c *Caller) sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
-}
-
-// backoff returns the wait before attempt n+1: full jitter over
-// BackoffBase*2^(n-1), capped at BackoffMax.
-func backoff(p Policy, n int) time.Duration {
-	d := p.BackoffBase << (n - 1)
-	if d <= 0 || d > p.BackoffMax {
-		d = p.BackoffMax
-	}
-	return d/2 + rand.N(d/2+1)
 }
 
 // retryAfter parses a Retry-After header given in seconds; 0 if absent or

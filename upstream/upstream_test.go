@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -150,15 +151,21 @@ func TestDoDrainsBodies(t *testing.T) {
 	}
 }
 
-func TestBackoffBounds(t *testing.T) {
-	p := Policy{BackoffBase: 50 * time.Millisecond, BackoffMax: time.Second}.WithDefaults()
-	for n := 1; n <= 10; n++ {
-		ceil := min(p.BackoffBase<<(n-1), p.BackoffMax)
-		for i := 0; i < 50; i++ {
-			d := backoff(p, n)
-			if d < ceil/2 || d > ceil {
-				t.Fatalf("backoff(%d) = %s, outside [%s, %s]", n, d, ceil/2, ceil)
-			}
+func TestDescribe(t *testing.T) {
+	tests := []struct {
+		err      error
+		attempts int
+		want     string
+	}{
+		{&StatusError{Status: 503, Body: "secret upstream text"}, 4, "answered 503 after 4 attempts"},
+		{fmt.Errorf("wrapped: %w", &StatusError{Status: 401}), 1, "answered 401 after 1 attempt"},
+		{fmt.Errorf("%w (after 2 attempts: boom)", context.DeadlineExceeded), 2, "timed out after 2 attempts"},
+		{context.Canceled, 1, "canceled after 1 attempt"},
+		{&net.OpError{Op: "dial", Net: "tcp", Addr: &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 1999}, Err: errors.New("refused")}, 3, "network error after 3 attempts"},
+	}
+	for _, tt := range tests {
+		if got := Describe(tt.err, tt.attempts); got != tt.want {
+			t.Errorf("Describe(%v, %d) = %q, want %q", tt.err, tt.attempts, got, tt.want)
 		}
 	}
 }

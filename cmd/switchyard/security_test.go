@@ -18,12 +18,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
 
-	"github.com/switchyard/switchyard/api"
+	"github.com/switchyard/switchyard/broadcast"
 	"github.com/switchyard/switchyard/config"
 	"github.com/switchyard/switchyard/gateway"
-	"github.com/switchyard/switchyard/hs256"
 	"github.com/switchyard/switchyard/legacyparty/partytest"
 	"github.com/switchyard/switchyard/realtime"
 	"github.com/switchyard/switchyard/realtime/realtimetest"
@@ -185,7 +185,7 @@ func secWait(t *testing.T, d time.Duration, what string, ok func() bool) {
 
 func secGrantFor(t *testing.T, secret, app string, rooms []string, iat time.Time, life time.Duration) string {
 	t.Helper()
-	g, err := hs256.Sign(api.GrantClaims{App: app, Rooms: rooms, Iat: iat.Unix(), Exp: iat.Add(life).Unix()}, []byte(secret))
+	g, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"app": app, "rooms": rooms, "iat": iat.Unix(), "exp": iat.Add(life).Unix()}).SignedString([]byte(secret))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +272,7 @@ func TestSecurityNoSecretInLogsOrOutput(t *testing.T) {
 	expect("drop-in", keep(secDo(t, "POST", pub+"/apps/ai-hero/party/video-1", "", `{"body":{"id":"d"},"requestId":"d-1","name":"video.asset.ready"}`, "X-Switchyard-Secret", secDropIn)), 200)
 	a := secDo(t, "POST", pub+"/v1/realtime/token", "Bearer "+secKeyPrimary, `{"room":"video-1"}`)
 	expect("server token", a, 200)
-	var tok api.Token
+	var tok broadcast.Token
 	if err := json.Unmarshal([]byte(a.body), &tok); err != nil || tok.Key == "" {
 		t.Fatalf("token answer %s: %v", a.body, err)
 	}
@@ -426,7 +426,7 @@ func TestSecurityTokenEndToEnd(t *testing.T) {
 	if a.status != 200 {
 		t.Fatalf("server token = %d %s", a.status, a.body)
 	}
-	var byKey api.Token
+	var byKey broadcast.Token
 	if err := json.Unmarshal([]byte(a.body), &byKey); err != nil {
 		t.Fatal(err)
 	}
@@ -439,7 +439,7 @@ func TestSecurityTokenEndToEnd(t *testing.T) {
 	if a.status != 200 {
 		t.Fatalf("grant token = %d %s", a.status, a.body)
 	}
-	var byGrant api.Token
+	var byGrant broadcast.Token
 	if err := json.Unmarshal([]byte(a.body), &byGrant); err != nil {
 		t.Fatal(err)
 	}
@@ -447,9 +447,10 @@ func TestSecurityTokenEndToEnd(t *testing.T) {
 		t.Fatalf("grant token = %+v, want channel chat-1 topics %v", byGrant, want)
 	}
 	// The tokens are the realtime server's, for exactly these topics.
-	for _, tk := range []api.Token{byKey, byGrant} {
+	for _, tk := range []broadcast.Token{byKey, byGrant} {
 		var c realtimetest.Claims
-		if err := hs256.Verify(tk.Key, sg.rt.JWTKey(), time.Now(), 0, &c); err != nil {
+		if _, err := jwt.ParseWithClaims(tk.Key, &c, func(*jwt.Token) (any, error) { return sg.rt.JWTKey(), nil },
+			jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired()); err != nil {
 			t.Fatalf("token does not verify with the realtime server's key: %v", err)
 		}
 		var names []string

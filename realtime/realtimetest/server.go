@@ -27,9 +27,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
-
-	"github.com/switchyard/switchyard/hs256"
 )
 
 // Protocol limits.
@@ -128,7 +127,7 @@ type TopicClaim struct {
 
 // Claims are the claims of an issued token.
 type Claims struct {
-	hs256.Registered
+	jwt.RegisteredClaims
 	Topics []TopicClaim `json:"topics"`
 }
 
@@ -564,19 +563,20 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		topics[i].EnvID = s.cfg.EnvID
 	}
 	now := s.Now()
-	iat, exp := hs256.NewNumericDate(now), hs256.NewNumericDate(now.Add(TokenTTL))
-	jwt, err := hs256.Sign(Claims{Registered: hs256.Registered{Issuer: Issuer, Subject: s.cfg.EnvID, IssuedAt: &iat, ExpiresAt: &exp}, Topics: topics}, s.cfg.JWTKey)
+	claims := Claims{RegisteredClaims: jwt.RegisteredClaims{Issuer: Issuer, Subject: s.cfg.EnvID,
+		IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(TokenTTL))}, Topics: topics}
+	signed, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(s.cfg.JWTKey)
 	if err != nil {
 		http.Error(w, "sign", http.StatusInternalServerError)
 		return
 	}
 	s.mu.Lock()
-	s.tokens = append(s.tokens, TokenRequest{Topics: topics, JWT: jwt})
+	s.tokens = append(s.tokens, TokenRequest{Topics: topics, JWT: signed})
 	s.counts.TokenRequests++
 	s.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusCreated)
-	_ = json.NewEncoder(w).Encode(map[string]string{"jwt": jwt})
+	_ = json.NewEncoder(w).Encode(map[string]string{"jwt": signed})
 }
 
 // DecodeTokenRequest parses a token request body: a non-empty JSON array of
@@ -610,10 +610,21 @@ func DecodeTokenRequest(b []byte) ([]TopicClaim, error) {
 	return out, nil
 }
 
-// verify checks a subscription token at the server's clock.
+// maxTokenBytes bounds the subscription tokens the server reads.
+const maxTokenBytes = 16 << 10
+
+// verify checks a subscription token at the server's clock: at most
+// maxTokenBytes, HS256 with the server's key, exp required and not past,
+// nbf and iat not in the future, issued by Issuer, with topics.
 func (s *Server) verify(token string) ([]TopicClaim, error) {
+	if len(token) > maxTokenBytes {
+		return nil, fmt.Errorf("token longer than %d bytes", maxTokenBytes)
+	}
 	var c Claims
-	if err := hs256.Verify(token, s.cfg.JWTKey, s.Now(), 0, &c); err != nil {
+	_, err := jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return s.cfg.JWTKey, nil },
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}), jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(), jwt.WithTimeFunc(s.Now))
+	if err != nil {
 		return nil, err
 	}
 	if c.Issuer != Issuer {
