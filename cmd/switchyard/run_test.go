@@ -165,3 +165,75 @@ func TestFlagsListJSON(t *testing.T) {
 		t.Errorf("%d flags, want every flag of the file", len(views))
 	}
 }
+
+// TestConfigCheckAgreesWithServe: for every bad config of
+// config/testdata/bad (each the good config with one fault), `config check`
+// and `serve` both exit 1 with the same error, naming the field want.txt
+// gives; the good config passes check, and serve starts from it and stops
+// cleanly. Check and serve cannot disagree about a config.
+func TestConfigCheckAgreesWithServe(t *testing.T) {
+	dir := "../../config/testdata"
+	wantText, err := os.ReadFile(filepath.Join(dir, "bad", "want.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{}
+	for _, line := range strings.Split(string(wantText), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		file, sub, ok := strings.Cut(line, " ")
+		if !ok {
+			t.Fatalf("want.txt line %q", line)
+		}
+		want[file] = sub
+	}
+	files, err := filepath.Glob(filepath.Join(dir, "bad", "*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) < 20 || len(files) != len(want) {
+		t.Fatalf("%d bad configs, %d lines in want.txt; want at least 20, one line each", len(files), len(want))
+	}
+	errLine := func(cmd, out string) string {
+		return strings.TrimSpace(strings.TrimPrefix(out, "switchyard "+cmd+": "))
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			t.Parallel()
+			var cOut, cErr, sOut, sErr strings.Builder
+			checkCode := run(context.Background(), []string{"config", "check", "--config", f}, e2eEnv, &cOut, &cErr)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			serveCode := run(ctx, []string{"serve", "--config", f}, e2eEnv, &sOut, &sErr)
+			if checkCode != 1 || serveCode != 1 {
+				t.Fatalf("config check exit %d (%s), serve exit %d (%s); want both 1", checkCode, cErr.String(), serveCode, sErr.String())
+			}
+			ce, se := errLine("config check", cErr.String()), errLine("serve", sErr.String())
+			if ce != se {
+				t.Errorf("check and serve disagree:\ncheck: %s\nserve: %s", ce, se)
+			}
+			if sub := want[filepath.Base(f)]; !strings.Contains(ce, sub) {
+				t.Errorf("error %q does not name %q", ce, sub)
+			}
+		})
+	}
+	t.Run("good.yaml", func(t *testing.T) {
+		good := filepath.Join(dir, "good.yaml")
+		var out, errOut strings.Builder
+		if code := run(context.Background(), []string{"config", "check", "--config", good}, e2eEnv, &out, &errOut); code != 0 {
+			t.Fatalf("config check of the good config: exit %d: %s", code, errOut.String())
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan int, 1)
+		logs := &syncBuffer{}
+		go func() { done <- run(ctx, []string{"serve", "--config", good}, e2eEnv, io.Discard, logs) }()
+		secWait(t, 10*time.Second, "the good config's gateway to be ready", func() bool {
+			return strings.Contains(logs.String(), "switchyard ready")
+		})
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("serve of the good config: exit %d: %s", code, logs.String())
+		}
+	})
+}
