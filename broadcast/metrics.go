@@ -147,7 +147,7 @@ type appMetrics struct {
 }
 
 type chanMetrics struct {
-	accepted   [4]prometheus.Counter
+	accepted   [NumStages]prometheus.Counter
 	deliveries [2][numMStatus]prometheus.Counter
 }
 

@@ -265,7 +265,7 @@ func NewMulticaster(cfg Config, legacy, realtime Publisher, resolver StageResolv
 // with an unknown stage replaced by StageLegacy. It does not block.
 func (mc *Multicaster) Resolve(m *Message) Route {
 	r := mc.resolver.Resolve(RouteQuery{App: m.App, Room: m.Room, Channel: m.Channel, Event: m.Name})
-	r.Stage = Stages[stageIndex(r.Stage)]
+	r.Stage = stages[stageIndex(r.Stage)]
 	return r
 }
 

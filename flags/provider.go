@@ -113,7 +113,7 @@ func NewProvider(cfg Config, logger *zap.Logger, opts ...ProviderOption) (openfe
 func newMemoryProvider(cfg Config) (*memprovider.InMemoryProvider, error) {
 	mem := make(map[string]memprovider.InMemoryFlag)
 	stage := func(v string) memprovider.InMemoryFlag {
-		vars := make(map[string]any, len(broadcast.Stages))
+		vars := make(map[string]any, broadcast.NumStages)
 		for _, s := range broadcast.Stages {
 			vars[string(s)] = string(s)
 		}

@@ -101,7 +101,7 @@ func NewResolver(cfg Config, client openfeature.IClient, m *Metrics, logger *zap
 	for _, ch := range append([]string{broadcast.DefaultChannel}, cfg.Channels...) {
 		cs := &channelState{
 			name: ch, flagKey: FlagKey(ch),
-			evals: make(map[broadcast.Stage]prometheus.Counter, len(broadcast.Stages)),
+			evals: make(map[broadcast.Stage]prometheus.Counter, broadcast.NumStages),
 			errs:  make(map[string]prometheus.Counter, len(errorReasons)),
 		}
 		for _, s := range broadcast.Stages {
