@@ -347,7 +347,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"listener", "route"}),
 		rejects: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "switchyard_messages_rejected_total", Help: "Requests refused before acceptance, by app and error code.",
+			Name: "switchyard_messages_rejected_total", Help: "Requests and batch items refused, answering-transport failures included, by app and error code.",
 		}, []string{"app", "reason"}),
 		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchyard_tokens_minted_total", Help: "Realtime subscription tokens handed out, by app and mode (server, grant).",

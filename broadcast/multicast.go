@@ -379,7 +379,6 @@ func (mc *Multicaster) publish(ctx context.Context, m *Message, stage Stage, out
 	defer st.unlock()
 
 	m.Seq = mc.seq.Add(1)
-	cm.accepted[stageIndex(stage)].Inc()
 	expected := false
 	if mc.observer != nil && stage.Compared() && mc.sampled(m) {
 		mc.observer.Expect(m, stage)
@@ -399,6 +398,9 @@ func (mc *Multicaster) publish(ctx context.Context, m *Message, stage Stage, out
 	mc.metrics.duration[ai][pathAnswer].Observe(d.Seconds())
 	del := Delivery{Status: Delivered, Attempts: res.Attempts, Duration: d, Millis: float64(d) / 1e6}
 	if err == nil {
+		// Accepted means the answering transport took it: a failed one is
+		// rejected (the API counts it), never both.
+		cm.accepted[stageIndex(stage)].Inc()
 		cm.deliveries[ai][mDelivered].Inc()
 		out.Deliveries[ans] = del
 		return out, nil
