@@ -244,6 +244,7 @@ func (g *gateway) Run(ctx context.Context) error {
 	bgCtx, stopBg := context.WithCancel(context.Background())
 	defer stopBg()
 	bg, _ := errgroup.WithContext(bgCtx)
+	bg.Go(func() error { return g.mc.Run(bgCtx) })
 	bg.Go(func() error { return g.cmp.Run(bgCtx) })
 	bg.Go(func() error { return g.rtWatch.Run(bgCtx) })
 	bg.Go(func() error { return g.resolver.Run(bgCtx) })
