@@ -26,6 +26,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/switchyard/switchyard/broadcast"
+	"github.com/switchyard/switchyard/shadow"
 )
 
 // Broadcaster is what the API needs from the multicast adapter. Both
@@ -74,9 +75,12 @@ type Deps struct {
 	Resolver    broadcast.StageResolver
 	// Gatherer serves /metrics.
 	Gatherer prometheus.Gatherer
-	// ShadowSummary and ShadowMismatches serve the comparator's reports.
-	ShadowSummary    func() any
-	ShadowMismatches func(limit int) any
+	// ShadowSummary and ShadowMismatches serve the comparator's reports
+	// (shadow.Comparator's Summary and Mismatches), answered as the
+	// documents shadow.Summary and shadow.MismatchReport. They are called
+	// from request goroutines, concurrently, and must not block on I/O.
+	ShadowSummary    func() []shadow.ChannelSummary
+	ShadowMismatches func(limit int) []shadow.MismatchExample
 	// Tokens mints realtime subscription tokens (see token.go).
 	Tokens TokenMinter
 	// Channels lists every channel a room can have (the configured ones and

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/switchyard/switchyard/broadcast"
+	"github.com/switchyard/switchyard/shadow"
 )
 
 const (
@@ -401,4 +402,68 @@ func FuzzDecodeMessage(f *testing.F) {
 			t.Fatalf("accepted message has an invalid envelope %q: %v", m.Envelope, err)
 		}
 	})
+}
+
+// decodeExactly decodes body into v, refusing fields v does not have.
+func decodeExactly(t *testing.T, body string, v any) {
+	t.Helper()
+	dec := json.NewDecoder(strings.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		t.Fatalf("decode %T from %s: %v", v, body, err)
+	}
+}
+
+// The admin documents are the types their owners export: a client decodes
+// them with no field left over.
+func TestAdminDocumentsAreTyped(t *testing.T) {
+	p := 99.5
+	s := New(Config{Env: "dev", Apps: map[string]App{"a": {Name: "a"}}}, Deps{
+		Resolver: resolverFunc(func(q broadcast.RouteQuery) broadcast.Route {
+			return broadcast.Route{Stage: broadcast.StageShadow, Channel: q.Channel, FlagKey: "realtime-" + q.Channel}
+		}),
+		ShadowSummary: func() []shadow.ChannelSummary {
+			return []shadow.ChannelSummary{{App: "a", Channel: "ai", Compared: 2, ParityPercent: &p,
+				Outcomes: map[shadow.Outcome]int64{shadow.OutcomeMatch: 2}}}
+		},
+		ShadowMismatches: func(limit int) []shadow.MismatchExample {
+			return []shadow.MismatchExample{{App: "a", Channel: "ai", Outcome: shadow.OutcomeMismatch}}[:min(limit, 1)]
+		},
+	}, NewMetrics(nil), nil, nil)
+	adm := httptest.NewServer(s.Admin())
+	defer adm.Close()
+
+	var route broadcast.RouteReport
+	decodeExactly(t, do(t, "GET", adm.URL+"/v1/admin/routes?app=a&room=r&event=e", "", "").body, &route)
+	want := broadcast.RouteReport{App: "a", Env: "dev", Event: "e", Room: "r",
+		Route: broadcast.Route{Stage: broadcast.StageShadow, Channel: "default", FlagKey: "realtime-default"}}
+	if route != want {
+		t.Errorf("routes: got %+v, want %+v", route, want)
+	}
+
+	var sum shadow.Summary
+	decodeExactly(t, do(t, "GET", adm.URL+"/v1/admin/shadow/summary", "", "").body, &sum)
+	if len(sum.Channels) != 1 || sum.Channels[0].Compared != 2 || *sum.Channels[0].ParityPercent != p {
+		t.Errorf("summary: got %+v", sum)
+	}
+
+	var mm shadow.MismatchReport
+	decodeExactly(t, do(t, "GET", adm.URL+"/v1/admin/shadow/mismatches?limit=1", "", "").body, &mm)
+	if len(mm.Mismatches) != 1 || mm.Mismatches[0].Outcome != shadow.OutcomeMismatch {
+		t.Errorf("mismatches: got %+v", mm)
+	}
+
+	// Nil reports are answered as empty lists, never null.
+	s2 := New(Config{}, Deps{
+		ShadowSummary:    func() []shadow.ChannelSummary { return nil },
+		ShadowMismatches: func(int) []shadow.MismatchExample { return nil },
+	}, NewMetrics(nil), nil, nil)
+	adm2 := httptest.NewServer(s2.Admin())
+	defer adm2.Close()
+	if got, want := do(t, "GET", adm2.URL+"/v1/admin/shadow/summary", "", "").body, "{\"channels\":[]}\n"; got != want {
+		t.Errorf("empty summary: got %q, want %q", got, want)
+	}
+	if got, want := do(t, "GET", adm2.URL+"/v1/admin/shadow/mismatches", "", "").body, "{\"mismatches\":[]}\n"; got != want {
+		t.Errorf("empty mismatches: got %q, want %q", got, want)
+	}
 }

@@ -190,8 +190,8 @@ func newGateway(cfg *config.Config, logger *zap.Logger, hooks gatewayHooks) (_ *
 	minter := &api.TokenCache{}
 	deps := api.Deps{
 		Broadcaster: g.mc, Resolver: g.resolver, Gatherer: g.reg,
-		ShadowSummary:    func() any { return g.cmp.Summary() },
-		ShadowMismatches: func(limit int) any { return g.cmp.Mismatches(limit) },
+		ShadowSummary:    g.cmp.Summary,
+		ShadowMismatches: g.cmp.Mismatches,
 		Tokens:           minter.Wrap(realtimeMinter(rtClients), logger),
 		Channels:         channels.Names,
 	}
