@@ -68,7 +68,7 @@ func newStack(t *testing.T, partyURL string, timeout time.Duration) *stack {
 	// The comparator and its watchers run under one context, as in the
 	// gateway.
 	ctx, cancel := context.WithCancel(context.Background())
-	runs := map[string]func(context.Context) error{"comparator": c.Run, "realtime watcher": rw.Run}
+	runs := map[string]func(context.Context) error{"comparator": c.Run, "legacy watcher": lw.Run, "realtime watcher": rw.Run}
 	done := make(chan error, len(runs))
 	for name, run := range runs {
 		go func() {

@@ -36,6 +36,7 @@ type gateway struct {
 	api      *api.Server
 	mc       *broadcast.Multicaster
 	cmp      *shadow.Comparator
+	lgWatch  *legacyparty.Watcher
 	rtWatch  *realtime.Watcher
 	resolver *flags.Resolver
 	recorder *recorder
@@ -158,7 +159,7 @@ func newGateway(cfg *config.Config, logger *zap.Logger, hooks gatewayHooks) (_ *
 	g.resolver = flags.NewResolver(fcfg, openfeature.NewClient("switchyard"), fm, logger.Named("flags"))
 
 	// Comparator: browser-like watchers on both transports.
-	lw, err := legacyparty.NewWatcher(partyCfgs, um, logger.Named("shadow.legacy"))
+	g.lgWatch, err = legacyparty.NewWatcher(partyCfgs, um, logger.Named("shadow.legacy"))
 	if err != nil {
 		return nil, err
 	}
@@ -171,7 +172,7 @@ func newGateway(cfg *config.Config, logger *zap.Logger, hooks gatewayHooks) (_ *
 	if err := scfg.Validate(); err != nil {
 		return nil, fmt.Errorf("shadow: %w", err)
 	}
-	g.cmp = shadow.New(scfg, lw, g.rtWatch, shadow.NewMetrics(g.reg), logger.Named("shadow"), hooks.now)
+	g.cmp = shadow.New(scfg, g.lgWatch, g.rtWatch, shadow.NewMetrics(g.reg), logger.Named("shadow"), hooks.now)
 
 	g.mc = broadcast.NewMulticaster(broadcast.Config{
 		Apps: limits, Channels: cfg.ChannelNames(),
@@ -246,6 +247,7 @@ func (g *gateway) Run(ctx context.Context) error {
 	bg, _ := errgroup.WithContext(bgCtx)
 	bg.Go(func() error { return g.mc.Run(bgCtx) })
 	bg.Go(func() error { return g.cmp.Run(bgCtx) })
+	bg.Go(func() error { return g.lgWatch.Run(bgCtx) })
 	bg.Go(func() error { return g.rtWatch.Run(bgCtx) })
 	bg.Go(func() error { return g.resolver.Run(bgCtx) })
 	grp.Go(func() error { return serve(g.publicSrv, g.publicLn) })
