@@ -160,17 +160,14 @@ func (c *Client) Route(ctx context.Context, q broadcast.RouteQuery) (broadcast.R
 	if q.Channel != "" {
 		v.Set("channel", q.Channel)
 	}
-	var ans broadcast.RoutesAnswer
+	var ans broadcast.RouteReport
 	if err := c.adminGet(ctx, "/v1/admin/routes", v, &ans); err != nil {
 		return broadcast.Route{}, err
-	}
-	if ans.Route == nil {
-		return broadcast.Route{}, errors.New("GET /v1/admin/routes: answer has no route")
 	}
 	if _, err := broadcast.ParseStage(string(ans.Route.Stage)); err != nil {
 		return broadcast.Route{}, fmt.Errorf("GET /v1/admin/routes: %w", err)
 	}
-	return *ans.Route, nil
+	return ans.Route, nil
 }
 
 // ShadowSummary reads GET /v1/admin/shadow/summary: the comparator's rows,

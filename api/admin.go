@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/switchyard/switchyard/broadcast"
+	"github.com/switchyard/switchyard/shadow"
 )
 
 func (s *Server) adminMux() http.Handler {
@@ -30,7 +31,11 @@ func (s *Server) adminMux() http.Handler {
 			s.writeError(w, r, "", "", broadcast.Errorf(broadcast.ENOTFOUND, "the shadow comparator is not running"))
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"channels": s.deps.ShadowSummary()})
+		doc := shadow.Summary{Channels: s.deps.ShadowSummary()}
+		if doc.Channels == nil {
+			doc.Channels = []shadow.ChannelSummary{}
+		}
+		writeJSON(w, http.StatusOK, &doc)
 	})).ServeHTTP))
 	mux.Handle("GET /v1/admin/shadow/mismatches", s.instrument("admin", "shadow_mismatches", s.adminAuth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.deps.ShadowMismatches == nil {
@@ -46,7 +51,11 @@ func (s *Server) adminMux() http.Handler {
 			}
 			limit = n
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"mismatches": s.deps.ShadowMismatches(limit)})
+		doc := shadow.MismatchReport{Mismatches: s.deps.ShadowMismatches(limit)}
+		if doc.Mismatches == nil {
+			doc.Mismatches = []shadow.MismatchExample{}
+		}
+		writeJSON(w, http.StatusOK, &doc)
 	})).ServeHTTP))
 	if s.deps.StatusPage != nil {
 		mux.Handle("GET /{$}", s.instrument("admin", "status", s.adminAuth(s.deps.StatusPage).ServeHTTP))
@@ -74,7 +83,8 @@ func (s *Server) adminAuth(h http.Handler) http.Handler {
 	})
 }
 
-// handleRoutes answers the stage that would apply to a message and why.
+// handleRoutes answers the stage that would apply to a message and why, as
+// a broadcast.RouteReport.
 func (s *Server) handleRoutes(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	app, room, event := q.Get("app"), q.Get("room"), q.Get("event")
@@ -96,5 +106,5 @@ func (s *Server) handleRoutes(w http.ResponseWriter, r *http.Request) {
 	}
 	ch := s.cfg.ChannelOf(event)
 	route := s.deps.Resolver.Resolve(broadcast.RouteQuery{App: app, Room: room, Channel: ch, Event: event})
-	writeJSON(w, http.StatusOK, broadcast.RoutesAnswer{App: app, Room: room, Event: event, Env: s.cfg.Env, Route: &route})
+	writeJSON(w, http.StatusOK, &broadcast.RouteReport{App: app, Env: s.cfg.Env, Event: event, Room: room, Route: route})
 }

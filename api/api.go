@@ -26,6 +26,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/switchyard/switchyard/broadcast"
+	"github.com/switchyard/switchyard/shadow"
 )
 
 // Broadcaster is what the API needs from the multicast adapter. Both
@@ -74,9 +75,12 @@ type Deps struct {
 	Resolver    broadcast.StageResolver
 	// Gatherer serves /metrics.
 	Gatherer prometheus.Gatherer
-	// ShadowSummary and ShadowMismatches serve the comparator's reports.
-	ShadowSummary    func() any
-	ShadowMismatches func(limit int) any
+	// ShadowSummary and ShadowMismatches serve the comparator's reports
+	// (shadow.Comparator's Summary and Mismatches), answered as the
+	// documents shadow.Summary and shadow.MismatchReport. They are called
+	// from request goroutines, concurrently, and must not block on I/O.
+	ShadowSummary    func() []shadow.ChannelSummary
+	ShadowMismatches func(limit int) []shadow.MismatchExample
 	// Tokens mints realtime subscription tokens (see token.go).
 	Tokens TokenMinter
 	// Channels lists every channel a room can have (the configured ones and
@@ -347,7 +351,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"listener", "route"}),
 		rejects: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "switchyard_messages_rejected_total", Help: "Requests refused before acceptance, by app and error code.",
+			Name: "switchyard_messages_rejected_total", Help: "Requests and batch items refused, answering-transport failures included, by app and error code.",
 		}, []string{"app", "reason"}),
 		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchyard_tokens_minted_total", Help: "Realtime subscription tokens handed out, by app and mode (server, grant).",

@@ -11,7 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/switchyard/switchyard/broadcast"
+	"github.com/switchyard/switchyard/shadow"
 )
 
 const (
@@ -401,4 +406,150 @@ func FuzzDecodeMessage(f *testing.F) {
 			t.Fatalf("accepted message has an invalid envelope %q: %v", m.Envelope, err)
 		}
 	})
+}
+
+// decodeExactly decodes body into v, refusing fields v does not have.
+func decodeExactly(t *testing.T, body string, v any) {
+	t.Helper()
+	dec := json.NewDecoder(strings.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		t.Fatalf("decode %T from %s: %v", v, body, err)
+	}
+}
+
+// The admin documents are the types their owners export: a client decodes
+// them with no field left over.
+func TestAdminDocumentsAreTyped(t *testing.T) {
+	p := 99.5
+	s := New(Config{Env: "dev", Apps: map[string]App{"a": {Name: "a"}}}, Deps{
+		Resolver: resolverFunc(func(q broadcast.RouteQuery) broadcast.Route {
+			return broadcast.Route{Stage: broadcast.StageShadow, Channel: q.Channel, FlagKey: "realtime-" + q.Channel}
+		}),
+		ShadowSummary: func() []shadow.ChannelSummary {
+			return []shadow.ChannelSummary{{App: "a", Channel: "ai", Compared: 2, ParityPercent: &p,
+				Outcomes: map[shadow.Outcome]int64{shadow.OutcomeMatch: 2}}}
+		},
+		ShadowMismatches: func(limit int) []shadow.MismatchExample {
+			return []shadow.MismatchExample{{App: "a", Channel: "ai", Outcome: shadow.OutcomeMismatch}}[:min(limit, 1)]
+		},
+	}, NewMetrics(nil), nil, nil)
+	adm := httptest.NewServer(s.Admin())
+	defer adm.Close()
+
+	var route broadcast.RouteReport
+	decodeExactly(t, do(t, "GET", adm.URL+"/v1/admin/routes?app=a&room=r&event=e", "", "").body, &route)
+	want := broadcast.RouteReport{App: "a", Env: "dev", Event: "e", Room: "r",
+		Route: broadcast.Route{Stage: broadcast.StageShadow, Channel: "default", FlagKey: "realtime-default"}}
+	if route != want {
+		t.Errorf("routes: got %+v, want %+v", route, want)
+	}
+
+	var sum shadow.Summary
+	decodeExactly(t, do(t, "GET", adm.URL+"/v1/admin/shadow/summary", "", "").body, &sum)
+	if len(sum.Channels) != 1 || sum.Channels[0].Compared != 2 || *sum.Channels[0].ParityPercent != p {
+		t.Errorf("summary: got %+v", sum)
+	}
+
+	var mm shadow.MismatchReport
+	decodeExactly(t, do(t, "GET", adm.URL+"/v1/admin/shadow/mismatches?limit=1", "", "").body, &mm)
+	if len(mm.Mismatches) != 1 || mm.Mismatches[0].Outcome != shadow.OutcomeMismatch {
+		t.Errorf("mismatches: got %+v", mm)
+	}
+
+	// Nil reports are answered as empty lists, never null.
+	s2 := New(Config{}, Deps{
+		ShadowSummary:    func() []shadow.ChannelSummary { return nil },
+		ShadowMismatches: func(int) []shadow.MismatchExample { return nil },
+	}, NewMetrics(nil), nil, nil)
+	adm2 := httptest.NewServer(s2.Admin())
+	defer adm2.Close()
+	if got, want := do(t, "GET", adm2.URL+"/v1/admin/shadow/summary", "", "").body, "{\"channels\":[]}\n"; got != want {
+		t.Errorf("empty summary: got %q, want %q", got, want)
+	}
+	if got, want := do(t, "GET", adm2.URL+"/v1/admin/shadow/mismatches", "", "").body, "{\"mismatches\":[]}\n"; got != want {
+		t.Errorf("empty mismatches: got %q, want %q", got, want)
+	}
+}
+
+// Each failed item of a batch is logged once, where the batch handler
+// handles it, as a single request's failure is: server faults at error
+// level, refusals at debug; with the app, the channel and the status class,
+// never the body.
+func TestBatchItemFailuresAreLogged(t *testing.T) {
+	core, logs := observer.New(zapcore.DebugLevel)
+	fb := &fakeBroadcaster{fn: func(m *broadcast.Message) (broadcast.Outcome, error) {
+		switch m.RequestID {
+		case "fails":
+			return broadcast.Outcome{RequestID: m.RequestID}, &broadcast.Error{Code: broadcast.EUPSTREAM, Transport: broadcast.TransportLegacy,
+				Message: "legacy transport failed: answered 503 after 3 attempts"}
+		case "refused":
+			return broadcast.Outcome{RequestID: m.RequestID}, &broadcast.Error{Code: broadcast.ETOOLARGE, Transport: broadcast.TransportRealtime,
+				Message: "realtime transport refused the message"}
+		}
+		return broadcast.Outcome{RequestID: m.RequestID, Stage: broadcast.StageLegacy}, nil
+	}}
+	s := New(Config{
+		Apps: map[string]App{"ai-hero": {Name: "ai-hero", KeyHashes: [][32]byte{HashKey(testKey)}}},
+		ChannelOf: func(ev string) string {
+			if ev == "ai.message" {
+				return "ai-stream"
+			}
+			return broadcast.DefaultChannel
+		},
+	}, Deps{Broadcaster: fb}, NewMetrics(nil), zap.New(core), nil)
+	s.SetReady(true)
+	pub := httptest.NewServer(s.Public())
+	defer pub.Close()
+
+	const marker = "BODY-MARKER-do-not-log"
+	body := `{"messages":[` +
+		`{"room":"r","name":"ai.message","requestId":"ok","body":{"t":"` + marker + `"}},` +
+		`{"room":"r","name":"ai.message","requestId":"fails","body":{"t":"` + marker + `"}},` +
+		`{"room":"r","name":"video.ready","requestId":"refused","body":{"t":"` + marker + `"}}]}`
+	if a := do(t, "POST", pub.URL+"/v1/broadcasts", "Bearer "+testKey, body); a.status != 200 {
+		t.Fatalf("batch = %d %s", a.status, a.body)
+	}
+
+	type want struct {
+		level                zapcore.Level
+		channel, class, code string
+		requestID, transport string
+	}
+	wants := map[string]want{
+		"fails":   {zapcore.ErrorLevel, "ai-stream", "5xx", broadcast.EUPSTREAM, "fails", "legacy"},
+		"refused": {zapcore.DebugLevel, broadcast.DefaultChannel, "4xx", broadcast.ETOOLARGE, "refused", "realtime"},
+	}
+	seen := map[string]int{}
+	for _, e := range logs.All() {
+		f := e.ContextMap()
+		id, _ := f["requestId"].(string)
+		w, ok := wants[id]
+		if !ok {
+			t.Errorf("unexpected log entry %q %v", e.Message, f)
+			continue
+		}
+		seen[id]++
+		if e.Level != w.level {
+			t.Errorf("%s: level %s, want %s", id, e.Level, w.level)
+		}
+		for k, v := range map[string]string{"app": "ai-hero", "channel": w.channel, "statusClass": w.class,
+			"code": w.code, "transport": w.transport, "route": "broadcasts"} {
+			if got, _ := f[k].(string); got != v {
+				t.Errorf("%s: field %s = %q, want %q", id, k, got, v)
+			}
+		}
+		line := e.Message
+		for k, v := range f {
+			line += " " + k + "=" + toString(v)
+		}
+		if strings.Contains(line, marker) {
+			t.Errorf("%s: log entry holds the message body: %s", id, line)
+		}
+	}
+	for id := range wants {
+		if seen[id] != 1 {
+			t.Errorf("%s: logged %d times, want once", id, seen[id])
+		}
+	}
 }

@@ -8,7 +8,11 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"strconv"
 	"strings"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/switchyard/switchyard/broadcast"
 )
@@ -287,6 +291,7 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
 				be.Transport = string(e.Transport)
 			}
 			s.m.rejected(app, be.Code)
+			s.logBatchItem(w, app, msgs[i], be, res.Err)
 			items[i].Error = be
 			continue
 		}
@@ -295,6 +300,32 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
 		items[i].deliveryAnswer = &a
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"results": items})
+}
+
+// logBatchItem logs one failed item of a batch, once, as writeError logs a
+// single request's failure: server faults (5xx) at error level with the
+// error, refusals at debug with the client-safe message. The fields name
+// the app, channel, requestId, code, status class and transport; never the
+// body or a credential.
+func (s *Server) logBatchItem(w http.ResponseWriter, app string, m *broadcast.Message, be *batchError, err error) {
+	if be.Status < 500 && !s.log.Core().Enabled(zapcore.DebugLevel) {
+		return
+	}
+	fields := []zap.Field{
+		zap.String("route", routeOf(w)), zap.String("app", app), zap.String("channel", m.Channel),
+		zap.String("requestId", be.RequestID), zap.String("code", be.Code),
+		zap.String("statusClass", statusClass(be.Status)), zap.String("transport", be.Transport),
+	}
+	if be.Status >= 500 {
+		s.log.Error("batch item failed", append(fields, zap.Error(err))...)
+		return
+	}
+	s.log.Debug("batch item refused", append(fields, zap.String("message", be.Message))...)
+}
+
+// statusClass is "4xx", "5xx"... for an HTTP status.
+func statusClass(status int) string {
+	return strconv.Itoa(status/100) + "xx"
 }
 
 // dropInRequest is what apps POST to PartyKit today.

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/switchyard/switchyard/broadcast"
+	"github.com/switchyard/switchyard/shadow"
 )
 
 // newAdminFixture is an admin listener with every endpoint enabled.
@@ -25,8 +26,8 @@ func newAdminFixture(t *testing.T, token string) (*Server, *httptest.Server) {
 	s := New(Config{AdminToken: token, Apps: map[string]App{"a": {Name: "a"}}}, Deps{
 		Resolver:         resolverFunc(tokenStages),
 		Gatherer:         reg,
-		ShadowSummary:    func() any { return []string{"summary"} },
-		ShadowMismatches: func(int) any { return []string{} },
+		ShadowSummary:    func() []shadow.ChannelSummary { return []shadow.ChannelSummary{{App: "a", Channel: "summary"}} },
+		ShadowMismatches: func(int) []shadow.MismatchExample { return []shadow.MismatchExample{} },
 		StatusPage: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			_, _ = w.Write([]byte("<html>status</html>"))
 		}),

@@ -127,6 +127,8 @@ type rigOpts struct {
 	logger   *zap.Logger
 	legacy   func(ctx context.Context, m *Message) (PublishResult, error)
 	realtime func(ctx context.Context, m *Message) (PublishResult, error)
+	// noRun leaves Run to the test (Close still runs at its end).
+	noRun bool
 }
 
 // newRig builds a Multicaster over fake publishers and closes it at the end
@@ -143,12 +145,36 @@ func newRig(tb testing.TB, o rigOpts) *testRig {
 		o.resolver = fixedStage(StageLegacy)
 	}
 	r.mc = NewMulticaster(o.cfg, r.legacy, r.realtime, o.resolver, o.observer, NewMetrics(r.reg), o.logger, r.clock.Now)
+	if o.noRun {
+		tb.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			r.mc.Close(ctx)
+		})
+		return r
+	}
+	r.runMulticaster(tb)
+	return r
+}
+
+// runMulticaster runs r.mc.Run in a goroutine, as the gateway's errgroup
+// does, and at the end of the test closes the Multicaster, ends Run's
+// context and checks that Run returned nil.
+func (r *testRig) runMulticaster(tb testing.TB) {
+	tb.Helper()
+	runCtx, stop := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- r.mc.Run(runCtx) }()
+	waitFor(tb, "Run to start its workers", r.mc.isWorking)
 	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		r.mc.Close(ctx)
+		stop()
+		if err := <-ran; err != nil {
+			tb.Errorf("Run: %v", err)
+		}
 	})
-	return r
 }
 
 // drain closes the Multicaster, waiting for its off-path work.
@@ -216,6 +242,13 @@ func waitFor(tb testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// isWorking reports whether Run has started the workers.
+func (mc *Multicaster) isWorking() bool {
+	mc.closeMu.Lock()
+	defer mc.closeMu.Unlock()
+	return mc.working
 }
 
 // goroutinesBackTo waits until the goroutine count is at most base.

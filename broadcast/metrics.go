@@ -29,7 +29,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		accepted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchyard_messages_accepted_total",
-			Help: "Messages accepted for delivery, by app, channel and stage.",
+			Help: "Messages whose answering publish succeeded, by app, channel and stage.",
 		}, []string{"app", "channel", "stage"}),
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchyard_deliveries_total",
@@ -147,7 +147,7 @@ type appMetrics struct {
 }
 
 type chanMetrics struct {
-	accepted   [4]prometheus.Counter
+	accepted   [NumStages]prometheus.Counter
 	deliveries [2][numMStatus]prometheus.Counter
 }
 

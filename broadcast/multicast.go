@@ -2,6 +2,7 @@ package broadcast
 
 import (
 	"context"
+	"errors"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -78,16 +79,18 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// DrainReport says what Close did with the off-path work.
+// DrainReport says what the shutdown (Close, or the end of Run's ctx) did
+// with the off-path work.
 type DrainReport struct {
 	// Drained is the number of off-path publishes completed (delivered or
-	// failed) while Close waited.
+	// failed) while the shutdown waited.
 	Drained int
-	// Dropped is the number of off-path messages discarded because Close's
-	// ctx ended before they were published (or while they were).
+	// Dropped is the number of off-path messages discarded because the
+	// shutdown's deadline passed before they were published (or while they
+	// were), or because no worker was left to publish them.
 	Dropped int
 	// Unfinished is the number of answering publishes still running when
-	// Close's ctx ended; they finish on their callers' deadlines.
+	// the deadline passed; they finish on their callers' deadlines.
 	Unfinished int
 }
 
@@ -142,8 +145,19 @@ type BatchResult struct {
 //     forgotten so that the app's retry goes through; its off-path copy,
 //     already queued, may then be published twice (subscribers dedupe by
 //     requestId).
-//   - Shutdown: the workers start in NewMulticaster and stop in Close;
-//     there is no Run method.
+//   - Lifecycle: NewMulticaster starts nothing. Run(ctx) runs the off-path
+//     workers (2*OffPathWorkers goroutines) and returns once they stopped.
+//     Broadcast works before Run: the answering side publishes at once and
+//     off-path copies wait in their queues (bounded as ever) until Run's
+//     workers take them. Close(ctx) is the orderly shutdown: it stops
+//     intake, waits for the Broadcasts in flight, lets the workers drain
+//     the queues within ctx's deadline, then stops them, which ends Run.
+//     The end of Run's ctx is the abrupt shutdown: Close with a deadline
+//     already passed (off-path publishes cancelled, the queued ones
+//     dropped). The wiring therefore runs Run under a context that outlives
+//     the public listener's drain and calls Close after that drain, so
+//     that intake stops, then the queues drain, then the comparator's
+//     subscriptions close.
 //
 // All methods are safe for concurrent use.
 type Multicaster struct {
@@ -170,21 +184,24 @@ type Multicaster struct {
 	outstanding [2]atomic.Int64
 	closing     atomic.Bool   // set by Close once no Broadcast is in flight
 	drainedCh   chan struct{} // signalled when outstanding drops to 0 while closing
-	stopWorkers chan struct{}
+	stopWorkers chan struct{} // closed by Close once the queues are empty
 
 	// state counts Broadcasts in flight; closedBit is set by Close.
 	state atomic.Int64
 	idle  chan struct{} // signalled when state drops to closedBit
 
-	baseCtx    context.Context // parent of off-path publishes
-	baseCancel context.CancelFunc
-	workersWG  sync.WaitGroup
-	processed  atomic.Int64 // off-path publishes completed
-	shutDrops  atomic.Int64 // off-path messages dropped for shutdown
+	workersWG sync.WaitGroup
+	processed atomic.Int64 // off-path publishes completed
+	shutDrops atomic.Int64 // off-path messages dropped for shutdown
 
+	// closeMu guards the lifecycle below; Close holds it throughout.
 	closeMu sync.Mutex
+	ran     bool               // Run was called
+	working bool               // Run's workers were started
+	cancel  context.CancelFunc // cancels the off-path publishes; set by Run
 	closed  bool
 	report  DrainReport
+	stopped chan struct{} // closed when Close has finished
 }
 
 const closedBit = int64(1) << 62
@@ -212,10 +229,10 @@ const (
 )
 
 // NewMulticaster returns a Multicaster publishing through legacy (PartyKit)
-// and realtime (Inngest Realtime) as resolver decides, and starts its
-// off-path workers (2*OffPathWorkers goroutines), which Close stops. observer
-// may be nil; m nil means unregistered metrics; logger nil means no logs;
-// now nil means time.Now. legacy and realtime must be non-nil.
+// and realtime (Inngest Realtime) as resolver decides. It starts no
+// goroutine: Run runs the off-path workers. observer may be nil; m nil means
+// unregistered metrics; logger nil means no logs; now nil means time.Now.
+// legacy and realtime must be non-nil.
 func NewMulticaster(cfg Config, legacy, realtime Publisher, resolver StageResolver, observer Observer, m *Metrics, logger *zap.Logger, now func() time.Time) *Multicaster {
 	cfg = cfg.withDefaults()
 	if logger == nil {
@@ -248,24 +265,68 @@ func NewMulticaster(cfg Config, legacy, realtime Publisher, resolver StageResolv
 
 		drainedCh:   make(chan struct{}, 1),
 		stopWorkers: make(chan struct{}),
+		stopped:     make(chan struct{}),
 	}
 	mc.dropObs, _ = observer.(DropObserver)
-	mc.baseCtx, mc.baseCancel = context.WithCancel(context.Background())
 	for t := range mc.ready {
 		mc.ready[t] = make(chan *roomState, cfg.OffPathQueue+1)
-		for range cfg.OffPathWorkers {
-			mc.workersWG.Add(1)
-			go mc.runWorker(t)
-		}
 	}
 	return mc
+}
+
+// errRunTwice is Run's answer to a second call.
+var errRunTwice = errors.New("broadcast: Multicaster.Run called more than once")
+
+// Run publishes the off-path queues with 2*OffPathWorkers worker goroutines
+// until Close has drained them or ctx ends, and returns once every worker
+// has exited. Off-path publishes run under a context with ctx's values,
+// each bounded by OffPathTimeout and all cancelled by the shutdown. ctx
+// must outlive the orderly drain: its end is an abrupt shutdown, as Close with a deadline already passed
+// (intake stops, running off-path publishes are cancelled, queued ones
+// are dropped and counted with reason "shutdown"; Close then returns that
+// report). Run returns nil in both cases. It returns an error at once when
+// called a second time, and nil at once when called after Close.
+func (mc *Multicaster) Run(ctx context.Context) error {
+	mc.closeMu.Lock()
+	if mc.ran {
+		mc.closeMu.Unlock()
+		return errRunTwice
+	}
+	mc.ran = true
+	if mc.closed {
+		mc.closeMu.Unlock()
+		return nil
+	}
+	// Cancelled by the shutdown (Close's deadline, or ctx's end through
+	// Close), so that its report counts what the cancellation dropped.
+	pubCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	mc.cancel = cancel
+	mc.working = true
+	for t := range mc.ready {
+		for range mc.cfg.OffPathWorkers {
+			mc.workersWG.Add(1)
+			go mc.runWorker(pubCtx, t)
+		}
+	}
+	mc.closeMu.Unlock()
+
+	select {
+	case <-mc.stopped:
+	case <-ctx.Done():
+		// Close with a passed deadline; a Close already under way wins
+		// and this one waits for it.
+		mc.Close(ctx)
+	}
+	mc.workersWG.Wait()
+	return nil
 }
 
 // Resolve returns the route of m as the Multicaster's resolver decides it,
 // with an unknown stage replaced by StageLegacy. It does not block.
 func (mc *Multicaster) Resolve(m *Message) Route {
 	r := mc.resolver.Resolve(RouteQuery{App: m.App, Room: m.Room, Channel: m.Channel, Event: m.Name})
-	r.Stage = Stages[stageIndex(r.Stage)]
+	r.Stage = stages[stageIndex(r.Stage)]
 	return r
 }
 
@@ -294,7 +355,10 @@ func (mc *Multicaster) leave() {
 // be passed to concurrent Broadcast calls; afterwards m is shared read-only
 // with the off-path worker and the Observer.
 //
-// Errors, all *Error: EDRAINING after Close began; ERATELIMIT with
+// Broadcast may be called before Run (see Multicaster, Lifecycle).
+//
+// Errors, all *Error: EDRAINING after Close began (or Run's ctx ended);
+// ERATELIMIT with
 // RetryAfterSeconds when m.App is over its rate; EUPSTREAM naming the
 // answering transport when it failed (the Outcome is returned too, that
 // transport Failed); EINVALID, ETOOLARGE or EROOM, also naming the
@@ -379,7 +443,6 @@ func (mc *Multicaster) publish(ctx context.Context, m *Message, stage Stage, out
 	defer st.unlock()
 
 	m.Seq = mc.seq.Add(1)
-	cm.accepted[stageIndex(stage)].Inc()
 	expected := false
 	if mc.observer != nil && stage.Compared() && mc.sampled(m) {
 		mc.observer.Expect(m, stage)
@@ -399,6 +462,9 @@ func (mc *Multicaster) publish(ctx context.Context, m *Message, stage Stage, out
 	mc.metrics.duration[ai][pathAnswer].Observe(d.Seconds())
 	del := Delivery{Status: Delivered, Attempts: res.Attempts, Duration: d, Millis: float64(d) / 1e6}
 	if err == nil {
+		// Accepted means the answering transport took it: a failed one is
+		// rejected (the API counts it), never both.
+		cm.accepted[stageIndex(stage)].Inc()
 		cm.deliveries[ai][mDelivered].Inc()
 		out.Deliveries[ans] = del
 		return out, nil
@@ -485,12 +551,14 @@ func (mc *Multicaster) doneOutstanding(t int) {
 const roomTurn = 16
 
 // runWorker serves rooms of transport index t until Close stops it.
-func (mc *Multicaster) runWorker(t int) {
+// Off-path publishes run under ctx, which Close cancels when its deadline
+// passes.
+func (mc *Multicaster) runWorker(ctx context.Context, t int) {
 	defer mc.workersWG.Done()
 	for {
 		select {
 		case st := <-mc.ready[t]:
-			mc.serveRoom(st, t)
+			mc.serveRoom(ctx, st, t)
 		case <-mc.stopWorkers:
 			return
 		}
@@ -499,7 +567,7 @@ func (mc *Multicaster) runWorker(t int) {
 
 // serveRoom publishes the queued messages of st for transport index t in
 // order, until its queue is empty or its turn is over.
-func (mc *Multicaster) serveRoom(st *roomState, t int) {
+func (mc *Multicaster) serveRoom(ctx context.Context, st *roomState, t int) {
 	for n := 0; ; n++ {
 		st.pmu.Lock()
 		if st.qh[t] == len(st.q[t]) {
@@ -522,20 +590,22 @@ func (mc *Multicaster) serveRoom(st *roomState, t int) {
 		st.pmu.Unlock()
 		mc.queued[t].Add(-1)
 		mc.metrics.depth[t].Dec()
-		mc.runJob(job)
+		mc.runJob(ctx, job)
 	}
 }
 
-func (mc *Multicaster) runJob(job offJob) {
+// runJob publishes job under base (bounded by OffPathTimeout), or drops it
+// for shutdown when base has ended.
+func (mc *Multicaster) runJob(base context.Context, job offJob) {
 	defer func() {
 		job.st.donePending(job.t)
 		mc.doneOutstanding(job.t)
 	}()
-	if mc.baseCtx.Err() != nil {
+	if base.Err() != nil {
 		mc.dropForShutdown(job)
 		return
 	}
-	ctx, cancel := context.WithTimeout(mc.baseCtx, mc.cfg.OffPathTimeout)
+	ctx, cancel := context.WithTimeout(base, mc.cfg.OffPathTimeout)
 	start := mc.now()
 	res, err := mc.pubs[job.t].Publish(ctx, job.m)
 	cancel()
@@ -545,7 +615,7 @@ func (mc *Multicaster) runJob(job offJob) {
 	case err == nil:
 		mc.processed.Add(1)
 		job.cm.deliveries[job.t][mDelivered].Inc()
-	case mc.baseCtx.Err() != nil:
+	case base.Err() != nil:
 		mc.dropForShutdown(job)
 	default:
 		mc.processed.Add(1)
@@ -642,14 +712,16 @@ func (mc *Multicaster) BroadcastBatch(ctx context.Context, msgs []*Message) []Ba
 	return results
 }
 
-// Close shuts the Multicaster down. From its start Broadcast fails with
-// EDRAINING. It waits for the Broadcasts in flight, then lets the off-path
+// Close shuts the Multicaster down in order. From its start Broadcast fails
+// with EDRAINING. It waits for the Broadcasts in flight, then lets Run's
 // workers publish what is queued, all within ctx's deadline; when ctx ends
 // it cancels the off-path publishes and drops what is left (counted with
-// reason "shutdown"). It returns once every worker goroutine has exited,
-// which requires the Publishers to return promptly when their ctx is
-// cancelled. Later calls wait for the first to finish and return its
-// report.
+// reason "shutdown"). Before Run, nothing can publish the queued
+// messages: Close drops them at once (Run, called later, returns nil). It returns once every
+// worker goroutine has exited, which requires the Publishers to return
+// promptly when their ctx is cancelled; Run then returns. Later calls,
+// and calls after Run's ctx ended, wait for the first shutdown to finish
+// and return its report.
 func (mc *Multicaster) Close(ctx context.Context) DrainReport {
 	mc.closeMu.Lock()
 	defer mc.closeMu.Unlock()
@@ -657,7 +729,13 @@ func (mc *Multicaster) Close(ctx context.Context) DrainReport {
 		return mc.report
 	}
 	mc.closed = true
+	defer close(mc.stopped)
 	p0, d0 := mc.processed.Load(), mc.shutDrops.Load()
+	cancelPubs := func() {
+		if mc.cancel != nil {
+			mc.cancel()
+		}
+	}
 
 	var rep DrainReport
 	if old := mc.state.Or(closedBit); old&^closedBit != 0 {
@@ -668,6 +746,18 @@ func (mc *Multicaster) Close(ctx context.Context) DrainReport {
 		}
 	}
 	mc.closing.Store(true)
+	if !mc.working {
+		// Run's workers will never take the queued messages: one worker
+		// per transport, with a context already cancelled, drops them
+		// (and any a Broadcast still in flight queues) until the loop
+		// below has seen every one uncounted.
+		dead, cancel := context.WithCancel(context.Background())
+		cancel()
+		for t := range mc.ready {
+			mc.workersWG.Add(1)
+			go mc.runWorker(dead, t)
+		}
+	}
 	done := ctx.Done()
 	for mc.outstanding[0].Load()+mc.outstanding[1].Load() > 0 {
 		select {
@@ -675,13 +765,13 @@ func (mc *Multicaster) Close(ctx context.Context) DrainReport {
 		case <-done:
 			// Out of time: cancel the running publishes; the workers drop
 			// the rest quickly.
-			mc.baseCancel()
+			cancelPubs()
 			done = nil
 		}
 	}
 	close(mc.stopWorkers)
 	mc.workersWG.Wait()
-	mc.baseCancel()
+	cancelPubs()
 	rep.Drained = int(mc.processed.Load() - p0)
 	rep.Dropped = int(mc.shutDrops.Load() - d0)
 	mc.report = rep

@@ -43,6 +43,8 @@ func BenchmarkBroadcast(b *testing.B) {
 				mc := NewMulticaster(Config{Apps: map[string]AppLimits{"app": {}}, Channels: []string{"ai"}},
 					fast, fast, fixedStage(stage), nil, NewMetrics(prometheus.NewRegistry()), nil, nil)
 				ctx := context.Background()
+				ran := make(chan error, 1)
+				go func() { ran <- mc.Run(ctx) }()
 				var next atomic.Int64
 				b.ReportAllocs()
 				b.ResetTimer()
@@ -62,6 +64,9 @@ func BenchmarkBroadcast(b *testing.B) {
 					}
 				}
 				mc.Close(context.Background())
+				if err := <-ran; err != nil {
+					b.Error(err)
+				}
 				b.StopTimer()
 				var dropped float64
 				for _, t := range transportsByIndex {

@@ -946,3 +946,43 @@ func TestNoIdempotencyKeyNoDedup(t *testing.T) {
 		t.Fatalf("legacy got %d messages, want 3", got)
 	}
 }
+
+// A message whose answering publish failed is rejected (the API counts it
+// in switchyard_messages_rejected_total), so it must not also count as
+// accepted; its retry that succeeds does.
+func TestFailedAnsweringIsNotAccepted(t *testing.T) {
+	boom := &Error{Code: EUPSTREAM, Message: "HTTP 503 from upstream"}
+	for _, stage := range AllStages() {
+		t.Run(string(stage), func(t *testing.T) {
+			var fail atomic.Bool
+			fail.Store(true)
+			pub := func(ctx context.Context, m *Message) (PublishResult, error) {
+				if fail.Load() {
+					return PublishResult{Attempts: 1}, boom
+				}
+				return PublishResult{Attempts: 1}, nil
+			}
+			o := rigOpts{resolver: fixedStage(stage)}
+			if stage.Answering() == TransportLegacy {
+				o.legacy = pub
+			} else {
+				o.realtime = pub
+			}
+			r := newRig(t, o)
+			labels := map[string]string{"app": "app", "channel": "default", "stage": string(stage)}
+			if _, err := r.mc.Broadcast(context.Background(), mustMessage(t, "app", "room", "e", "req-1")); ErrorCode(err) != EUPSTREAM {
+				t.Fatalf("Broadcast: got %v, want %s", err, EUPSTREAM)
+			}
+			if got := metricValue(t, r.reg, "switchyard_messages_accepted_total", labels); got != 0 {
+				t.Errorf("accepted after the answering publish failed: got %v, want 0", got)
+			}
+			fail.Store(false)
+			if _, err := r.mc.Broadcast(context.Background(), mustMessage(t, "app", "room", "e", "req-1")); err != nil {
+				t.Fatalf("retry: %v", err)
+			}
+			if got := metricValue(t, r.reg, "switchyard_messages_accepted_total", labels); got != 1 {
+				t.Errorf("accepted after the retry succeeded: got %v, want 1", got)
+			}
+		})
+	}
+}

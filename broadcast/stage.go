@@ -1,6 +1,9 @@
 package broadcast
 
-import "fmt"
+import (
+	"fmt"
+	"iter"
+)
 
 // Stage is a channel's migration stage, chosen per message by the flags.
 type Stage string
@@ -19,8 +22,30 @@ const (
 	StageRealtime Stage = "realtime"
 )
 
-// Stages lists every stage in migration order.
-var Stages = []Stage{StageLegacy, StageShadow, StageDual, StageRealtime}
+// stages lists every stage in migration order. Unexported so that no
+// package can reorder or extend it; Stages and AllStages hand out views.
+var stages = [...]Stage{StageLegacy, StageShadow, StageDual, StageRealtime}
+
+// NumStages is the number of stages.
+const NumStages = len(stages)
+
+// Stages yields every stage in migration order with its index, so that
+// `for i, s := range broadcast.Stages` reads like a range over a slice. It
+// is a function, not a variable: no caller can change the stages another
+// package sees. Safe for concurrent use.
+func Stages(yield func(int, Stage) bool) {
+	for i, s := range stages {
+		if !yield(i, s) {
+			return
+		}
+	}
+}
+
+var _ iter.Seq2[int, Stage] = Stages
+
+// AllStages returns a fresh slice of every stage in migration order; the
+// caller owns it.
+func AllStages() []Stage { return append([]Stage(nil), stages[:]...) }
 
 // ParseStage returns the Stage named s, or an error naming s.
 func ParseStage(s string) (Stage, error) {
@@ -40,7 +65,9 @@ const (
 	TransportRealtime Transport = "realtime"
 )
 
-// Answering is the transport whose outcome decides the caller's answer.
+// Answering is the transport whose outcome decides the caller's answer:
+// PartyKit in legacy and shadow (and for an unknown stage, the resolver's
+// fail-safe), Inngest Realtime in dual and realtime.
 func (s Stage) Answering() Transport {
 	switch s {
 	case StageDual, StageRealtime:
@@ -58,6 +85,18 @@ func (s Stage) OffPath() (Transport, bool) {
 		return TransportLegacy, true
 	}
 	return "", false
+}
+
+// Transports returns a fresh slice of the transports s publishes to,
+// answering transport first: one in legacy and realtime, both in shadow
+// and dual. An unknown stage publishes as legacy does. The caller owns the
+// slice.
+func (s Stage) Transports() []Transport {
+	ans := s.Answering()
+	if off, ok := s.OffPath(); ok {
+		return []Transport{ans, off}
+	}
+	return []Transport{ans}
 }
 
 // Compared reports whether the comparator watches messages of this stage.
@@ -82,19 +121,20 @@ type Route struct {
 	Error string `json:"error,omitempty"`
 }
 
+// RouteReport is the document GET /v1/admin/routes answers: the route a
+// message of App's Room and Event would take now in Env. Clients decode
+// it as is.
+type RouteReport struct {
+	App   string `json:"app"`
+	Env   string `json:"env"`
+	Event string `json:"event"`
+	Room  string `json:"room"`
+	Route Route  `json:"route"`
+}
+
 // StageResolver decides the stage of one message. Implementations must be
 // safe for concurrent use, must not block on I/O, and must fail safe: any
 // error yields StageLegacy with Route.Error set.
 type StageResolver interface {
 	Resolve(q RouteQuery) Route
-}
-
-// RoutesAnswer is the document GET /v1/admin/routes answers: the query as
-// understood, the environment, and the decision. Clients decode this type.
-type RoutesAnswer struct {
-	App   string `json:"app"`
-	Room  string `json:"room"`
-	Event string `json:"event"`
-	Env   string `json:"env"`
-	Route *Route `json:"route"`
 }

@@ -113,16 +113,6 @@ func fmtLatency(d time.Duration) string {
 	return strconv.FormatFloat(ms, 'f', 0, 64) + "ms"
 }
 
-// transportsOf lists the transports a stage publishes to.
-func transportsOf(s broadcast.Stage) []broadcast.Transport {
-	switch s {
-	case broadcast.StageLegacy:
-		return []broadcast.Transport{broadcast.TransportLegacy}
-	case broadcast.StageRealtime:
-		return []broadcast.Transport{broadcast.TransportRealtime}
-	}
-	return []broadcast.Transport{broadcast.TransportLegacy, broadcast.TransportRealtime}
-}
 
 // arrivals collects the first receipt of the canary message per transport.
 type arrivals struct {
@@ -173,7 +163,7 @@ func Run(ctx context.Context, o Options, app config.App, c *adminclient.Client, 
 		return res
 	}
 	res.stage = route.Stage
-	want := transportsOf(route.Stage)
+	want := route.Stage.Transports()
 
 	var b [8]byte
 	_, _ = rand.Read(b[:])
@@ -231,14 +221,14 @@ func Run(ctx context.Context, o Options, app config.App, c *adminclient.Client, 
 		return res
 	}
 	if stage != route.Stage {
-		for _, t := range transportsOf(stage) {
+		for _, t := range stage.Transports() {
 			if !contains(want, t) {
 				res.stage = stage
 				res.err = fmt.Errorf("stage changed from %s to %s between the route lookup and the publish; run again", route.Stage, stage)
 				return res
 			}
 		}
-		res.stage, want = stage, transportsOf(stage)
+		res.stage, want = stage, stage.Transports()
 	}
 
 	deadline := time.NewTimer(o.Timeout)

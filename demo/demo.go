@@ -29,7 +29,6 @@ import (
 	"github.com/switchyard/switchyard/gateway"
 	"github.com/switchyard/switchyard/legacyparty/partytest"
 	"github.com/switchyard/switchyard/realtime/realtimetest"
-	"github.com/switchyard/switchyard/shadow"
 )
 
 // Key is the demo app's API key; it exists only inside the demo process.
@@ -362,8 +361,14 @@ func demoShadowRows(g *gateway.Gateway) []shadowRow {
 		if s.ParityPercent != nil {
 			r.parity = *s.ParityPercent
 		}
-		r.mismatch = s.Outcomes[shadow.OutcomeMismatch] + s.Outcomes[shadow.OutcomePrecisionLoss]
-		r.missing = s.Outcomes[shadow.OutcomeMissingLegacy] + s.Outcomes[shadow.OutcomeMissingRealtime]
+		for o, n := range s.Outcomes {
+			if o.Differs() {
+				r.mismatch += n
+			}
+			if o.Missing() {
+				r.missing += n
+			}
+		}
 		out = append(out, r)
 	}
 	return out

@@ -60,30 +60,30 @@ type Config struct {
 	// local flag file), "flagd" (in-process evaluator synced from a
 	// standalone flagd) or "memory" (tests: the defaultVariant of each flag
 	// in File, or legacy everywhere without File; no targeting).
-	Provider string `yaml:"provider"`
+	Provider string
 	// File is the flagd flag definition file (JSON) for provider file.
-	File string `yaml:"file"`
+	File string
 	// FlagdHost and FlagdPort address a standalone flagd's sync service
 	// (port 8015 by default) for provider flagd.
-	FlagdHost string `yaml:"host"`
-	FlagdPort int    `yaml:"port"`
+	FlagdHost string
+	FlagdPort int
 	// FlagdTargetURI is a gRPC target (such as "envoy://localhost:9211/flagd-sync.service")
 	// used instead of FlagdHost and FlagdPort when set.
-	FlagdTargetURI string `yaml:"targetUri"`
+	FlagdTargetURI string
 	// Env is this deployment's environment, passed to targeting as "env".
-	Env string `yaml:"env"`
+	Env string
 	// Channels are the configured channel names, without "default"; each
 	// has a flag "realtime-<channel>".
-	Channels []string `yaml:"channels"`
+	Channels []string
 	// PollInterval is how often provider file re-reads the file (default
 	// DefaultPollInterval).
-	PollInterval time.Duration `yaml:"pollInterval"`
+	PollInterval time.Duration
 	// CacheSize bounds the Resolver's decision cache (0: DefaultCacheSize;
 	// negative: no cache, every decision is evaluated).
-	CacheSize int `yaml:"cacheSize"`
+	CacheSize int
 	// CacheTTL is how often Resolver.Run drops the decision cache (0:
 	// DefaultCacheTTL). Provider events drop it sooner.
-	CacheTTL time.Duration `yaml:"cacheTTL"`
+	CacheTTL time.Duration
 }
 
 // Validate reports every problem of c, each naming its field by its yaml

@@ -57,9 +57,12 @@ const initDeadlineMs = 5000
 //     of cfg.File (targeting ignored), or legacy everywhere and the kill
 //     switch off without a file. For tests and local runs.
 //
-// logger receives the source's messages; nil means none. flagd's own
-// evaluator logs to stderr through its own zap logger (the provider offers
-// no way to pass one in).
+// logger receives the source's messages and, named "flagd", flagd's own
+// (its provider's and its in-process evaluator's, relayed from Init to
+// Shutdown; see flagdlog.go), so every line follows log.format; nil means
+// none. Building a flagd provider briefly points os.Stderr at a pipe (the
+// only way into flagd's evaluator logger); NewProvider calls are
+// serialised for it.
 func NewProvider(cfg Config, logger *zap.Logger, opts ...ProviderOption) (openfeature.FeatureProvider, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("flags: config: %w", err)
@@ -84,7 +87,7 @@ func NewProvider(cfg Config, logger *zap.Logger, opts ...ProviderOption) (openfe
 		} else {
 			fo = append(fo, flagd.WithHost(cfg.FlagdHost), flagd.WithPort(uint16(cfg.FlagdPort)))
 		}
-		p, err := flagd.NewProvider(fo...)
+		p, err := newFlagdProvider(logger, fo...)
 		if err != nil {
 			return nil, fmt.Errorf("flags: flagd provider: %w", err)
 		}
@@ -97,7 +100,7 @@ func NewProvider(cfg Config, logger *zap.Logger, opts ...ProviderOption) (openfe
 			return nil, fmt.Errorf("flags: flag file %s: %w", cfg.File, err)
 		}
 		src := newFileSource(abs, cfg.Channels, cfg.PollInterval, o.metrics, logger.Named("flagfile"))
-		p, err := flagd.NewProvider(
+		p, err := newFlagdProvider(logger,
 			flagd.WithInProcessResolver(),
 			flagd.WithDeadline(initDeadlineMs),
 			flagd.WithOfflineFilePath(""), // the custom source below is the only one
@@ -113,7 +116,7 @@ func NewProvider(cfg Config, logger *zap.Logger, opts ...ProviderOption) (openfe
 func newMemoryProvider(cfg Config) (*memprovider.InMemoryProvider, error) {
 	mem := make(map[string]memprovider.InMemoryFlag)
 	stage := func(v string) memprovider.InMemoryFlag {
-		vars := make(map[string]any, len(broadcast.Stages))
+		vars := make(map[string]any, broadcast.NumStages)
 		for _, s := range broadcast.Stages {
 			vars[string(s)] = string(s)
 		}

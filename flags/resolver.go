@@ -30,11 +30,16 @@ const ErrorLogInterval = 10 * time.Second
 // bounded sharded map; the cache is dropped on every provider
 // configuration-change, ready, error or stale event, and every
 // Config.CacheTTL while Run runs (a safety net for missed events and
-// time-based targeting). NewResolver registers the event handlers on the
-// client; Close removes them.
+// time-based targeting).
 //
-// Lifecycle: NewResolver, then optionally Run(ctx) in the process's
-// errgroup, Resolve from any goroutine, Close at shutdown.
+// Lifecycle: NewResolver starts no goroutine; it registers the provider
+// event handlers on the client, so that events drop the cache from the
+// start. Run(ctx), in the process's errgroup, adds the CacheTTL expiry
+// until ctx ends, then removes the handlers (as Close does) and returns.
+// Close removes them from a Resolver used without Run, or before Run ends;
+// it is idempotent. Resolve works from any goroutine in every state;
+// without handlers, decisions live until CacheTTL (while Run runs) or
+// until the cache evicts them.
 type Resolver struct {
 	client  openfeature.IClient
 	env     string
@@ -57,6 +62,7 @@ type Resolver struct {
 
 	handlers  map[openfeature.EventType]openfeature.EventCallback
 	closeOnce sync.Once
+	ran       atomic.Bool
 }
 
 var _ broadcast.StageResolver = (*Resolver)(nil)
@@ -77,7 +83,8 @@ var invalidatingEvents = []openfeature.EventType{
 // openfeature.NewDefaultClient() after run.go set the provider). cfg
 // supplies Env, Channels, CacheSize and CacheTTL; m may be shared; nil m
 // means unregistered metrics, nil logger means none. It registers event
-// handlers on client; call Close when done.
+// handlers on client (no goroutine): the end of Run, or Close, removes
+// them.
 func NewResolver(cfg Config, client openfeature.IClient, m *Metrics, logger *zap.Logger) *Resolver {
 	cfg = cfg.WithDefaults()
 	if logger == nil {
@@ -101,7 +108,7 @@ func NewResolver(cfg Config, client openfeature.IClient, m *Metrics, logger *zap
 	for _, ch := range append([]string{broadcast.DefaultChannel}, cfg.Channels...) {
 		cs := &channelState{
 			name: ch, flagKey: FlagKey(ch),
-			evals: make(map[broadcast.Stage]prometheus.Counter, len(broadcast.Stages)),
+			evals: make(map[broadcast.Stage]prometheus.Counter, broadcast.NumStages),
 			errs:  make(map[string]prometheus.Counter, len(errorReasons)),
 		}
 		for _, s := range broadcast.Stages {
@@ -142,9 +149,15 @@ func (r *Resolver) Close() error {
 
 // Run drops the decision cache every Config.CacheTTL until ctx ends, so
 // that no decision is served longer than that even if a provider event was
-// missed or targeting depends on time ($flagd.timestamp). It returns nil
-// when ctx ends. Without Run, only provider events drop the cache.
+// missed or targeting depends on time ($flagd.timestamp). When ctx ends it
+// removes the event handlers (Close) and returns nil. A second call
+// returns an error at once. Without Run, only provider events drop the
+// cache.
 func (r *Resolver) Run(ctx context.Context) error {
+	if !r.ran.CompareAndSwap(false, true) {
+		return errors.New("flags: Resolver.Run called more than once")
+	}
+	defer r.Close()
 	if r.cache == nil {
 		<-ctx.Done()
 		return nil

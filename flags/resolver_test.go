@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -600,5 +601,69 @@ func TestFlagsConfigValidate(t *testing.T) {
 				t.Fatalf("Validate = %q carries a package prefix; the caller names the section", err)
 			}
 		})
+	}
+}
+
+// handlerClient records the event handlers added to and removed from the
+// real client it wraps.
+type handlerClient struct {
+	openfeature.IClient
+	mu      sync.Mutex
+	added   map[openfeature.EventCallback]bool
+	removed map[openfeature.EventCallback]bool
+}
+
+func (c *handlerClient) AddHandler(t openfeature.EventType, cb openfeature.EventCallback) {
+	c.mu.Lock()
+	c.added[cb] = true
+	c.mu.Unlock()
+	c.IClient.AddHandler(t, cb)
+}
+
+func (c *handlerClient) RemoveHandler(t openfeature.EventType, cb openfeature.EventCallback) {
+	c.mu.Lock()
+	c.removed[cb] = true
+	c.mu.Unlock()
+	c.IClient.RemoveHandler(t, cb)
+}
+
+// The Resolver's lifetime: handlers from NewResolver, the end of Run
+// removes them, a second Run is an error, Resolve still works.
+func TestResolverRunLifecycle(t *testing.T) {
+	client := &handlerClient{IClient: startClient(t, memprovider.NewInMemoryProvider(memFlags("shadow"))),
+		added: map[openfeature.EventCallback]bool{}, removed: map[openfeature.EventCallback]bool{}}
+	r := NewResolver(Config{Env: "dev", CacheTTL: time.Hour}, client, nil, nil)
+	if got, want := len(client.added), len(invalidatingEvents); got != want {
+		t.Fatalf("handlers added: got %d, want %d", got, want)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	waitFor(t, 2*time.Second, "Run to start", r.ran.Load)
+	if err := r.Run(context.Background()); err == nil {
+		t.Error("second Run: got nil, want an error")
+	}
+	client.mu.Lock()
+	removedEarly := len(client.removed)
+	client.mu.Unlock()
+	if removedEarly != 0 {
+		t.Errorf("handlers removed while Run runs: %d", removedEarly)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	client.mu.Lock()
+	for cb := range client.added {
+		if !client.removed[cb] {
+			t.Error("a handler is still registered after Run returned")
+		}
+	}
+	client.mu.Unlock()
+	if got := r.Resolve(broadcast.RouteQuery{App: "a", Room: "r"}).Stage; got != broadcast.StageShadow {
+		t.Errorf("Resolve after Run: got %s, want shadow", got)
+	}
+	if err := r.Close(); err != nil {
+		t.Errorf("Close after Run: %v", err)
 	}
 }

@@ -49,6 +49,7 @@ type Gateway struct {
 	mc       *broadcast.Multicaster
 	cmp      *shadow.Comparator
 	rtWatch  *realtime.Watcher
+	lgWatch  *legacyparty.Watcher
 	resolver *flags.Resolver
 	recorder *recording.Recorder
 
@@ -227,12 +228,11 @@ func New(cfg *config.Config, logger *zap.Logger, opts Options) (_ *Gateway, err 
 	g.resolver = flags.NewResolver(p.flags, g.of.NewClient(), fm, logger.Named("flags"))
 
 	// Comparator: browser-like watchers on both transports.
-	lw, err := legacyparty.NewWatcher(p.party, um, logger.Named("shadow.legacy"))
-	if err != nil {
+	if g.lgWatch, err = legacyparty.NewWatcher(p.party, um, logger.Named("shadow.legacy")); err != nil {
 		return nil, err
 	}
 	g.rtWatch = realtime.NewWatcher(rtClients, p.channels.Names(), um, logger.Named("shadow.realtime"))
-	g.cmp = shadow.New(p.shadow, lw, g.rtWatch, shadow.NewMetrics(g.reg), logger.Named("shadow"), opts.Now)
+	g.cmp = shadow.New(p.shadow, g.lgWatch, g.rtWatch, shadow.NewMetrics(g.reg), logger.Named("shadow"), opts.Now)
 
 	g.mc = broadcast.NewMulticaster(p.multicast, legacyRouter, realtimeRouter, g.resolver, g.cmp,
 		broadcast.NewMetrics(g.reg), logger.Named("multicast"), opts.Now)
@@ -246,8 +246,8 @@ func New(cfg *config.Config, logger *zap.Logger, opts Options) (_ *Gateway, err 
 	minter := &api.TokenCache{}
 	deps := api.Deps{
 		Broadcaster: g.mc, Resolver: g.resolver, Gatherer: g.reg,
-		ShadowSummary:    func() any { return g.cmp.Summary() },
-		ShadowMismatches: func(limit int) any { return g.cmp.Mismatches(limit) },
+		ShadowSummary:    g.cmp.Summary,
+		ShadowMismatches: g.cmp.Mismatches,
 		Tokens:           minter.Wrap(realtimeMinter(rtClients), logger),
 		Channels:         p.channels.Names,
 	}
@@ -407,7 +407,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 // Run(ctx) error.
 func (g *Gateway) components() []component {
 	cs := []component{
+		{"multicaster", g.mc.Run},
 		{"comparator", g.cmp.Run},
+		{"legacy watcher", g.lgWatch.Run},
 		{"realtime watcher", g.rtWatch.Run},
 		{"flag resolver", g.resolver.Run},
 	}
@@ -418,25 +420,17 @@ func (g *Gateway) components() []component {
 }
 
 // realtimeMinter mints through each app's realtime client: one token per
-// realtime channel the room's live channels map to.
+// realtime channel the room's live channels map to (Client.GroupChannels).
 func realtimeMinter(clients map[string]*realtime.Client) api.TokenMinter {
 	return api.TokenMinterFunc(func(ctx context.Context, app, room string, channels []string) ([]broadcast.Token, error) {
 		c, ok := clients[app]
 		if !ok {
 			return nil, broadcast.Errorf(broadcast.ENOTFOUND, "app %q has no realtime configuration", app)
 		}
-		byChannel := map[string][]string{}
-		var order []string
-		for _, ch := range channels {
-			rc := c.Channel(room, ch)
-			if _, ok := byChannel[rc]; !ok {
-				order = append(order, rc)
-			}
-			byChannel[rc] = append(byChannel[rc], ch)
-		}
-		out := make([]broadcast.Token, 0, len(order))
-		for _, rc := range order {
-			t, err := c.MintToken(ctx, rc, c.TopicsFor(byChannel[rc]))
+		groups := c.GroupChannels(room, channels)
+		out := make([]broadcast.Token, 0, len(groups))
+		for _, g := range groups {
+			t, err := c.MintToken(ctx, g.Channel, g.Topics)
 			if err != nil {
 				return nil, fmt.Errorf("mint token for app %q: %w", app, err)
 			}

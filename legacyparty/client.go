@@ -25,7 +25,9 @@ var _ broadcast.Publisher = (*Client)(nil)
 
 // NewClient validates cfg and returns a Client. hc is the shared HTTP client
 // (nil: a client over upstream.NewTransport(0)); m may be nil; a nil logger
-// is replaced by zap.NewNop().
+// is replaced by zap.NewNop(). A Client serves one app, and its lines carry
+// no app field of their own: logger should name the app (the wiring hands
+// each app's components a child logger with an "app" field).
 func NewClient(cfg Config, hc *http.Client, m *upstream.Metrics, logger *zap.Logger) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("legacyparty: config: %w", err)
@@ -81,7 +83,7 @@ func (c *Client) Publish(ctx context.Context, m *broadcast.Message) (broadcast.P
 	res := broadcast.PublishResult{Attempts: attempts}
 	if err != nil {
 		c.log.Debug("legacy publish failed",
-			zap.String("app", m.App), zap.String("room", m.Room), zap.String("requestId", m.RequestID),
+			zap.String("room", m.Room), zap.String("requestId", m.RequestID),
 			zap.Int("attempts", attempts), zap.Error(err))
 		return res, &broadcast.Error{
 			Code:      broadcast.EUPSTREAM,

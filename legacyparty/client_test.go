@@ -1,7 +1,9 @@
 package legacyparty_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -13,6 +15,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/switchyard/switchyard/broadcast"
 	"github.com/switchyard/switchyard/legacyparty"
@@ -364,5 +368,66 @@ func TestPublishRefusesNilMessage(t *testing.T) {
 	}
 	if res.Attempts != 0 {
 		t.Errorf("attempts = %d, want 0", res.Attempts)
+	}
+}
+
+// jsonKeys returns the top-level keys of one JSON object, duplicates kept
+// (json.Unmarshal into a map would hide them).
+func jsonKeys(t *testing.T, line []byte) []string {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(line))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		t.Fatalf("log line %s is not a JSON object: %v", line, err)
+	}
+	var keys []string
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			t.Fatalf("log line %s: %v", line, err)
+		}
+		keys = append(keys, tok.(string))
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			t.Fatalf("log line %s: %v", line, err)
+		}
+	}
+	return keys
+}
+
+// The wiring hands each app's Client a logger that already names the app
+// (as it does every per-app component); the Client's own lines must not
+// add a second "app" key to the JSON.
+func TestClientLogNamesTheAppOnce(t *testing.T) {
+	srv := partytest.MustStart(t)
+	srv.FailNext(10, http.StatusInternalServerError)
+	var buf bytes.Buffer
+	core := zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(&buf), zapcore.DebugLevel)
+	logger := zap.New(core).Named("legacyparty").With(zap.String("app", "app"))
+	c, err := legacyparty.NewClient(legacyparty.Config{URL: srv.URL(), Policy: upstream.Policy{MaxAttempts: 1, Timeout: time.Second}}, nil, nil, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Publish(context.Background(), mustMessage(t, "room", "req", `1`)); err == nil {
+		t.Fatal("Publish: got nil, want the upstream failure")
+	}
+	lines := bytes.Split(bytes.TrimSpace(buf.Bytes()), []byte("\n"))
+	found := false
+	for _, line := range lines {
+		if !bytes.Contains(line, []byte("legacy publish failed")) {
+			continue
+		}
+		found = true
+		n := 0
+		for _, k := range jsonKeys(t, line) {
+			if k == "app" {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf(`"app" appears %d times in %s, want once`, n, line)
+		}
+	}
+	if !found {
+		t.Fatalf("no publish failure logged; log:\n%s", buf.String())
 	}
 }

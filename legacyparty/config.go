@@ -43,18 +43,18 @@ const (
 type Config struct {
 	// URL is the base URL including the scheme, e.g. http://127.0.0.1:1999
 	// (http or https; a trailing slash is ignored; no query or fragment).
-	URL string `yaml:"url"`
+	URL string
 	// Party is the default party name (default "main").
-	Party string `yaml:"party"`
+	Party string
 	// PathPrefix is the route prefix (default "/parties").
-	PathPrefix string `yaml:"pathPrefix"`
+	PathPrefix string
 	// SecretHeader and Secret, if set, are sent as a shared-secret header
 	// on every publish (both or neither). The secret is never logged.
-	SecretHeader string `yaml:"secretHeader"`
-	Secret       string `yaml:"secret"`
+	SecretHeader string
+	Secret       string
 	// Policy is the publish deadline and retry policy (zero fields take
 	// upstream's defaults).
-	Policy upstream.Policy `yaml:"policy"`
+	Policy upstream.Policy
 }
 
 // WithDefaults returns c with empty Party and PathPrefix filled in. With the

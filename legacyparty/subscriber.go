@@ -131,6 +131,9 @@ type Subscription struct {
 	mu   sync.Mutex
 	conn *websocket.Conn // current connection, nil while (re)connecting
 
+	// startOnce runs either the reader goroutine (start) or, when Close
+	// or an invalid config comes first, the closing of done.
+	startOnce sync.Once
 	closeOnce sync.Once
 }
 
@@ -145,6 +148,14 @@ type Subscription struct {
 // yields a Subscription that never connects and logs the error once; call
 // cfg.Validate first to catch it.
 func Subscribe(cfg SubscriberConfig, onFrame func(data []byte, receivedAt time.Time), m *upstream.Metrics, logger *zap.Logger) *Subscription {
+	s := newSubscription(cfg, onFrame, m, logger)
+	s.start()
+	return s
+}
+
+// newSubscription is Subscribe without the start: the Subscription does
+// nothing until start. Close works either way.
+func newSubscription(cfg SubscriberConfig, onFrame func(data []byte, receivedAt time.Time), m *upstream.Metrics, logger *zap.Logger) *Subscription {
 	if logger == nil {
 		logger = zap.NewNop()
 	}
@@ -160,12 +171,17 @@ func Subscribe(cfg SubscriberConfig, onFrame func(data []byte, receivedAt time.T
 	u, err := cfg.dialURL()
 	if err != nil {
 		s.log.Error("legacy subscription not started: invalid config", zap.Error(err))
-		close(s.done)
+		s.startOnce.Do(func() { close(s.done) })
 		return s
 	}
 	s.url = u
-	go s.run()
 	return s
+}
+
+// start starts the reader goroutine, unless Close (or an invalid config)
+// came first. Only the first call does anything.
+func (s *Subscription) start() {
+	s.startOnce.Do(func() { go s.run() })
 }
 
 // Ready reports whether the subscription is connected now.
@@ -179,6 +195,7 @@ func (s *Subscription) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
 		s.cancel()
+		s.startOnce.Do(func() { close(s.done) }) // never started: nothing to wait for
 		s.mu.Lock()
 		c := s.conn
 		s.mu.Unlock()

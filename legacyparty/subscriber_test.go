@@ -291,6 +291,12 @@ func TestWatcher(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	stop := runWatcher(t, w)
+	defer func() {
+		if err := stop(); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
 	if _, err := w.WatchRoom("other", "r", func([]byte, time.Time) {}); broadcast.ErrorCode(err) != broadcast.ENOTFOUND {
 		t.Errorf("unknown app: err = %v, want %s", err, broadcast.ENOTFOUND)
 	}

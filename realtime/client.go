@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -117,6 +118,38 @@ func (c *Client) TopicsFor(channels []string) []string {
 		if !seen[t] {
 			seen[t] = true
 			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// ChannelTopics is one Inngest channel of a room with the topics that the
+// configured channels mapping onto it publish to: what one subscription
+// token covers.
+type ChannelTopics struct {
+	Channel string
+	Topics  []string
+}
+
+// GroupChannels maps the configured channel names channels of room onto
+// their Inngest channels (Channel) and returns one entry per distinct
+// Inngest channel, in first-seen order, with the distinct topics (Topic) of
+// the names that map onto it, in first-seen order. A subscriber of the room
+// needs one token per entry. The result is the caller's. Safe for
+// concurrent use.
+func (c *Client) GroupChannels(room string, channels []string) []ChannelTopics {
+	var out []ChannelTopics
+	index := make(map[string]int, len(channels))
+	for _, ch := range channels {
+		name, topic := c.Channel(room, ch), c.Topic(ch)
+		i, ok := index[name]
+		if !ok {
+			i = len(out)
+			index[name] = i
+			out = append(out, ChannelTopics{Channel: name})
+		}
+		if !slices.Contains(out[i].Topics, topic) {
+			out[i].Topics = append(out[i].Topics, topic)
 		}
 	}
 	return out

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -359,5 +360,43 @@ func TestUpstreamErrorMessage(t *testing.T) {
 		if e.Message != tt.want || e.Code != broadcast.EUPSTREAM || e.Transport != broadcast.TransportRealtime || !errors.Is(e, cause) {
 			t.Errorf("upstreamError(%s, %v, %d) = %+v, want message %q", tt.op, tt.status, tt.attempts, e, tt.want)
 		}
+	}
+}
+
+func TestGroupChannels(t *testing.T) {
+	tests := []struct {
+		name     string
+		cfg      Config
+		channels []string
+		want     []ChannelTopics
+	}{
+		{"one channel per room, topics per configured channel", Config{}, []string{"ai", "default", "ai"},
+			[]ChannelTopics{{Channel: "r1", Topics: []string{"ai", "default"}}}},
+		{"a channel per configured channel", Config{ChannelTemplate: "{app}:{room}:{channel}"}, []string{"ai", "default"},
+			[]ChannelTopics{{Channel: "app1:r1:ai", Topics: []string{"ai"}}, {Channel: "app1:r1:default", Topics: []string{"default"}}}},
+		{"topics shared by two names", Config{Topics: map[string]string{"ai": "msg", "chat": "msg"}}, []string{"chat", "ai", "video"},
+			[]ChannelTopics{{Channel: "r1", Topics: []string{"msg", "video"}}}},
+		{"no channels", Config{}, nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := mustClient(t, "http://127.0.0.1:1", tt.cfg, nil)
+			got := c.GroupChannels("r1", tt.channels)
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("GroupChannels: got %+v, want %+v", got, tt.want)
+			}
+			// Each entry is what TopicsFor gives for the names of its channel.
+			for _, g := range got {
+				var names []string
+				for _, ch := range tt.channels {
+					if c.Channel("r1", ch) == g.Channel {
+						names = append(names, ch)
+					}
+				}
+				if want := c.TopicsFor(names); !reflect.DeepEqual(g.Topics, want) {
+					t.Errorf("%s: topics %v, TopicsFor gives %v", g.Channel, g.Topics, want)
+				}
+			}
+		})
 	}
 }

@@ -22,22 +22,22 @@ const DefaultChannelTemplate = "{room}"
 type Config struct {
 	// URL is the API base, e.g. http://127.0.0.1:8288 (dev server) or
 	// https://api.inngest.com. Paths /v1/realtime/... are appended.
-	URL string `yaml:"url"`
+	URL string
 	// SigningKey is the app's signing key, signkey-{env}-{hex}. Empty sends
 	// no Authorization header (the dev server needs none).
-	SigningKey string `yaml:"signingKey"`
+	SigningKey string
 	// FallbackSigningKey is tried once when the upstream answers 401/403
 	// with SigningKey (key rotation).
-	FallbackSigningKey string `yaml:"fallbackSigningKey"`
+	FallbackSigningKey string
 	// ChannelTemplate builds the Inngest channel from {room}, {app} and
 	// {channel} (the configured channel name); default "{room}". It must
 	// contain {room} so that rooms never share a channel.
-	ChannelTemplate string `yaml:"channelTemplate"`
+	ChannelTemplate string
 	// Topics maps a configured channel name to its Inngest topic; a channel
 	// absent from the map uses its own name as topic.
-	Topics map[string]string `yaml:"topics"`
+	Topics map[string]string
 	// Policy is the deadline and retry policy of publish and token calls.
-	Policy upstream.Policy `yaml:"-"`
+	Policy upstream.Policy
 }
 
 var (

@@ -2,6 +2,7 @@ package realtime
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -32,10 +33,17 @@ func WithClock(now func() time.Time) WatcherOption {
 
 // Watcher is the shadow comparator's browser: it watches rooms over one
 // shared subscription connection per app. Each room's Inngest channels
-// (Client.Channel(room, ch) for every configured channel ch) are added to the
-// app's connection with a sub frame carrying a token minted through the
-// app's Client for all their topics, and removed with unsub when the last
-// watch of the channel closes. It is safe for concurrent use.
+// (Client.GroupChannels of the configured channels) are added to the app's
+// connection with a sub frame carrying a token minted through the app's
+// Client for all their topics, and removed with unsub when the last watch
+// of the channel closes. It is safe for concurrent use.
+//
+// Lifecycle: NewWatcher starts nothing and the Watcher owns no context.
+// Run(ctx) is its lifetime: every connection and subscribe goroutine runs
+// under ctx, and Run returns once they all exited after ctx ended. WatchRoom
+// may be called before Run (the watch is registered and connects when Run
+// starts), while Run runs (it connects at once), and fails with EDRAINING
+// once Run's ctx ended.
 //
 // Readiness: the protocol acknowledges no sub, so a watch reports Ready once
 // its sub frame was written on the live connection (or its token opened the
@@ -48,53 +56,70 @@ type Watcher struct {
 	logger   *zap.Logger
 	opts     []WatcherOption
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	wg sync.WaitGroup // the goroutines Run waits for
 
-	mu     sync.Mutex
-	apps   map[string]*appWatch
-	closed bool
+	mu   sync.Mutex
+	apps map[string]*appWatch
+	ran  bool
+	// runCtx is Run's ctx while Run runs, nil before; goroutines start
+	// under it.
+	runCtx context.Context
+	closed bool // Run's ctx ended
 }
 
 type appWatch struct {
-	sub   *Subscriber
-	chans map[string]*chanState // by Inngest channel; guarded by Watcher.mu
+	client  *Client
+	sub     *Subscriber
+	started bool                  // sub's Run goroutine started; guarded by Watcher.mu
+	chans   map[string]*chanState // by Inngest channel; guarded by Watcher.mu
 }
 
 type chanState struct {
 	topics  []string
 	sub     *Subscription
-	cancel  context.CancelFunc
+	cancel  context.CancelFunc // nil until its subscribe goroutine started
 	watches map[*roomWatch]struct{}
 }
 
 // NewWatcher returns a Watcher over clients (by app) for the configured
 // channel names (including broadcast.DefaultChannel). m and logger may be
-// nil. Connections start lazily on the first WatchRoom of an app; Close (or
-// the end of Run's context) ends them.
+// nil. It starts nothing: connections start under Run, lazily, on the first
+// WatchRoom of an app.
 func NewWatcher(clients map[string]*Client, channels []string, m *upstream.Metrics, logger *zap.Logger, opts ...WatcherOption) *Watcher {
 	if logger == nil {
 		logger = zap.NewNop()
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	return &Watcher{clients: clients, channels: append([]string(nil), channels...), m: m,
 		logger: logger.With(zap.String("component", "realtime-watcher")), opts: opts,
-		ctx: ctx, cancel: cancel, apps: map[string]*appWatch{}}
+		apps: map[string]*appWatch{}}
 }
 
-// Run blocks until ctx ends, then closes the Watcher; it returns nil.
+// errWatcherRunTwice is Run's answer to a second call.
+var errWatcherRunTwice = errors.New("realtime: Watcher.Run called more than once")
+
+// Run connects the watches registered so far and those WatchRoom adds
+// meanwhile, all under ctx, until ctx ends; then it ends every watch (their
+// onFrame is not called after Run returns), and returns nil once every
+// goroutine of the Watcher has exited. A second call returns an error at
+// once.
 func (w *Watcher) Run(ctx context.Context) error {
-	select {
-	case <-ctx.Done():
-	case <-w.ctx.Done():
+	w.mu.Lock()
+	if w.ran {
+		w.mu.Unlock()
+		return errWatcherRunTwice
 	}
-	return w.Close()
-}
+	w.ran = true
+	w.runCtx = ctx
+	for _, aw := range w.apps {
+		w.startAppLocked(aw)
+		for name, cs := range aw.chans {
+			w.startChanLocked(aw, name, cs)
+		}
+	}
+	w.mu.Unlock()
 
-// Close ends every watch and connection and waits for their goroutines.
-// onFrame is not called after it returns. It is idempotent.
-func (w *Watcher) Close() error {
+	<-ctx.Done()
+
 	w.mu.Lock()
 	w.closed = true
 	var watches []*roomWatch
@@ -109,9 +134,37 @@ func (w *Watcher) Close() error {
 	for _, rw := range watches {
 		rw.markClosed()
 	}
-	w.cancel()
+	// Every goroutine runs under ctx, which has ended; none is added after
+	// closed was set.
 	w.wg.Wait()
 	return nil
+}
+
+// startAppLocked starts the app connection's goroutine once Run runs.
+// w.mu must be held.
+func (w *Watcher) startAppLocked(aw *appWatch) {
+	if w.runCtx == nil || aw.started {
+		return
+	}
+	aw.started = true
+	ctx := w.runCtx
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		_ = aw.sub.Run(ctx) // returns ctx's error when ctx ends
+	}()
+}
+
+// startChanLocked starts the subscribe goroutine of one Inngest channel
+// once Run runs. w.mu must be held.
+func (w *Watcher) startChanLocked(aw *appWatch, name string, cs *chanState) {
+	if w.runCtx == nil || cs.cancel != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(w.runCtx)
+	cs.cancel = cancel
+	w.wg.Add(1)
+	go w.subscribe(ctx, aw.client, aw, name, cs)
 }
 
 // roomWatch is one WatchRoom subscription.
@@ -129,11 +182,12 @@ type roomWatch struct {
 
 var _ broadcast.Watch = (*roomWatch)(nil)
 
-// WatchRoom starts watching room of app; onFrame receives the data JSON of
-// each data frame of the room's channels with its receipt time, from the
-// app connection's reader goroutine, and must not block or call Close. The
-// error is an *broadcast.Error: ENOTFOUND for an app without a Client, EROOM
-// for a bad room, EDRAINING after Close.
+// WatchRoom starts watching room of app (see Watcher, Lifecycle); onFrame
+// receives the data JSON of each data frame of the room's channels with its
+// receipt time, from the app connection's reader goroutine, and must not
+// block or call Close. The error is an *broadcast.Error: ENOTFOUND for an
+// app without a Client, EROOM for a bad room, EDRAINING once Run's ctx
+// ended.
 func (w *Watcher) WatchRoom(app, room string, onFrame func(data []byte, receivedAt time.Time)) (broadcast.Watch, error) {
 	c, ok := w.clients[app]
 	if !ok {
@@ -142,20 +196,14 @@ func (w *Watcher) WatchRoom(app, room string, onFrame func(data []byte, received
 	if err := broadcast.ValidateRoom(room); err != nil {
 		return nil, err
 	}
-	groups := map[string][]string{}
-	var order []string
+	groups := c.GroupChannels(room, w.channels)
 	rw := &roomWatch{w: w, app: app, keys: map[string]bool{}, onFrame: onFrame}
-	for _, ch := range w.channels {
-		name, topic := c.Channel(room, ch), c.Topic(ch)
-		if _, ok := groups[name]; !ok {
-			order = append(order, name)
-		}
-		if !rw.keys[name+"\x00"+topic] {
-			groups[name] = append(groups[name], topic)
-			rw.keys[name+"\x00"+topic] = true
+	for _, g := range groups {
+		rw.channels = append(rw.channels, g.Channel)
+		for _, topic := range g.Topics {
+			rw.keys[g.Channel+"\x00"+topic] = true
 		}
 	}
-	rw.channels = order
 
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -166,14 +214,12 @@ func (w *Watcher) WatchRoom(app, room string, onFrame func(data []byte, received
 	if err != nil {
 		return nil, err
 	}
-	for _, name := range order {
-		cs := aw.chans[name]
+	for _, g := range groups {
+		cs := aw.chans[g.Channel]
 		if cs == nil {
-			ctx, cancel := context.WithCancel(w.ctx)
-			cs = &chanState{topics: groups[name], cancel: cancel, watches: map[*roomWatch]struct{}{}}
-			aw.chans[name] = cs
-			w.wg.Add(1)
-			go w.subscribe(ctx, c, aw, name, cs)
+			cs = &chanState{topics: g.Topics, watches: map[*roomWatch]struct{}{}}
+			aw.chans[g.Channel] = cs
+			w.startChanLocked(aw, g.Channel, cs)
 		}
 		cs.watches[rw] = struct{}{}
 	}
@@ -184,7 +230,7 @@ func (w *Watcher) appLocked(app string, c *Client) (*appWatch, error) {
 	if aw := w.apps[app]; aw != nil {
 		return aw, nil
 	}
-	aw := &appWatch{chans: map[string]*chanState{}}
+	aw := &appWatch{client: c, chans: map[string]*chanState{}}
 	cfg := SubscriberConfig{URL: c.URL(), OnMsg: func(m Msg) { w.dispatch(aw, m) }}
 	for _, o := range w.opts {
 		o(&cfg)
@@ -195,11 +241,7 @@ func (w *Watcher) appLocked(app string, c *Client) (*appWatch, error) {
 	}
 	aw.sub = sub
 	w.apps[app] = aw
-	w.wg.Add(1)
-	go func() {
-		defer w.wg.Done()
-		_ = sub.Run(w.ctx)
-	}()
+	w.startAppLocked(aw)
 	return aw, nil
 }
 
@@ -308,7 +350,9 @@ func (rw *roomWatch) Close() error {
 			}
 			delete(cs.watches, rw)
 			if len(cs.watches) == 0 {
-				cs.cancel()
+				if cs.cancel != nil {
+					cs.cancel()
+				}
 				if cs.sub != nil {
 					unsubs = append(unsubs, cs.sub)
 				}

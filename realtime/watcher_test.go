@@ -3,6 +3,8 @@ package realtime
 import (
 	"context"
 	"encoding/json"
+	"net/http"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/switchyard/switchyard/broadcast"
 	"github.com/switchyard/switchyard/realtime/realtimetest"
+	"github.com/switchyard/switchyard/upstream"
 )
 
 // frames collects onFrame calls.
@@ -36,11 +39,43 @@ func (f *frames) all() []string {
 
 func newWatcher(t *testing.T, srv *realtimetest.Server, cfg Config) (*Watcher, *Client) {
 	t.Helper()
+	w, c := newIdleWatcher(t, srv, cfg)
+	runWatcher(t, w)
+	return w, c
+}
+
+// newIdleWatcher builds a Watcher without running it.
+func newIdleWatcher(t *testing.T, srv *realtimetest.Server, cfg Config) (*Watcher, *Client) {
+	t.Helper()
 	c := mustClient(t, srv.URL(), cfg, nil)
 	w := NewWatcher(map[string]*Client{"app1": c}, []string{"ai", broadcast.DefaultChannel}, nil, zaptest.NewLogger(t),
 		WithSettle(10*time.Millisecond), WithBackoff(10*time.Millisecond, 50*time.Millisecond))
-	t.Cleanup(func() { _ = w.Close() })
 	return w, c
+}
+
+// runWatcher runs w.Run until the returned stop is called (or the test
+// ends); stop waits for Run and fails the test unless it returned nil.
+func runWatcher(t *testing.T, w *Watcher) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- w.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-ran:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			case <-time.After(eventuallyIn):
+				t.Errorf("Run did not return after its ctx ended")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 // the shadow comparator's declaration, matched exactly.
@@ -141,16 +176,74 @@ func TestWatcherReadyFollowsConnection(t *testing.T) {
 
 func TestWatcherErrors(t *testing.T) {
 	srv := newServer(t, realtimetest.Config{})
-	w, _ := newWatcher(t, srv, Config{})
+	w, _ := newIdleWatcher(t, srv, Config{})
+	stop := runWatcher(t, w)
 	if _, err := w.WatchRoom("nope", "room-1", nil); broadcast.ErrorCode(err) != broadcast.ENOTFOUND {
 		t.Errorf("unknown app: got %v, want %s", err, broadcast.ENOTFOUND)
 	}
 	if _, err := w.WatchRoom("app1", "a/b", nil); broadcast.ErrorCode(err) != broadcast.EROOM {
 		t.Errorf("bad room: got %v, want %s", err, broadcast.EROOM)
 	}
-	_ = w.Close()
+	stop()
 	if _, err := w.WatchRoom("app1", "room-1", nil); broadcast.ErrorCode(err) != broadcast.EDRAINING {
-		t.Errorf("after Close: got %v, want %s", err, broadcast.EDRAINING)
+		t.Errorf("after Run's ctx ended: got %v, want %s", err, broadcast.EDRAINING)
+	}
+}
+
+// NewWatcher starts nothing; a watch made before Run connects once Run
+// runs; the end of Run's ctx ends every watch and goroutine.
+func TestWatcherLifecycle(t *testing.T) {
+	srv := newServer(t, realtimetest.Config{})
+	base := runtime.NumGoroutine()
+	hc := &http.Client{Transport: upstream.NewTransport(8)}
+	c, err := NewClient("app1", Config{URL: srv.URL(), Policy: fastPolicy()}, hc, nil, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := NewWatcher(map[string]*Client{"app1": c}, []string{"ai", broadcast.DefaultChannel}, nil, zaptest.NewLogger(t),
+		WithSettle(10*time.Millisecond), WithBackoff(10*time.Millisecond, 50*time.Millisecond))
+	var fr frames
+	wa, err := w.WatchRoom("app1", "room-1", fr.on)
+	if err != nil {
+		t.Fatalf("WatchRoom before Run: %v", err)
+	}
+	time.Sleep(30 * time.Millisecond) // what must not happen has had time to
+	if got := runtime.NumGoroutine(); got > base {
+		t.Errorf("goroutines before Run: got %d, want at most %d", got, base)
+	}
+	if got := srv.Connections(); got != 0 || wa.Ready() {
+		t.Fatalf("before Run: %d connections, ready %v; want none", got, wa.Ready())
+	}
+
+	stop := runWatcher(t, w)
+	eventually(t, "the watch made before Run to be ready", wa.Ready)
+	if _, err := c.Publish(context.Background(), mustMessage(t, "room-1", "ai", `1`)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "frame", func() bool { return len(fr.all()) == 1 })
+	if err := w.Run(context.Background()); err == nil {
+		t.Error("second Run: got nil, want an error")
+	}
+
+	stop()
+	if wa.Ready() {
+		t.Error("ready after Run returned")
+	}
+	if _, err := c.Publish(context.Background(), mustMessage(t, "room-1", "ai", `2`)); err != nil {
+		t.Fatal(err)
+	}
+	_ = wa.Close()
+	hc.CloseIdleConnections() // the publishes' and token requests' keep-alives
+	deadline := time.Now().Add(eventuallyIn)
+	for runtime.NumGoroutine() > base && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := runtime.NumGoroutine(); got > base {
+		buf := make([]byte, 1<<16)
+		t.Errorf("goroutines after Run returned: got %d, want at most %d\n%s", got, base, buf[:runtime.Stack(buf, true)])
+	}
+	if got := len(fr.all()); got != 1 {
+		t.Errorf("frames after Run returned: got %d, want 1", got)
 	}
 }
 

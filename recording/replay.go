@@ -500,9 +500,6 @@ func fetchSummary(ctx context.Context, c *adminclient.Client, app string) ([]sha
 	return s.For(app), nil
 }
 
-// decidedOutcomes are the outcomes that settle a compared message.
-var decidedOutcomes = []shadow.Outcome{shadow.OutcomeMatch, shadow.OutcomeMismatch, shadow.OutcomePrecisionLoss,
-	shadow.OutcomeMissingLegacy, shadow.OutcomeMissingRealtime, shadow.OutcomeUnobserved, shadow.OutcomeDropped}
 
 // settleSummary polls the summary until the replayed messages of compared
 // stages have an outcome each (the comparator decides a missing copy only
@@ -516,8 +513,10 @@ func settleSummary(ctx context.Context, c *adminclient.Client, o ReplayOptions, 
 		}
 		var decided int64
 		for _, d := range diffSummaries(before, after) {
-			for _, oc := range decidedOutcomes {
-				decided += d.Outcomes[oc]
+			for oc, n := range d.Outcomes {
+				if oc.Decided() {
+					decided += n
+				}
 			}
 		}
 		if decided >= expected || !time.Now().Before(deadline) {

@@ -25,25 +25,25 @@ type Config struct {
 	// Timeout is how long after Expect a copy may still arrive before the
 	// message is decided missing on that side; also how long a decided
 	// message is kept to detect duplicate copies.
-	Timeout time.Duration `yaml:"timeout" json:"timeout"`
+	Timeout time.Duration
 	// IdleTTL closes a room's subscriptions after no message was expected
 	// in it for this long.
-	IdleTTL time.Duration `yaml:"idleTTL" json:"idleTTL"`
+	IdleTTL time.Duration
 	// MaxRooms caps the observed rooms; past it the least recently used room
 	// is closed.
-	MaxRooms int `yaml:"maxRooms" json:"maxRooms"`
+	MaxRooms int
 	// MaxPending caps the expectations held at once; past it a message is
 	// counted dropped instead of being compared.
-	MaxPending int `yaml:"maxPending" json:"maxPending"`
+	MaxPending int
 	// Window is the length of the sliding window Summary covers (15
 	// buckets).
-	Window time.Duration `yaml:"window" json:"window"`
+	Window time.Duration
 	// Channels holds per-channel rules by channel name.
-	Channels map[string]ChannelConfig `yaml:"channels" json:"channels"`
+	Channels map[string]ChannelConfig
 	// QueueSize bounds the received frames waiting to be processed, over
 	// all workers; a frame that does not fit is dropped, and a message that
 	// then misses a copy is counted dropped rather than missing.
-	QueueSize int `yaml:"queueSize" json:"queueSize"`
+	QueueSize int
 }
 
 // ChannelConfig holds the comparison rules of one channel. Paths use the
@@ -52,12 +52,12 @@ type Config struct {
 type ChannelConfig struct {
 	// IgnorePaths are removed from the original and from both copies
 	// before comparing.
-	IgnorePaths []string `yaml:"ignorePaths" json:"ignorePaths"`
+	IgnorePaths []string
 	// RedactPaths have their values shown as "[redacted]" in logs and
 	// examples; they are still compared.
-	RedactPaths []string `yaml:"redactPaths" json:"redactPaths"`
+	RedactPaths []string
 	// Timeout overrides Config.Timeout for this channel when positive.
-	Timeout time.Duration `yaml:"timeout" json:"timeout"`
+	Timeout time.Duration
 }
 
 // Validate reports every invalid field of c, each naming it without a

@@ -65,16 +65,26 @@ func newStack(t *testing.T, partyURL string, timeout time.Duration) *stack {
 
 	reg := prometheus.NewRegistry()
 	c := shadow.New(shadow.Config{Timeout: timeout}, lw, rw, shadow.NewMetrics(reg), logger, time.Now)
+	// The comparator and its watchers run under one context, as in the
+	// gateway.
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
+	runs := map[string]func(context.Context) error{"comparator": c.Run, "legacy watcher": lw.Run, "realtime watcher": rw.Run}
+	done := make(chan error, len(runs))
+	for name, run := range runs {
+		go func() {
+			if err := run(ctx); err != nil {
+				done <- fmt.Errorf("%s Run: %w", name, err)
+				return
+			}
+			done <- nil
+		}()
+	}
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		if err := rw.Close(); err != nil {
-			t.Errorf("realtime watcher Close: %v", err)
+		for range runs {
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
 		}
 	})
 	return &stack{c: c, legacy: lc, realtime: rc, rt: rt, reg: reg}

@@ -324,12 +324,22 @@ func (c *Comparator) Summary() []ChannelSummary {
 			WindowSeconds: time.Duration(c.bucketWidth * int64(len(cs.buckets))).Seconds(),
 			Outcomes:      make(map[Outcome]int64, numOutcomes),
 		}
+		var matched, jsMatched int64
 		for i, o := range outcomes {
-			s.Outcomes[o] = counts[i]
+			n := counts[i]
+			s.Outcomes[o] = n
+			if o.Compared() {
+				s.Compared += n
+			}
+			if o.Matched() {
+				matched += n
+			}
+			if o.JSMatched() {
+				jsMatched += n
+			}
 		}
-		s.Compared = counts[oMatch] + counts[oMismatch] + counts[oPrecisionLoss] + counts[oMissingLegacy] + counts[oMissingRealtime]
-		s.ParityPercent = percent(counts[oMatch], s.Compared)
-		s.JSParityPercent = percent(counts[oMatch]+counts[oPrecisionLoss], s.Compared)
+		s.ParityPercent = percent(matched, s.Compared)
+		s.JSParityPercent = percent(jsMatched, s.Compared)
 		s.LegacyLatency = latSummary(&lat[0])
 		s.RealtimeLatency = latSummary(&lat[1])
 		s.LatencyDelta = LatencySummary{

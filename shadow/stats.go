@@ -298,14 +298,15 @@ type ChannelSummary struct {
 	// Outcomes counts every outcome, zeros included.
 	Outcomes map[Outcome]int64 `json:"outcomes"`
 	// Compared is match + mismatch + precision_loss + missing_legacy +
-	// missing_realtime: the messages whose delivery the comparator could
-	// judge.
+	// missing_realtime (the outcomes whose Outcome.Compared is true): the
+	// messages whose delivery the comparator could judge.
 	Compared int64 `json:"compared"`
-	// ParityPercent is 100 * match / Compared; nil when Compared is 0.
+	// ParityPercent is 100 * match / Compared (Outcome.Matched); nil when
+	// Compared is 0.
 	ParityPercent *float64 `json:"parityPercent"`
-	// JSParityPercent is 100 * (match + precision_loss) / Compared: parity
-	// as a JavaScript client sees it, since JSON.parse turns numbers into
-	// float64 anyway; nil when Compared is 0.
+	// JSParityPercent is 100 * (match + precision_loss) / Compared
+	// (Outcome.JSMatched): parity as a JavaScript client sees it, since
+	// JSON.parse turns numbers into float64 anyway; nil when Compared is 0.
 	JSParityPercent *float64 `json:"jsParityPercent"`
 	// LegacyLatency and RealtimeLatency are acceptance-to-receipt times.
 	LegacyLatency   LatencySummary `json:"legacyLatency"`

@@ -1,11 +1,5 @@
 package shadow
 
-// Summary is the document GET /v1/admin/shadow/summary answers: one row per
-// app and channel the comparator has figures for. Clients decode this type.
-type Summary struct {
-	Channels []ChannelSummary `json:"channels"`
-}
-
 // For returns the rows of app (all rows when app is empty), in order.
 func (s Summary) For(app string) []ChannelSummary {
 	if app == "" {

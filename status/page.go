@@ -185,7 +185,7 @@ type statusRow struct {
 	Parity          string // "99.5 %" or "-"
 	ParityClass     string // good, warn, bad or none
 	JSParity        string
-	Counts          []int64        // in statusOutcomes order
+	Counts          []int64        // in the order of the compared outcomes
 	Other           []outcomeCount // the other outcomes, when not zero
 	Legacy          string         // "p50 / p99 ms"
 	Realtime        string
@@ -235,19 +235,21 @@ type outcomeCount struct {
 	N       int64
 }
 
-// statusOutcomes are the outcomes that count as compared, one column each;
-// otherOutcomes share one cell.
-var (
-	statusOutcomes = []shadow.Outcome{
-		shadow.OutcomeMatch, shadow.OutcomeMismatch, shadow.OutcomePrecisionLoss,
-		shadow.OutcomeMissingLegacy, shadow.OutcomeMissingRealtime,
+// splitOutcomes returns the outcomes that count as compared (one column
+// each) and the others (which share one cell), in shadow's order.
+func splitOutcomes() (compared, other []shadow.Outcome) {
+	for _, o := range shadow.Outcomes() {
+		if o.Compared() {
+			compared = append(compared, o)
+		} else {
+			other = append(other, o)
+		}
 	}
-	otherOutcomes = []shadow.Outcome{
-		shadow.OutcomeDuplicate, shadow.OutcomeReordered, shadow.OutcomeUnobserved, shadow.OutcomeDropped,
-	}
-)
+	return compared, other
+}
 
 func (p *statusPage) build() statusView {
+	statusOutcomes, otherOutcomes := splitOutcomes()
 	now := p.now()
 	v := statusView{
 		Env: p.env, Version: p.version, Generated: now.UTC().Format(time.RFC3339),

@@ -1,0 +1,22 @@
+package broadcast
+
+import (
+	"reflect"
+	"testing"
+)
+
+// The package's Config structs are plain data built by the config package
+// (which decodes the YAML): they carry no decoding tags that nothing reads.
+func TestConfigHasNoDecodingTags(t *testing.T) {
+	for _, v := range []any{Config{}, AppLimits{}} {
+		typ := reflect.TypeOf(v)
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			for _, key := range []string{"yaml", "json"} {
+				if tag, ok := f.Tag.Lookup(key); ok {
+					t.Errorf("%s.%s has the tag %s:%q", typ.Name(), f.Name, key, tag)
+				}
+			}
+		}
+	}
+}
