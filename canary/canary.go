@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -112,7 +113,6 @@ func fmtLatency(d time.Duration) string {
 	}
 	return strconv.FormatFloat(ms, 'f', 0, 64) + "ms"
 }
-
 
 // arrivals collects the first receipt of the canary message per transport.
 type arrivals struct {
@@ -251,7 +251,11 @@ func Run(ctx context.Context, o Options, app config.App, c *adminclient.Client, 
 		}
 		break
 	}
-	for _, t := range want {
+	// Checks are reported legacy first, whatever the answering transport.
+	for _, t := range []broadcast.Transport{broadcast.TransportLegacy, broadcast.TransportRealtime} {
+		if !slices.Contains(want, t) {
+			continue
+		}
 		c := Check{transport: t}
 		if at, ok := arr.get(t); ok {
 			c.received, c.latency = true, max(0, at.Sub(sent))
