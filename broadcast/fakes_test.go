@@ -70,12 +70,20 @@ func fixedStage(s Stage) fakeResolver {
 type fakeObserver struct {
 	expect  func(m *Message, stage Stage)
 	dropped func(m *Message, t Transport, reason string)
+	await   func(ctx context.Context, m *Message, t Transport)
 }
 
 var (
 	_ Observer     = fakeObserver{}
 	_ DropObserver = fakeObserver{}
+	_ WatchAwaiter = fakeObserver{}
 )
+
+func (f fakeObserver) AwaitWatch(ctx context.Context, m *Message, t Transport) {
+	if f.await != nil {
+		f.await(ctx, m, t)
+	}
+}
 
 func (f fakeObserver) Expect(m *Message, stage Stage) {
 	if f.expect != nil {

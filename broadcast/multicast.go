@@ -44,10 +44,12 @@ type Config struct {
 	// DedupMaxEntries bounds the remembered requestIds; beyond it the
 	// oldest is forgotten early (default 100000).
 	DedupMaxEntries int
-	// SampleRate returns the share (0..1) of a channel's messages in a
-	// compared stage that are passed to the Observer. Nil means 1 (every
-	// message). The choice is deterministic per (app, requestId). It is
-	// called on the hot path: it must be fast and safe for concurrent use.
+	// SampleRate returns the share (0..1) of a channel's rooms whose
+	// messages in a compared stage are passed to the Observer. Nil means 1
+	// (every message). The choice is deterministic per (app, room): a
+	// sampled room is observed whole, its first message included (see
+	// Sampled). It is called on the hot path: it must be fast and safe for
+	// concurrent use.
 	SampleRate func(channel string) float64
 	// BatchParallelism bounds how many rooms of one BroadcastBatch are
 	// published at the same time (default 8).
@@ -126,6 +128,14 @@ type BatchResult struct {
 //     already wait, the message is dropped for that side (Skipped, reason
 //     "queue full", counted as dropped). A slow or hung off-path transport
 //     therefore never delays the answering one.
+//   - Observation: a sampled message (Sampled) of a compared stage is
+//     passed to the Observer's Expect before either copy is published.
+//     When the Observer is a WatchAwaiter, the answering publish first
+//     waits in AwaitWatch for the observer's watch of the answering
+//     transport only (the observer bounds that wait), and the off-path
+//     copy waits in its room's lane for the off-path transport's watch, at
+//     most OffPathTimeout, before a publish that has its own OffPathTimeout.
+//     So the off-path transport never delays the answer.
 //   - Order: messages of one room (app, room) reach each transport in the
 //     order the Multicaster accepted them, on both paths and with
 //     concurrent callers. Acceptance takes a per-room lock, held while the
@@ -166,6 +176,7 @@ type Multicaster struct {
 	resolver StageResolver
 	observer Observer
 	dropObs  DropObserver // observer as a DropObserver, or nil
+	awaiter  WatchAwaiter // observer as a WatchAwaiter, or nil
 	metrics  *boundMetrics
 	offLog   *zap.Logger
 	now      func() time.Time
@@ -268,6 +279,7 @@ func NewMulticaster(cfg Config, legacy, realtime Publisher, resolver StageResolv
 		stopped:     make(chan struct{}),
 	}
 	mc.dropObs, _ = observer.(DropObserver)
+	mc.awaiter, _ = observer.(WatchAwaiter)
 	for t := range mc.ready {
 		mc.ready[t] = make(chan *roomState, cfg.OffPathQueue+1)
 	}
@@ -444,7 +456,7 @@ func (mc *Multicaster) publish(ctx context.Context, m *Message, stage Stage, out
 
 	m.Seq = mc.seq.Add(1)
 	expected := false
-	if mc.observer != nil && stage.Compared() && mc.sampled(m) {
+	if mc.observer != nil && stage.Compared() && mc.Sampled(m.App, m.Room, m.Channel) {
 		mc.observer.Expect(m, stage)
 		expected = true
 	}
@@ -456,6 +468,11 @@ func (mc *Multicaster) publish(ctx context.Context, m *Message, stage Stage, out
 		out.Deliveries[other] = Delivery{Status: Skipped, Reason: reasonNotInStage}
 	}
 
+	if expected && mc.awaiter != nil {
+		// The observer bounds this wait itself; it only waits for the
+		// answering transport's watch, never for the off-path one.
+		mc.awaiter.AwaitWatch(ctx, m, ans)
+	}
 	start := mc.now()
 	res, err := mc.pubs[ai].Publish(ctx, m)
 	d := mc.now().Sub(start)
@@ -481,19 +498,25 @@ func (mc *Multicaster) publish(ctx context.Context, m *Message, stage Stage, out
 	return out, &Error{Code: EUPSTREAM, Transport: ans, Message: string(ans) + " transport failed: " + del.Reason, Err: err}
 }
 
-// sampled reports whether m is passed to the Observer.
-func (mc *Multicaster) sampled(m *Message) bool {
+// Sampled reports whether the messages of channel in room of app are
+// passed to the Observer when their stage is compared: the decision is a
+// deterministic hash of app and room against the channel's SampleRate, so
+// every message of a sampled room is observed, and a room sampled at a
+// rate stays sampled at every higher rate. The token endpoint asks it to
+// warm the comparator's watches of a sampled room before its traffic. It
+// does not block and is safe for concurrent use.
+func (mc *Multicaster) Sampled(app, room, channel string) bool {
 	if mc.cfg.SampleRate == nil {
 		return true
 	}
-	rate := mc.cfg.SampleRate(m.Channel)
+	rate := mc.cfg.SampleRate(channel)
 	switch {
 	case rate >= 1:
 		return true
 	case !(rate > 0): // also NaN
 		return false
 	}
-	return float64(hash2(m.App, m.RequestID)>>11)/(1<<53) < rate
+	return float64(hash2(app, room)>>11)/(1<<53) < rate
 }
 
 // enqueue queues job behind the earlier off-path messages of its room,
@@ -604,6 +627,18 @@ func (mc *Multicaster) runJob(base context.Context, job offJob) {
 	if base.Err() != nil {
 		mc.dropForShutdown(job)
 		return
+	}
+	if job.expected && mc.awaiter != nil {
+		// In the room's lane, off the caller's path: wait for the
+		// observer's watch of this transport, at most OffPathTimeout, then
+		// publish with a budget of its own.
+		wctx, cancel := context.WithTimeout(base, mc.cfg.OffPathTimeout)
+		mc.awaiter.AwaitWatch(wctx, job.m, transportsByIndex[job.t])
+		cancel()
+		if base.Err() != nil {
+			mc.dropForShutdown(job)
+			return
+		}
 	}
 	ctx, cancel := context.WithTimeout(base, mc.cfg.OffPathTimeout)
 	start := mc.now()

@@ -745,7 +745,7 @@ func TestObserverSampling(t *testing.T) {
 			}
 			r = newRig(t, rigOpts{cfg: cfg, resolver: fixedStage(tt.stage), observer: obs})
 			for i := 0; i < n; i++ {
-				if _, err := r.mc.Broadcast(context.Background(), mustMessage(t, "app", "room", "e", fmt.Sprint("req-", i))); err != nil {
+				if _, err := r.mc.Broadcast(context.Background(), mustMessage(t, "app", fmt.Sprint("room-", i), "e", fmt.Sprint("req-", i))); err != nil {
 					t.Fatalf("Broadcast: %v", err)
 				}
 			}
@@ -770,16 +770,47 @@ func TestObserverSampling(t *testing.T) {
 	}
 }
 
-func TestSamplingDeterministic(t *testing.T) {
-	mc := &Multicaster{cfg: Config{SampleRate: func(string) float64 { return 0.3 }}}
-	for i := 0; i < 100; i++ {
-		m := mustMessage(t, "app", "room", "e", fmt.Sprint("req-", i))
-		first := mc.sampled(m)
+// TestSamplingPerRoom: the decision depends on app and room only, so a
+// sampled room is observed whole; a room sampled at a rate stays sampled
+// at a higher one; about rate of the rooms are sampled.
+func TestSamplingPerRoom(t *testing.T) {
+	rate := 0.3
+	mc := &Multicaster{cfg: Config{SampleRate: func(string) float64 { return rate }}}
+	sampled := 0
+	const rooms = 2000
+	for i := 0; i < rooms; i++ {
+		room := fmt.Sprint("room-", i)
+		first := mc.Sampled("app", room, "ch")
+		if first {
+			sampled++
+		}
 		for j := 0; j < 3; j++ {
-			if got := mc.sampled(m); got != first {
-				t.Fatalf("%s: sampled %v then %v", m.RequestID, first, got)
+			m := mustMessage(t, "app", room, "e", fmt.Sprint("req-", i, "-", j))
+			if got := mc.Sampled(m.App, m.Room, m.Channel); got != first {
+				t.Fatalf("%s of %s: sampled %v, want %v like the room's other messages", m.RequestID, room, got, first)
 			}
 		}
+		if first {
+			rate = 0.6
+			if !mc.Sampled("app", room, "ch") {
+				t.Fatalf("%s: sampled at 0.3 but not at 0.6", room)
+			}
+			rate = 0.3
+		}
+	}
+	if got := float64(sampled) / rooms; got < 0.25 || got > 0.35 {
+		t.Errorf("share of rooms sampled at 0.3: %.3f", got)
+	}
+	// The app is part of the hash: one room name is sampled for some apps
+	// and not for others.
+	apps := 0
+	for i := 0; i < 200; i++ {
+		if mc.Sampled(fmt.Sprint("app-", i), "room-x", "ch") {
+			apps++
+		}
+	}
+	if apps == 0 || apps == 200 {
+		t.Errorf("room-x sampled for %d of 200 apps: the app is not part of the decision", apps)
 	}
 }
 
@@ -982,6 +1013,104 @@ func TestFailedAnsweringIsNotAccepted(t *testing.T) {
 			}
 			if got := metricValue(t, r.reg, "switchyard_messages_accepted_total", labels); got != 1 {
 				t.Errorf("accepted after the retry succeeded: got %v, want 1", got)
+			}
+		})
+	}
+}
+
+// TestAwaitWatch: a sampled message's copies are each published after the
+// observer's AwaitWatch for that transport; the answering one on the
+// caller's path, the off-path one in the lane with a deadline of at most
+// OffPathTimeout, so that an off-path wait that blocks never delays the
+// answer. Unsampled messages and uncompared stages await nothing.
+func TestAwaitWatch(t *testing.T) {
+	for _, stage := range []Stage{StageShadow, StageDual} {
+		t.Run(string(stage), func(t *testing.T) {
+			var mu sync.Mutex
+			var events []string
+			add := func(e string) { mu.Lock(); events = append(events, e); mu.Unlock() }
+			release := make(chan struct{})
+			off, _ := stage.OffPath()
+			offWaited := make(chan time.Duration, 1)
+			obs := fakeObserver{await: func(ctx context.Context, m *Message, tr Transport) {
+				add("await " + string(tr))
+				if tr != off {
+					return
+				}
+				dl, ok := ctx.Deadline()
+				if !ok {
+					t.Errorf("off-path AwaitWatch without a deadline")
+				}
+				offWaited <- time.Until(dl)
+				select { // blocks the lane, never the caller
+				case <-release:
+				case <-ctx.Done():
+				}
+			}}
+			pub := func(tr Transport) func(context.Context, *Message) (PublishResult, error) {
+				return func(context.Context, *Message) (PublishResult, error) {
+					add("publish " + string(tr))
+					return PublishResult{Attempts: 1}, nil
+				}
+			}
+			r := newRig(t, rigOpts{cfg: Config{OffPathTimeout: 3 * time.Second}, resolver: fixedStage(stage), observer: obs,
+				legacy: pub(TransportLegacy), realtime: pub(TransportRealtime)})
+			if _, err := r.mc.Broadcast(context.Background(), mustMessage(t, "app", "room", "e", "id-1")); err != nil {
+				t.Fatalf("Broadcast: %v", err)
+			}
+			// Broadcast returned while the off-path wait still blocks.
+			ans := stage.Answering()
+			index := func(evs []string, e string) int {
+				for i, x := range evs {
+					if x == e {
+						return i
+					}
+				}
+				return -1
+			}
+			mu.Lock()
+			got := append([]string(nil), events...)
+			mu.Unlock()
+			if a, p := index(got, "await "+string(ans)), index(got, "publish "+string(ans)); a < 0 || p < a {
+				t.Fatalf("caller's path: events %v, want await %s then publish %s", got, ans, ans)
+			}
+			select {
+			case left := <-offWaited:
+				if left <= 0 || left > 3*time.Second {
+					t.Errorf("off-path wait deadline %v away, want within OffPathTimeout 3s", left)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("no off-path AwaitWatch")
+			}
+			for _, e := range got {
+				if e == "publish "+string(off) {
+					t.Fatalf("off-path copy published before its AwaitWatch returned: %v", got)
+				}
+			}
+			close(release)
+			r.drain(t)
+			mu.Lock()
+			defer mu.Unlock()
+			if a, p := index(events, "await "+string(off)), index(events, "publish "+string(off)); len(events) != 4 || a < 0 || p < a {
+				t.Errorf("events %v, want 4 with await %s before publish %s", events, off, off)
+			}
+		})
+	}
+	for _, tt := range []struct {
+		name  string
+		stage Stage
+		rate  float64
+	}{{"legacy", StageLegacy, 1}, {"realtime", StageRealtime, 1}, {"unsampled", StageShadow, 0}} {
+		t.Run(tt.name, func(t *testing.T) {
+			var awaits atomic.Int64
+			obs := fakeObserver{await: func(context.Context, *Message, Transport) { awaits.Add(1) }}
+			r := newRig(t, rigOpts{cfg: Config{SampleRate: func(string) float64 { return tt.rate }}, resolver: fixedStage(tt.stage), observer: obs})
+			if _, err := r.mc.Broadcast(context.Background(), mustMessage(t, "app", "room", "e", "id-1")); err != nil {
+				t.Fatalf("Broadcast: %v", err)
+			}
+			r.drain(t)
+			if n := awaits.Load(); n != 0 {
+				t.Errorf("AwaitWatch called %d times, want none", n)
 			}
 		})
 	}

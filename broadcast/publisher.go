@@ -2,6 +2,7 @@ package broadcast
 
 import (
 	"context"
+	"sync"
 	"time"
 )
 
@@ -88,6 +89,20 @@ type Observer interface {
 	Expect(m *Message, stage Stage)
 }
 
+// WatchAwaiter may be implemented by the Observer given to NewMulticaster,
+// so that the copies of a sampled message are published only once the
+// observer can see them. For a message passed to Expect, the Multicaster
+// calls AwaitWatch just before it publishes each copy: on the caller's
+// path before the answering publish, and in the room's off-path lane
+// before the off-path publish (with ctx bounded by OffPathTimeout there).
+// AwaitWatch blocks until the observer's watch of m's room on t is ready,
+// its own bound passes (the observer bounds the wait on the caller's path
+// itself), or ctx ends; it never fails the publish, which follows in every
+// case. It must be safe for concurrent use and must not retain ctx.
+type WatchAwaiter interface {
+	AwaitWatch(ctx context.Context, m *Message, t Transport)
+}
+
 // Watch is a browser-like subscription to one room on one transport, opened
 // by a transport's WatchRoom(app, room string, onFrame func(data []byte,
 // receivedAt time.Time)) (Watch, error). The subscription connects and
@@ -99,4 +114,84 @@ type Watch interface {
 	Ready() bool
 	// Close ends the subscription; onFrame is not called after it returns.
 	Close() error
+}
+
+// ReadyNotifier may be implemented by a Watch, so that a waiter need not
+// poll Ready. ReadyC returns a channel that is closed once the watch is
+// ready: already closed when Ready is true now, else closed at the next
+// time it turns true (or when the watch is closed). The waiter checks
+// Ready again after the channel closed, since the watch may have turned
+// not ready since. Safe for concurrent use.
+type ReadyNotifier interface {
+	ReadyC() <-chan struct{}
+}
+
+// ReadySignal is a readiness flag with the channel of ReadyNotifier, for
+// Watch implementations. The zero value is not ready. Its methods are safe
+// for concurrent use.
+type ReadySignal struct {
+	mu    sync.Mutex
+	ready bool
+	ch    chan struct{} // closed while ready (or once ended)
+	ended bool
+}
+
+// Set turns the flag on or off and reports whether it changed. Turning it
+// on closes the channel ReadyC handed out; turning it off makes ReadyC
+// hand out a fresh one. After End, Set does nothing.
+func (r *ReadySignal) Set(ready bool) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ended || r.ready == ready {
+		return false
+	}
+	r.ready = ready
+	if ready {
+		if r.ch == nil {
+			r.ch = make(chan struct{})
+		}
+		close(r.ch)
+	} else {
+		r.ch = nil
+	}
+	return true
+}
+
+// Ready reports the flag.
+func (r *ReadySignal) Ready() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ready
+}
+
+// ReadyC returns a channel closed once the flag is on (already closed when
+// it is on now) or once End was called.
+func (r *ReadySignal) ReadyC() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ch == nil {
+		r.ch = make(chan struct{})
+		if r.ended {
+			close(r.ch)
+		}
+	}
+	return r.ch
+}
+
+// End turns the flag off for good and wakes every waiter: the watch was
+// closed.
+func (r *ReadySignal) End() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ended {
+		return
+	}
+	r.ended = true
+	if r.ch == nil || !r.ready {
+		if r.ch == nil {
+			r.ch = make(chan struct{})
+		}
+		close(r.ch)
+	}
+	r.ready = false
 }

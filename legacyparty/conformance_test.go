@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -439,4 +440,54 @@ func mustJSON(t *testing.T, v any) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestConformanceReadyMeansDelivered: a subscription is Ready once its
+// handshake succeeded and the server answered its ping; from that moment a
+// single publish to a fresh room reaches it, with no retry (PartyKit adds
+// the connection to the room before it answers the upgrade). It logs the
+// time to ready of fresh rooms (docs/shadow.md quotes the real server's).
+func TestConformanceReadyMeansDelivered(t *testing.T) {
+	forEachTarget(t, func(t *testing.T, base string) {
+		const rooms = 30
+		c := mustClient(t, legacyparty.Config{URL: base})
+		var ready []time.Duration
+		for i := 0; i < rooms; i++ {
+			room := uniqueRoom("ready")
+			frames := make(chan []byte, 4)
+			start := time.Now()
+			sub := legacyparty.Subscribe(legacyparty.SubscriberConfig{URL: base, Room: room},
+				func(data []byte, _ time.Time) { frames <- data }, nil, nil)
+			select {
+			case <-sub.ReadyC():
+			case <-time.After(15 * time.Second):
+				t.Fatalf("room %d: not ready within 15s", i)
+			}
+			if !sub.Ready() {
+				t.Fatalf("room %d: ReadyC closed but Ready is false", i)
+			}
+			ready = append(ready, time.Since(start))
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, err := c.Publish(ctx, mustMessage(t, room, fmt.Sprint("first-", i), `{"n":1}`))
+			cancel()
+			if err != nil {
+				t.Fatalf("room %d: publish: %v", i, err)
+			}
+			select {
+			case f := <-frames:
+				if !bytes.Contains(f, []byte(fmt.Sprintf(`"first-%d"`, i))) {
+					t.Fatalf("room %d: got %s, want the first message", i, f)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("room %d: the message published once the watch was ready never arrived", i)
+			}
+			_ = sub.Close()
+			if sub.Ready() {
+				t.Errorf("room %d: Ready after Close", i)
+			}
+		}
+		slices.Sort(ready)
+		t.Logf("time to ready of %d fresh rooms: p50 %v, p99 %v, max %v", rooms,
+			ready[rooms/2].Round(100*time.Microsecond), ready[(rooms*99+99)/100-1].Round(100*time.Microsecond), ready[rooms-1].Round(100*time.Microsecond))
+	})
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 	"go.uber.org/zap"
 
+	"github.com/switchyard/switchyard/broadcast"
 	"github.com/switchyard/switchyard/upstream"
 )
 
@@ -122,7 +123,7 @@ type Subscription struct {
 	metrics *upstream.Metrics
 	log     *zap.Logger
 
-	ready  atomic.Bool
+	ready  broadcast.ReadySignal
 	closed atomic.Bool
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -184,8 +185,17 @@ func (s *Subscription) start() {
 	s.startOnce.Do(func() { go s.run() })
 }
 
-// Ready reports whether the subscription is connected now.
-func (s *Subscription) Ready() bool { return s.ready.Load() }
+// Ready reports whether the subscription is proven live now: its handshake
+// succeeded (PartyKit accepts a connection into its room before it answers
+// the upgrade, so a broadcast from then on includes it) and the server
+// answered a ping sent over it (so it was not refused and closed right
+// after the upgrade, which is how a party's failing onConnect ends). A
+// publish made from then on reaches this subscription.
+func (s *Subscription) Ready() bool { return s.ready.Ready() }
+
+// ReadyC returns a channel closed once the subscription is ready (see
+// broadcast.ReadyNotifier), or once it is closed.
+func (s *Subscription) ReadyC() <-chan struct{} { return s.ready.ReadyC() }
 
 // Close ends the subscription: it sends a Close frame, waits up to
 // CloseTimeout for the server's answer, then drops the connection and
@@ -211,7 +221,7 @@ func (s *Subscription) Close() error {
 			_ = c.Close()
 		}
 		<-s.done
-		s.ready.Store(false)
+		s.ready.End()
 	})
 	return nil
 }
@@ -224,6 +234,7 @@ func (s *Subscription) run() {
 	}
 	failures := 0
 	connected := false
+	start := time.Now() // of this connect, retries included
 	for !s.closed.Load() {
 		conn, resp, err := dialer.DialContext(s.ctx, s.url, s.cfg.Header)
 		if resp != nil && resp.Body != nil {
@@ -263,9 +274,9 @@ func (s *Subscription) run() {
 			_ = conn.Close()
 			return
 		}
-		s.ready.Store(true)
+		s.probe(conn, start)
 		err = s.read(conn)
-		s.ready.Store(false)
+		s.ready.Set(false)
 		s.mu.Lock()
 		s.conn = nil
 		s.mu.Unlock()
@@ -277,7 +288,29 @@ func (s *Subscription) run() {
 		if !s.sleep(s.backoff(1)) {
 			return
 		}
+		start = time.Now()
 	}
+}
+
+// probe sends a ping over a fresh connection; the pong, handled by the
+// reader, makes the subscription ready. A party never sees a ping (the
+// runtime answers it), and the connection's frames arrive in order, so a
+// pong proves the server neither refused nor closed the connection after
+// the upgrade.
+func (s *Subscription) probe(conn *websocket.Conn, start time.Time) {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	nonce := hex.EncodeToString(b[:])
+	conn.SetPongHandler(func(data string) error {
+		// Only this reader turns the flag on: record, then signal.
+		if data == nonce && !s.ready.Ready() {
+			s.metrics.SubscriberReady("legacy", time.Since(start))
+			s.ready.Set(true)
+		}
+		return nil
+	})
+	// A failed write ends the connection: the reader sees it and reconnects.
+	_ = conn.WriteControl(websocket.PingMessage, []byte(nonce), time.Now().Add(s.cfg.HandshakeTimeout))
 }
 
 // read consumes frames until the connection fails or Close begins.

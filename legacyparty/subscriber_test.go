@@ -3,6 +3,8 @@ package legacyparty_test
 import (
 	"context"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/switchyard/switchyard/broadcast"
 	"github.com/switchyard/switchyard/legacyparty"
@@ -326,5 +329,70 @@ func TestNewWatcherRejectsBadConfig(t *testing.T) {
 	_, err := legacyparty.NewWatcher(map[string]legacyparty.Config{"app": {URL: "nope"}}, nil, nil)
 	if err == nil || !strings.Contains(err.Error(), `app "app": url: missing scheme`) {
 		t.Errorf("err = %v, want it to name the app and field", err)
+	}
+}
+
+// TestSubscriberReadyNeedsPong: a handshake alone does not make a
+// subscription ready; the server must answer its ping. A server that
+// refuses the connection right after the upgrade (a failing onConnect) or
+// never answers pings leaves it not ready.
+func TestSubscriberReadyNeedsPong(t *testing.T) {
+	up := websocket.Upgrader{}
+	var mode atomic.Value // "silent" or "close"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if mode.Load() == "close" {
+			_ = c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1011, "onConnect failed"), time.Now().Add(time.Second))
+			return
+		}
+		c.SetPingHandler(func(string) error { return nil }) // never answers
+		for {
+			if _, _, err := c.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}))
+	defer srv.Close()
+	for _, m := range []string{"silent", "close"} {
+		t.Run(m, func(t *testing.T) {
+			mode.Store(m)
+			reg := prometheus.NewRegistry()
+			sub := legacyparty.Subscribe(legacyparty.SubscriberConfig{URL: srv.URL, Room: "r", BackoffMin: 5 * time.Millisecond, BackoffMax: 20 * time.Millisecond},
+				nil, upstream.NewMetrics(reg), zaptest.NewLogger(t))
+			defer sub.Close()
+			select {
+			case <-sub.ReadyC():
+				t.Fatal("ready without a pong")
+			case <-time.After(300 * time.Millisecond):
+			}
+			if sub.Ready() {
+				t.Fatal("Ready without a pong")
+			}
+		})
+	}
+	// The in-process PartyKit answers pings: ready, and the time is recorded.
+	pt := partytest.MustStart(t)
+	reg := prometheus.NewRegistry()
+	sub := legacyparty.Subscribe(legacyparty.SubscriberConfig{URL: pt.URL(), Room: "r"}, nil, upstream.NewMetrics(reg), zaptest.NewLogger(t))
+	select {
+	case <-sub.ReadyC():
+	case <-time.After(10 * time.Second):
+		t.Fatal("not ready against partytest")
+	}
+	if !gatheredLabel(t, reg, "switchyard_subscriber_ready_seconds", "transport", "legacy") {
+		t.Error("no switchyard_subscriber_ready_seconds{transport=\"legacy\"} sample")
+	}
+	_ = sub.Close()
+	select {
+	case <-sub.ReadyC():
+	default:
+		t.Error("ReadyC not closed after Close")
+	}
+	if sub.Ready() {
+		t.Error("Ready after Close")
 	}
 }

@@ -40,8 +40,10 @@ var _ interface {
 } = (*Watcher)(nil)
 
 var (
-	_ broadcast.Watch = (*Subscription)(nil)
-	_ broadcast.Watch = (*watch)(nil)
+	_ broadcast.Watch         = (*Subscription)(nil)
+	_ broadcast.Watch         = (*watch)(nil)
+	_ broadcast.ReadyNotifier = (*Subscription)(nil)
+	_ broadcast.ReadyNotifier = (*watch)(nil)
 )
 
 // NewWatcher validates each app's Config and returns a Watcher over them.
@@ -143,8 +145,12 @@ type watch struct {
 	sub *Subscription
 }
 
-// Ready reports whether the subscription is connected now.
+// Ready reports whether the subscription is proven live now (see
+// Subscription.Ready).
 func (wa *watch) Ready() bool { return wa.sub.Ready() }
+
+// ReadyC returns a channel closed once the watch is ready or closed.
+func (wa *watch) ReadyC() <-chan struct{} { return wa.sub.ReadyC() }
 
 // Close ends the subscription (see Subscription.Close) and forgets it. It
 // is idempotent and returns nil.

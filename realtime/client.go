@@ -192,6 +192,35 @@ func (c *Client) Publish(ctx context.Context, m *broadcast.Message) (broadcast.P
 	return res, nil
 }
 
+// ProbeTopic is the topic of the comparator's readiness probes (see
+// Watcher): a topic of every room's channel that no browser token grants,
+// since no configured channel may map to it (Config.Validate refuses it as
+// a topic, and channel names cannot hold a '.').
+const ProbeTopic = "switchyard.probe"
+
+// Probe publishes body to the ProbeTopic of an Inngest channel through the
+// normal publish API, under ctx and the client's retry policy. Its
+// requests are counted under the op "probe", apart from the publishes of
+// messages. Safe for concurrent use.
+func (c *Client) Probe(ctx context.Context, channel string, body []byte) error {
+	target := c.base + "/v1/realtime/publish?channel=" + url.QueryEscape(channel) + "&topic=" + url.QueryEscape(ProbeTopic)
+	_, attempts, err := c.call(ctx, "probe", func(ctx context.Context, auth string) (*http.Request, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		return req, nil
+	})
+	if err != nil {
+		return upstreamError("probe", err, attempts, fmt.Errorf("realtime: probe channel %q: %w", channel, err))
+	}
+	return nil
+}
+
 // call runs one upstream call with the primary key and, after a 401/403,
 // once more with the fallback key. attempts adds up both.
 func (c *Client) call(ctx context.Context, op string, build func(ctx context.Context, auth string) (*http.Request, error)) (upstream.Response, int, error) {

@@ -51,7 +51,8 @@ var (
 // errors.Join of one error per problem. The URL must be http or https with
 // a host and no path, query, fragment or credentials; signing keys must
 // pass HashSigningKey; ChannelTemplate must parse (empty is
-// DefaultChannelTemplate); a topic is 1 to 256 bytes without whitespace.
+// DefaultChannelTemplate); a topic is 1 to 256 bytes without whitespace
+// and is not ProbeTopic.
 func (c Config) Validate() error {
 	var errs []error
 	if err := validateURL(c.URL); err != nil {
@@ -82,6 +83,8 @@ func (c Config) Validate() error {
 			errs = append(errs, errors.New("topics: empty channel name"))
 		} else if topic == "" || strings.ContainsAny(topic, " \t\r\n") || len(topic) > 256 {
 			errs = append(errs, fmt.Errorf("topics[%q]: topic %q must be 1 to 256 bytes without whitespace", ch, topic))
+		} else if topic == ProbeTopic {
+			errs = append(errs, fmt.Errorf("topics[%q]: topic %q is reserved for the comparator's readiness probes", ch, topic))
 		}
 	}
 	return errors.Join(errs...)

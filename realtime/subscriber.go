@@ -148,6 +148,33 @@ type Subscription struct {
 	claims   []topicClaim
 	activeAt time.Time // zero while not in effect
 	removed  bool
+	// gen counts the changes of activeAt; changed is closed (and
+	// replaced) at each one.
+	gen     uint64
+	changed chan struct{}
+}
+
+// setActiveLocked sets activeAt (zero: not in effect) and signals the
+// change. s.mu must be held.
+func (sub *Subscription) setActiveLocked(at time.Time) {
+	sub.activeAt = at
+	sub.gen++
+	if sub.changed != nil {
+		close(sub.changed)
+		sub.changed = nil
+	}
+}
+
+// activation returns the generation of the subscription's current state,
+// whether it is in effect on the live connection, and a channel closed at
+// its next change (a sub frame written, a connection lost, an Unsub).
+func (sub *Subscription) activation() (gen uint64, active bool, changed <-chan struct{}) {
+	sub.s.mu.Lock()
+	defer sub.s.mu.Unlock()
+	if sub.changed == nil {
+		sub.changed = make(chan struct{})
+	}
+	return sub.gen, !sub.activeAt.IsZero(), sub.changed
 }
 
 type topicClaim struct {
@@ -257,7 +284,7 @@ func (sub *Subscription) Unsub() {
 		return
 	}
 	sub.removed = true
-	sub.activeAt = time.Time{}
+	sub.setActiveLocked(time.Time{})
 	for i, x := range s.subs {
 		if x == sub {
 			s.subs = append(s.subs[:i:i], s.subs[i+1:]...)
@@ -392,7 +419,7 @@ func (s *Subscriber) serve(ctx context.Context, ws *websocket.Conn, first *Subsc
 	s.cur = c
 	subs := append([]*Subscription(nil), s.subs...)
 	if !first.removed {
-		first.activeAt = s.cfg.Now() // the handshake token subscribed it
+		first.setActiveLocked(s.cfg.Now()) // the handshake token subscribed it
 	}
 	s.mu.Unlock()
 
@@ -433,7 +460,7 @@ func (s *Subscriber) serve(ctx context.Context, ws *websocket.Conn, first *Subsc
 	s.mu.Lock()
 	s.cur = nil
 	for _, sub := range s.subs {
-		sub.activeAt = time.Time{}
+		sub.setActiveLocked(time.Time{})
 	}
 	s.mu.Unlock()
 	return wasClosing
@@ -511,7 +538,7 @@ func (c *wsConn) writeLoop() {
 			if f.sub != nil {
 				c.s.mu.Lock()
 				if !f.sub.removed && c.s.cur == c {
-					f.sub.activeAt = c.s.cfg.Now()
+					f.sub.setActiveLocked(c.s.cfg.Now())
 				}
 				c.s.mu.Unlock()
 			}

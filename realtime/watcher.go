@@ -2,7 +2,11 @@ package realtime
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"strconv"
 	"sync"
 	"time"
 
@@ -14,12 +18,6 @@ import (
 
 // WatcherOption tunes a Watcher.
 type WatcherOption func(*SubscriberConfig)
-
-// WithSettle sets how long after a sub frame was written a watch reports
-// Ready (default 250 ms; see SubscriberConfig.Settle).
-func WithSettle(d time.Duration) WatcherOption {
-	return func(c *SubscriberConfig) { c.Settle = d }
-}
 
 // WithBackoff sets the reconnect backoff bounds of the shared connections.
 func WithBackoff(lo, hi time.Duration) WatcherOption {
@@ -45,10 +43,19 @@ func WithClock(now func() time.Time) WatcherOption {
 // starts), while Run runs (it connects at once), and fails with EDRAINING
 // once Run's ctx ended.
 //
-// Readiness: the protocol acknowledges no sub, so a watch reports Ready once
-// its sub frame was written on the live connection (or its token opened the
-// connection) and the settle delay (WithSettle) has passed since; it turns
-// false while the connection is down and until the re-sub settles.
+// Readiness is proven, not assumed: the protocol acknowledges no sub, so
+// after a channel's sub frame (its topics) the watch writes a second sub
+// frame for ProbeTopic of the same channel alone, then publishes a probe
+// there through the normal publish API, again with backoff, until the probe
+// comes back on the connection. A server applies the sub frames of one
+// connection in order, each completely before it reads the next (Inngest
+// confirms every topic of a sub before it reads on), so a returned probe
+// proves the channel's topics are live. A watch is Ready while every
+// channel of its room is proven on the current connection; it turns false
+// when the connection drops, until a new probe comes back. Probes never
+// reach onFrame, nor a browser: no browser token grants ProbeTopic. Each
+// proof costs one publish (op "probe" in the upstream metrics) per channel,
+// and another after each reconnect.
 type Watcher struct {
 	clients  map[string]*Client
 	channels []string
@@ -76,9 +83,20 @@ type appWatch struct {
 
 type chanState struct {
 	topics  []string
-	sub     *Subscription
+	sub     *Subscription      // the channel's topics
+	probe   *Subscription      // ProbeTopic of the channel, subbed after sub
 	cancel  context.CancelFunc // nil until its subscribe goroutine started
 	watches map[*roomWatch]struct{}
+
+	// id prefixes the probes' nonces; arrived receives the nonce of each
+	// probe that came back (buffered, never blocks the reader).
+	id      string
+	arrived chan string
+	// proven is the probe subscription's generation a returned probe
+	// proved (0: none); ready signals it to waiters. Guarded by
+	// Watcher.mu (ready is safe on its own).
+	proven uint64
+	ready  broadcast.ReadySignal
 }
 
 // NewWatcher returns a Watcher over clients (by app) for the configured
@@ -217,7 +235,7 @@ func (w *Watcher) WatchRoom(app, room string, onFrame func(data []byte, received
 	for _, g := range groups {
 		cs := aw.chans[g.Channel]
 		if cs == nil {
-			cs = &chanState{topics: g.Topics, watches: map[*roomWatch]struct{}{}}
+			cs = &chanState{topics: g.Topics, watches: map[*roomWatch]struct{}{}, id: newNonce(), arrived: make(chan string, 1)}
 			aw.chans[g.Channel] = cs
 			w.startChanLocked(aw, g.Channel, cs)
 		}
@@ -245,26 +263,27 @@ func (w *Watcher) appLocked(app string, c *Client) (*appWatch, error) {
 	return aw, nil
 }
 
-// subscribe mints a token for the channel's topics and subs it, retrying
-// with backoff until it succeeds or ctx ends.
+// subscribe mints a token for the channel's topics and one for its
+// ProbeTopic and subs them in that order, retrying with backoff until it
+// succeeds or ctx ends; then it proves the channel live (prove) until ctx
+// ends.
 func (w *Watcher) subscribe(ctx context.Context, c *Client, aw *appWatch, name string, cs *chanState) {
 	defer w.wg.Done()
+	start := time.Now()
 	backoff := 250 * time.Millisecond
 	for {
-		tok, err := c.MintToken(ctx, name, cs.topics)
-		var sub *Subscription
-		if err == nil {
-			sub, err = aw.sub.Sub(ctx, tok)
-		}
+		sub, probe, err := w.sub(ctx, c, aw, name, cs)
 		if err == nil {
 			w.mu.Lock()
 			if ctx.Err() != nil { // closed meanwhile
 				w.mu.Unlock()
 				sub.Unsub()
+				probe.Unsub()
 				return
 			}
-			cs.sub = sub
+			cs.sub, cs.probe = sub, probe
 			w.mu.Unlock()
+			w.prove(ctx, c, name, cs, start)
 			return
 		}
 		if ctx.Err() != nil {
@@ -278,7 +297,116 @@ func (w *Watcher) subscribe(ctx context.Context, c *Client, aw *appWatch, name s
 	}
 }
 
+// sub mints the channel's two tokens and subs them, the topics first.
+func (w *Watcher) sub(ctx context.Context, c *Client, aw *appWatch, name string, cs *chanState) (*Subscription, *Subscription, error) {
+	tok, err := c.MintToken(ctx, name, cs.topics)
+	if err != nil {
+		return nil, nil, err
+	}
+	ptok, err := c.MintToken(ctx, name, []string{ProbeTopic})
+	if err != nil {
+		return nil, nil, err
+	}
+	sub, err := aw.sub.Sub(ctx, tok)
+	if err != nil {
+		return nil, nil, err
+	}
+	probe, err := aw.sub.Sub(ctx, ptok)
+	if err != nil {
+		sub.Unsub()
+		return nil, nil, err
+	}
+	return sub, probe, nil
+}
+
+// Probe retry bounds: a probe that did not come back within the current
+// wait is published again, the wait doubling up to probeRetryMax.
+const (
+	probeRetryMin = 5 * time.Millisecond
+	probeRetryMax = time.Second
+	probeTimeout  = 5 * time.Second
+)
+
+// prove proves the channel live on each connection until ctx ends: while
+// the probe subscription is in effect it publishes probes (proveOnce) until
+// one comes back, marks the channel proven for that state of the probe
+// subscription, and starts again at its next change (connection lost,
+// re-sub written). The time from start (the watch's, then the change's) to
+// proof goes to the ready histogram.
+func (w *Watcher) prove(ctx context.Context, c *Client, name string, cs *chanState, start time.Time) {
+	for {
+		gen, active, changed := cs.probe.activation()
+		// Only this goroutine turns the flag on: record, then signal.
+		if active && w.proveOnce(ctx, c, name, cs, gen, changed) && !cs.ready.Ready() {
+			w.m.SubscriberReady(transportLabel, time.Since(start))
+			cs.ready.Set(true)
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return
+		}
+		cs.ready.Set(false)
+		start = time.Now()
+	}
+}
+
+// proveOnce publishes probes for state gen of the probe subscription, again
+// after a wait doubling from probeRetryMin to probeRetryMax, until one comes
+// back while gen is still current (true), or changed closes or ctx ends
+// (false).
+func (w *Watcher) proveOnce(ctx context.Context, c *Client, name string, cs *chanState, gen uint64, changed <-chan struct{}) bool {
+	nonce := cs.id + "-" + strconv.FormatUint(gen, 10)
+	body, _ := json.Marshal(map[string]string{"switchyardProbe": nonce})
+	for wait := probeRetryMin; ; wait = min(2*wait, probeRetryMax) {
+		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		err := c.Probe(pctx, name, body)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			w.logger.Debug("realtime: readiness probe failed", zap.String("app", c.App()), zap.Error(err))
+		}
+		timer := time.NewTimer(wait)
+	recv:
+		for {
+			select {
+			case got := <-cs.arrived:
+				if got != nonce {
+					continue // a probe of an earlier state
+				}
+				timer.Stop()
+				w.mu.Lock()
+				g, act, _ := cs.probe.activation()
+				ok := act && g == gen
+				if ok {
+					cs.proven = gen
+				}
+				w.mu.Unlock()
+				return ok
+			case <-timer.C:
+				break recv
+			case <-changed:
+				timer.Stop()
+				return false
+			case <-ctx.Done():
+				timer.Stop()
+				return false
+			}
+		}
+	}
+}
+
+// newNonce returns 16 random hex digits.
+func newNonce() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
 func (w *Watcher) dispatch(aw *appWatch, m Msg) {
+	if m.Topic == ProbeTopic {
+		w.probeArrived(aw, m)
+		return
+	}
 	key := m.Channel + "\x00" + m.Topic
 	w.mu.Lock()
 	cs := aw.chans[m.Channel]
@@ -296,6 +424,27 @@ func (w *Watcher) dispatch(aw *appWatch, m Msg) {
 	}
 }
 
+// probeArrived hands the nonce of a returned probe to its channel's
+// prover; it never reaches a watch's onFrame.
+func (w *Watcher) probeArrived(aw *appWatch, m Msg) {
+	var p struct {
+		Nonce string `json:"switchyardProbe"`
+	}
+	if json.Unmarshal(m.Data, &p) != nil || p.Nonce == "" {
+		return
+	}
+	w.mu.Lock()
+	cs := aw.chans[m.Channel]
+	w.mu.Unlock()
+	if cs == nil {
+		return
+	}
+	select {
+	case cs.arrived <- p.Nonce:
+	default: // the prover has one to read already
+	}
+}
+
 func (rw *roomWatch) deliver(data []byte, at time.Time) {
 	rw.mu.Lock()
 	defer rw.mu.Unlock()
@@ -310,29 +459,67 @@ func (rw *roomWatch) markClosed() {
 	rw.mu.Unlock()
 }
 
-// Ready reports whether every channel of the room is subscribed on the live
-// connection and settled.
+// Ready reports whether every channel of the room is proven live on the
+// current connection: its topics subscribed and a probe published after
+// them come back (see Watcher).
 func (rw *roomWatch) Ready() bool {
+	_, ok := rw.notReady()
+	return ok
+}
+
+// notReady returns the first channel of the room not proven live now, or
+// ok when there is none (and the watch is open).
+func (rw *roomWatch) notReady() (cs *chanState, ok bool) {
 	w := rw.w
+	rw.mu.Lock()
+	closed := rw.closed
+	rw.mu.Unlock()
+	if closed {
+		return nil, false
+	}
 	w.mu.Lock()
+	defer w.mu.Unlock()
 	aw := w.apps[rw.app]
-	var subs []*Subscription
 	for _, name := range rw.channels {
 		cs := aw.chans[name]
-		if cs == nil || cs.sub == nil {
-			w.mu.Unlock()
-			return false
+		if cs == nil || cs.sub == nil || cs.probe == nil {
+			return cs, false
 		}
-		subs = append(subs, cs.sub)
-	}
-	w.mu.Unlock()
-	for _, s := range subs {
-		if !s.Ready() {
-			return false
+		if _, active, _ := cs.sub.activation(); !active {
+			return cs, false
+		}
+		if gen, active, _ := cs.probe.activation(); !active || gen != cs.proven {
+			return cs, false
 		}
 	}
-	return len(subs) > 0
+	return nil, len(rw.channels) > 0
 }
+
+// ReadyC returns a channel closed once the watch may be ready (see
+// broadcast.ReadyNotifier): at once when it is ready or closed, else when
+// its first unproven channel is proven or changes state.
+func (rw *roomWatch) ReadyC() <-chan struct{} {
+	cs, ok := rw.notReady()
+	if ok || cs == nil {
+		rw.mu.Lock()
+		defer rw.mu.Unlock()
+		if ok || rw.closed {
+			return closedChan
+		}
+		// Not registered (a transient state): look again shortly.
+		t := make(chan struct{})
+		time.AfterFunc(10*time.Millisecond, func() { close(t) })
+		return t
+	}
+	if cs.ready.Ready() { // proven for a connection that is gone
+		_, _, changed := cs.probe.activation()
+		return changed
+	}
+	return cs.ready.ReadyC()
+}
+
+// closedChan is a closed channel.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // Close ends the watch; the channel is unsubscribed when it was the last
 // watch of it. onFrame is not called after Close returns.
@@ -354,8 +541,9 @@ func (rw *roomWatch) Close() error {
 					cs.cancel()
 				}
 				if cs.sub != nil {
-					unsubs = append(unsubs, cs.sub)
+					unsubs = append(unsubs, cs.sub, cs.probe)
 				}
+				cs.ready.End()
 				delete(aw.chans, name)
 			}
 		}

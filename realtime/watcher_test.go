@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"net/http"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/switchyard/switchyard/broadcast"
@@ -49,7 +51,7 @@ func newIdleWatcher(t *testing.T, srv *realtimetest.Server, cfg Config) (*Watche
 	t.Helper()
 	c := mustClient(t, srv.URL(), cfg, nil)
 	w := NewWatcher(map[string]*Client{"app1": c}, []string{"ai", broadcast.DefaultChannel}, nil, zaptest.NewLogger(t),
-		WithSettle(10*time.Millisecond), WithBackoff(10*time.Millisecond, 50*time.Millisecond))
+		WithBackoff(10*time.Millisecond, 50*time.Millisecond))
 	return w, c
 }
 
@@ -201,7 +203,7 @@ func TestWatcherLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := NewWatcher(map[string]*Client{"app1": c}, []string{"ai", broadcast.DefaultChannel}, nil, zaptest.NewLogger(t),
-		WithSettle(10*time.Millisecond), WithBackoff(10*time.Millisecond, 50*time.Millisecond))
+		WithBackoff(10*time.Millisecond, 50*time.Millisecond))
 	var fr frames
 	wa, err := w.WatchRoom("app1", "room-1", fr.on)
 	if err != nil {
@@ -277,4 +279,138 @@ func TestWatcherFallbackKey(t *testing.T) {
 	if got := srv.Counts().Unauthorized; got < 2 {
 		t.Fatalf("refused requests with the primary key: got %d, want >= 2 (token and publish)", got)
 	}
+}
+
+// TestWatcherProbeProvesReadiness: a watch is ready only once a probe on
+// ProbeTopic, published after the channel's sub, came back; probes never
+// reach onFrame and are counted as op "probe", not as publishes. While
+// probes are lost (dropped by the server, or their publish hangs) the watch
+// stays not ready; once they come back it turns ready and ReadyC closes.
+func TestWatcherProbeProvesReadiness(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		set  func(*realtimetest.Server)
+	}{
+		{"probes dropped", func(s *realtimetest.Server) {
+			s.SetDeliveryFault(realtimetest.DeliveryFault{DropTopic: ProbeTopic})
+		}},
+		{"probe publishes hang", func(s *realtimetest.Server) {
+			s.SetPublishFault(realtimetest.HTTPFault{Hang: true})
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newServer(t, realtimetest.Config{})
+			tt.set(srv)
+			reg := prometheus.NewRegistry()
+			um := upstream.NewMetrics(reg)
+			c := mustClient(t, srv.URL(), Config{Policy: fastPolicy()}, um)
+			w := NewWatcher(map[string]*Client{"app1": c}, []string{"ai", broadcast.DefaultChannel}, um, zaptest.NewLogger(t),
+				WithBackoff(10*time.Millisecond, 50*time.Millisecond))
+			runWatcher(t, w)
+			var fr frames
+			wa, err := w.WatchRoom("app1", "room-1", fr.on)
+			if err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, "the channel subscribed, probe included", func() bool {
+				return srv.Subscribed("room-1", "ai") == 1 && srv.Subscribed("room-1", ProbeTopic) == 1
+			})
+			rn := wa.(broadcast.ReadyNotifier)
+			select {
+			case <-rn.ReadyC():
+				t.Fatal("ReadyC closed while no probe came back")
+			case <-time.After(300 * time.Millisecond):
+			}
+			if wa.Ready() {
+				t.Fatal("ready while no probe came back")
+			}
+			srv.SetDeliveryFault(realtimetest.DeliveryFault{})
+			srv.SetPublishFault(realtimetest.HTTPFault{})
+			select {
+			case <-rn.ReadyC():
+			case <-time.After(eventuallyIn):
+				t.Fatal("not ready once probes come back")
+			}
+			if !wa.Ready() {
+				t.Fatal("ReadyC closed but not Ready")
+			}
+			if got := fr.all(); len(got) != 0 {
+				t.Fatalf("probes reached onFrame: %v", got)
+			}
+			probes := 0
+			for _, p := range srv.Publishes() {
+				if p.Topic != ProbeTopic || p.Channel != "room-1" {
+					t.Errorf("publish on %s/%s, want probes on room-1/%s only", p.Channel, p.Topic, ProbeTopic)
+				}
+				probes++
+			}
+			if probes == 0 {
+				t.Error("no probe published")
+			}
+			if got := counterValue(t, reg, "switchyard_upstream_requests_total", map[string]string{"op": "probe", "class": "2xx"}); got < 1 {
+				t.Errorf("probe requests counted: %v, want >= 1 under op=probe", got)
+			}
+			if got := counterValue(t, reg, "switchyard_upstream_requests_total", map[string]string{"op": "publish"}); got != 0 {
+				t.Errorf("probes counted as publishes: %v", got)
+			}
+			if !hasSample(t, reg, "switchyard_subscriber_ready_seconds") {
+				t.Error("no switchyard_subscriber_ready_seconds sample")
+			}
+		})
+	}
+}
+
+// counterValue sums the samples of a counter whose labels include want.
+func counterValue(t *testing.T, reg *prometheus.Registry, name string, want map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metric:
+		for _, m := range mf.GetMetric() {
+			have := map[string]string{}
+			for _, l := range m.GetLabel() {
+				have[l.GetName()] = l.GetValue()
+			}
+			for k, v := range want {
+				if have[k] != v {
+					continue metric
+				}
+			}
+			sum += m.GetCounter().GetValue()
+		}
+	}
+	return sum
+}
+
+func TestConfigRefusesProbeTopic(t *testing.T) {
+	err := Config{URL: "http://127.0.0.1:1", Topics: map[string]string{"ai": ProbeTopic}}.Validate()
+	if err == nil || !strings.Contains(err.Error(), `topics["ai"]`) || !strings.Contains(err.Error(), "reserved") {
+		t.Fatalf("Validate: got %v, want topics[\"ai\"] reserved", err)
+	}
+}
+
+// hasSample reports whether a histogram of reg has an observation.
+func hasSample(t *testing.T, reg *prometheus.Registry, name string) bool {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				if m.GetHistogram().GetSampleCount() > 0 {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }

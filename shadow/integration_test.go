@@ -61,7 +61,7 @@ func newStack(t *testing.T, partyURL string, timeout time.Duration) *stack {
 		t.Fatalf("realtime.NewClient: %v", err)
 	}
 	rw := realtime.NewWatcher(map[string]*realtime.Client{itApp: rc}, []string{itChannel, probeChan}, nil, logger,
-		realtime.WithSettle(50*time.Millisecond), realtime.WithBackoff(20*time.Millisecond, 200*time.Millisecond))
+		realtime.WithBackoff(20*time.Millisecond, 200*time.Millisecond))
 
 	reg := prometheus.NewRegistry()
 	c := shadow.New(shadow.Config{Timeout: timeout}, lw, rw, shadow.NewMetrics(reg), logger, time.Now)

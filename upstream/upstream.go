@@ -92,6 +92,7 @@ type Metrics struct {
 	retries  *prometheus.CounterVec
 	skipped  *prometheus.CounterVec
 	reconn   *prometheus.CounterVec
+	ready    *prometheus.HistogramVec
 }
 
 // NewMetrics registers the upstream metrics on reg (nil: unregistered).
@@ -119,8 +120,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "switchyard_subscriber_reconnects_total",
 		Help: "Subscriber reconnects by transport.",
 	}, []string{"transport"})
+	m.ready = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "switchyard_subscriber_ready_seconds",
+		Help:    "Time from the start of a subscription (or of its reconnect) to proven readiness, by transport.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"transport"})
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.retries, m.skipped, m.reconn)
+		reg.MustRegister(m.requests, m.duration, m.retries, m.skipped, m.reconn, m.ready)
 	}
 	return m
 }
@@ -137,6 +143,14 @@ func (m *Metrics) FrameSkipped(transport, reason string) {
 func (m *Metrics) Reconnected(transport string) {
 	if m != nil {
 		m.reconn.WithLabelValues(transport).Inc()
+	}
+}
+
+// SubscriberReady records how long a subscription took from its start (or
+// the start of its reconnect) to proven readiness. Safe on a nil *Metrics.
+func (m *Metrics) SubscriberReady(transport string, d time.Duration) {
+	if m != nil {
+		m.ready.WithLabelValues(transport).Observe(d.Seconds())
 	}
 }
 
