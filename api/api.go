@@ -90,6 +90,12 @@ type Deps struct {
 	StatusPage http.Handler
 	// Recorder, when set, is told about every accepted message.
 	Recorder func(m *broadcast.Message)
+	// Warm, when set, is told before a token is minted for room of app
+	// which of the requested channels are in a compared stage (shadow,
+	// dual), so that the comparator can open its watches of a sampled room
+	// before the browser listens and the first message comes. It is called
+	// on the request goroutine and must not block.
+	Warm func(app, room string, channels []string)
 }
 
 // Server holds the handlers of both listeners. Its handlers are safe for

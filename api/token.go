@@ -311,7 +311,7 @@ func (s *Server) mint(w http.ResponseWriter, r *http.Request, app, room string, 
 		s.tokenError(w, r, app, "realtime_disabled", broadcast.Errorf(broadcast.EDISABLED, "realtime is not configured"))
 		return
 	}
-	var live []string
+	var live, compared []string
 	for _, ch := range s.deps.Channels() {
 		if len(topics) > 0 && !slices.Contains(topics, ch) {
 			continue
@@ -319,6 +319,9 @@ func (s *Server) mint(w http.ResponseWriter, r *http.Request, app, room string, 
 		route := s.deps.Resolver.Resolve(broadcast.RouteQuery{App: app, Room: room, Channel: ch})
 		if route.Stage != broadcast.StageLegacy {
 			live = append(live, ch)
+		}
+		if route.Stage.Compared() {
+			compared = append(compared, ch)
 		}
 	}
 	for _, t := range topics {
@@ -330,6 +333,11 @@ func (s *Server) mint(w http.ResponseWriter, r *http.Request, app, room string, 
 	if len(live) == 0 {
 		s.tokenError(w, r, app, "realtime_disabled", broadcast.Errorf(broadcast.EDISABLED, "every channel of room %q is on PartyKit (legacy) for app %q: keep using PartyKit", room, app))
 		return
+	}
+	if len(compared) > 0 && s.deps.Warm != nil {
+		// A browser asks for a token before it listens: the comparator's
+		// watches open while the token is minted.
+		s.deps.Warm(app, room, compared)
 	}
 	toks, err := s.deps.Tokens.Mint(r.Context(), app, room, live)
 	if err != nil {

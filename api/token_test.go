@@ -879,3 +879,72 @@ func TestTokenCacheCallerGone(t *testing.T) {
 		t.Errorf("the remaining caller failed: %v", err)
 	}
 }
+
+// TestTokenWarmsComparedChannels: before minting, the token endpoint tells
+// Warm which requested channels are in a compared stage, on both paths; a
+// room entirely in legacy, or a refused request, warms nothing.
+func TestTokenWarmsComparedChannels(t *testing.T) {
+	type call struct {
+		app, room string
+		channels  []string
+	}
+	var mu sync.Mutex
+	var calls []call
+	stages := func(q broadcast.RouteQuery) broadcast.Route {
+		st := broadcast.StageShadow
+		switch {
+		case q.Room == "legacy-room":
+			st = broadcast.StageLegacy
+		case q.Channel == "ai-stream":
+			st = broadcast.StageRealtime // past compared
+		case q.Channel == "video-ready":
+			st = broadcast.StageDual
+		}
+		return broadcast.Route{Stage: st, Channel: q.Channel}
+	}
+	f := newTokenFixture(t, func(_ *Config, d *Deps) {
+		d.Resolver = resolverFunc(stages)
+		d.Warm = func(app, room string, channels []string) {
+			mu.Lock()
+			calls = append(calls, call{app, room, append([]string(nil), channels...)})
+			mu.Unlock()
+		}
+	})
+	bearer := "Bearer " + testKey
+	for _, tt := range []struct {
+		body   string
+		status int
+		want   []call
+	}{
+		{`{"room":"video-1"}`, 200, []call{{"ai-hero", "video-1", []string{"video-ready", broadcast.DefaultChannel}}}},
+		{`{"room":"video-2","topics":["ai-stream"]}`, 200, nil},
+		{`{"room":"legacy-room"}`, 404, nil},
+		{`{"room":"a/b"}`, 422, nil},
+	} {
+		mu.Lock()
+		calls = nil
+		mu.Unlock()
+		if a := do(t, "POST", f.pub.URL+"/v1/realtime/token", bearer, tt.body); a.status != tt.status {
+			t.Fatalf("%s: status %d, want %d (%s)", tt.body, a.status, tt.status, a.body)
+		}
+		mu.Lock()
+		got := calls
+		mu.Unlock()
+		if len(got) != len(tt.want) || (len(got) == 1 && (got[0].app != tt.want[0].app || got[0].room != tt.want[0].room || !slices.Equal(got[0].channels, tt.want[0].channels))) {
+			t.Errorf("%s: Warm calls %+v, want %+v", tt.body, got, tt.want)
+		}
+	}
+	// The grant path warms too.
+	mu.Lock()
+	calls = nil
+	mu.Unlock()
+	g := grant(t, grantSecret, "ai-hero", []string{"video-3"}, tokenNow, time.Minute)
+	if a := do(t, "GET", f.pub.URL+"/v1/realtime/token?app=ai-hero&room=video-3", "Bearer "+g, ""); a.status != 200 {
+		t.Fatalf("grant path: status %d (%s)", a.status, a.body)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(calls) != 1 || calls[0].room != "video-3" {
+		t.Errorf("grant path: Warm calls %+v, want one for video-3", calls)
+	}
+}

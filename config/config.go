@@ -152,6 +152,10 @@ type Shadow struct {
 	MaxRooms   int           `yaml:"maxRooms"`
 	MaxPending int           `yaml:"maxPending"`
 	Window     time.Duration `yaml:"window"`
+	// ReadyWait bounds the wait of a sampled message's answering publish
+	// for the comparator's watch (shadow.Config.ReadyWait); unset takes the
+	// default, 0 turns the wait off.
+	ReadyWait *time.Duration `yaml:"readyWait"`
 }
 
 // Server holds the HTTP server limits of both listeners.
@@ -410,6 +414,10 @@ func (c *Config) applyDefaults() {
 	setZero(&s.MaxRooms, sd.MaxRooms)
 	setZero(&s.MaxPending, sd.MaxPending)
 	setZero(&s.Window, sd.Window)
+	if s.ReadyWait == nil {
+		rw := sd.ReadyWait
+		s.ReadyWait = &rw
+	}
 	v := &c.Server
 	setZero(&v.ReadHeaderTimeout, 5*time.Second)
 	setZero(&v.ReadTimeout, 15*time.Second)
@@ -612,8 +620,12 @@ func (c *Config) Validate() error {
 	if !isRate(c.Shadow.SampleRate) {
 		bad("shadow.sampleRate", "must be between 0 and 1")
 	}
+	if rw := c.Shadow.ReadyWait; rw != nil && (*rw < 0 || *rw > shadow.MaxReadyWait) {
+		bad("shadow.readyWait", "%v is outside 0 (no wait) to %v", *rw, shadow.MaxReadyWait)
+	}
 	sc := c.ShadowConfig()
 	sc.Channels = nil // checked above, under channels[i]
+	sc.ReadyWait = 0  // checked above, in the config's own terms
 	errs = append(errs, under("shadow.", sc.Validate())...)
 
 	if c.Server.MaxBodyBytes < 0 || c.Server.MaxBodyBytes > MaxBodyLimit {
@@ -729,6 +741,13 @@ func (c *Config) ShadowConfig() shadow.Config {
 	s := c.Shadow
 	out := shadow.Config{Timeout: s.Timeout, IdleTTL: s.IdleTTL, MaxRooms: s.MaxRooms, MaxPending: s.MaxPending,
 		Window: s.Window, Channels: make(map[string]shadow.ChannelConfig, len(c.Channels))}
+	switch {
+	case s.ReadyWait == nil: // the package default
+	case *s.ReadyWait == 0:
+		out.ReadyWait = shadow.ReadyWaitOff
+	default:
+		out.ReadyWait = *s.ReadyWait
+	}
 	for _, ch := range c.Channels {
 		out.Channels[ch.Name] = c.shadowChannel(ch)
 	}

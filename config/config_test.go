@@ -4,6 +4,9 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/switchyard/switchyard/shadow"
 )
 
 const example = `
@@ -179,5 +182,35 @@ func TestUnknownNestedKeysNameTheField(t *testing.T) {
 	}
 	if got, want := c.Shadow.Timeout.String(), "4s"; got != want {
 		t.Errorf("merged shadow.timeout = %s, want %s", got, want)
+	}
+}
+
+// TestShadowReadyWait: unset takes the shadow package's default (shown
+// by config check), 0 turns the wait off, a value passes through.
+func TestShadowReadyWait(t *testing.T) {
+	vars := env(map[string]string{"AI_HERO_GATEWAY_KEY": "key-0123456789abcdef"})
+	for _, tt := range []struct {
+		line      string
+		effective time.Duration // c.Shadow.ReadyWait after Parse
+		pkg       time.Duration // ShadowConfig().ReadyWait
+	}{
+		{"", shadow.DefaultReadyWait, shadow.DefaultReadyWait},
+		{"readyWait: 0s", 0, shadow.ReadyWaitOff},
+		{"readyWait: 80ms", 80 * time.Millisecond, 80 * time.Millisecond},
+	} {
+		src := strings.Replace(example, "shadow: {sampleRate: 1.0, timeout: 5s}", "shadow: {sampleRate: 1.0, timeout: 5s, "+tt.line+"}", 1)
+		if tt.line == "" {
+			src = example
+		}
+		c, err := Parse([]byte(src), vars)
+		if err != nil {
+			t.Fatalf("%q: %v", tt.line, err)
+		}
+		if c.Shadow.ReadyWait == nil || *c.Shadow.ReadyWait != tt.effective {
+			t.Errorf("%q: shadow.readyWait = %v, want %v", tt.line, c.Shadow.ReadyWait, tt.effective)
+		}
+		if got := c.ShadowConfig().ReadyWait; got != tt.pkg {
+			t.Errorf("%q: ShadowConfig().ReadyWait = %v, want %v", tt.line, got, tt.pkg)
+		}
 	}
 }

@@ -254,6 +254,14 @@ func New(cfg *config.Config, logger *zap.Logger, opts Options) (_ *Gateway, err 
 	if g.recorder != nil {
 		deps.Recorder = g.recorder.Record
 	}
+	deps.Warm = func(app, room string, channels []string) {
+		for _, ch := range channels {
+			if g.mc.Sampled(app, room, ch) {
+				g.cmp.Warm(app, room)
+				return
+			}
+		}
+	}
 	flagFile := ""
 	if cfg.Flags.Provider == "" || cfg.Flags.Provider == flags.ProviderFile {
 		flagFile = cfg.Flags.File

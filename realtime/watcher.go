@@ -297,13 +297,21 @@ func (w *Watcher) subscribe(ctx context.Context, c *Client, aw *appWatch, name s
 	}
 }
 
-// sub mints the channel's two tokens and subs them, the topics first.
+// sub mints the channel's two tokens (at once) and subs them, the topics
+// first.
 func (w *Watcher) sub(ctx context.Context, c *Client, aw *appWatch, name string, cs *chanState) (*Subscription, *Subscription, error) {
+	var ptok broadcast.Token
+	var perr error
+	minted := make(chan struct{})
+	go func() {
+		defer close(minted)
+		ptok, perr = c.MintToken(ctx, name, []string{ProbeTopic})
+	}()
 	tok, err := c.MintToken(ctx, name, cs.topics)
-	if err != nil {
-		return nil, nil, err
+	<-minted
+	if err == nil {
+		err = perr
 	}
-	ptok, err := c.MintToken(ctx, name, []string{ProbeTopic})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -235,31 +235,83 @@ func TestOffPathDropIsDropped(t *testing.T) {
 	}
 }
 
-func TestUnobserved(t *testing.T) {
+// TestUnobservedReasons: a copy that arrives is compared whatever the
+// readiness of its watch; a copy that does not arrive is missing only when
+// its watch was ready, else the message is unobserved with the reason of
+// the side (or sides) not ready, or of a room that failed or closed.
+func TestUnobservedReasons(t *testing.T) {
 	h := newHarness(t, Config{}, nil)
 	m := h.msg(t, app, "new-room", "video", "u1", `{}`)
 	h.c.Expect(m, broadcast.StageShadow) // first sight: dial requested, not ready
 	h.pump()
 	lw, rw := h.legacy.last(t, app, "new-room"), h.realtime.last(t, app, "new-room")
-	// Its copies arrive now that the watches are up: absorbed, not foreign.
+	// Its copies arrive now that the watches are up: compared.
 	lw.deliver(string(m.Envelope), h.clock.Now())
 	rw.deliver(string(m.Envelope), h.clock.Now())
 	h.pump()
 	h.c.sweep(h.clock.Advance(DefaultTimeout + time.Millisecond))
-	if got, want := h.counts(app, "video"), map[Outcome]int{OutcomeUnobserved: 1}; !reflect.DeepEqual(got, want) {
-		t.Errorf("outcomes = %v, want %v", got, want)
-	}
-	if f := h.foreign(broadcast.TransportLegacy) + h.foreign(broadcast.TransportRealtime); f != 0 {
-		t.Errorf("foreign = %d, want 0", f)
+	if got, want := h.counts(app, "video"), map[Outcome]int{OutcomeMatch: 1}; !reflect.DeepEqual(got, want) {
+		t.Errorf("first message whose copies arrived: outcomes = %v, want %v", got, want)
 	}
 
-	// One side not ready: unobserved, nothing pending, no missing later.
+	// The realtime watch not ready and its copy lost: unobserved, even
+	// though the legacy copy arrived.
 	rw.ready.Store(false)
 	m2 := h.msg(t, app, "new-room", "video", "u2", `{}`)
 	h.c.Expect(m2, broadcast.StageShadow)
+	lw.deliver(string(m2.Envelope), h.clock.Now())
+	h.pump()
 	h.c.sweep(h.clock.Advance(DefaultTimeout + time.Millisecond))
-	if got, want := h.counts(app, "video"), map[Outcome]int{OutcomeUnobserved: 2}; !reflect.DeepEqual(got, want) {
+	// Both watches down: both_not_ready.
+	lw.ready.Store(false)
+	h.c.Expect(h.msg(t, app, "new-room", "video", "u3", `{}`), broadcast.StageShadow)
+	h.c.sweep(h.clock.Advance(DefaultTimeout + time.Millisecond))
+	// Only the legacy watch down, nothing arrives: legacy_not_ready.
+	rw.ready.Store(true)
+	h.c.Expect(h.msg(t, app, "new-room", "video", "u4", `{}`), broadcast.StageShadow)
+	h.c.sweep(h.clock.Advance(DefaultTimeout + time.Millisecond))
+	// Both ready, the realtime copy lost: missing_realtime, compared.
+	lw.ready.Store(true)
+	m5 := h.msg(t, app, "new-room", "video", "u5", `{}`)
+	h.c.Expect(m5, broadcast.StageShadow)
+	lw.deliver(string(m5.Envelope), h.clock.Now())
+	h.pump()
+	h.c.sweep(h.clock.Advance(DefaultTimeout + time.Millisecond))
+	if got, want := h.counts(app, "video"), map[Outcome]int{OutcomeMatch: 1, OutcomeUnobserved: 3, OutcomeMissingRealtime: 1}; !reflect.DeepEqual(got, want) {
 		t.Errorf("outcomes = %v, want %v", got, want)
+	}
+	sum := h.summary(t, app, "video")
+	wantReasons := map[UnobservedReason]int64{ReasonRealtimeNotReady: 1, ReasonBothNotReady: 1, ReasonLegacyNotReady: 1, ReasonWatchFailed: 0, ReasonClosed: 0}
+	if !reflect.DeepEqual(sum.Unobserved, wantReasons) {
+		t.Errorf("unobserved by reason = %v, want %v", sum.Unobserved, wantReasons)
+	}
+	if sum.Sampled != 5 || sum.Compared != 2 || sum.CoveragePercent == nil || *sum.CoveragePercent != 40 {
+		t.Errorf("sampled %d compared %d coverage %v, want 5, 2, 40%%", sum.Sampled, sum.Compared, sum.CoveragePercent)
+	}
+	for r, n := range wantReasons {
+		if got := testutil.ToFloat64(h.c.m.unobserved.WithLabelValues(app, "video", string(r))); got != float64(n) {
+			t.Errorf("switchyard_shadow_unobserved_total{reason=%q} = %v, want %d", r, got, n)
+		}
+	}
+	if got := testutil.ToFloat64(h.c.m.sampled.WithLabelValues(app, "video")); got != 5 {
+		t.Errorf("switchyard_shadow_sampled_total = %v, want 5", got)
+	}
+	if got := testutil.ToFloat64(h.c.m.compared.WithLabelValues(app, "video")); got != 2 {
+		t.Errorf("switchyard_shadow_compared_total = %v, want 2", got)
+	}
+
+	// A room whose dial failed: watch_failed.
+	h.legacy.fail = func(_, room string) error {
+		if room == "broken" {
+			return errDial
+		}
+		return nil
+	}
+	h.c.Expect(h.msg(t, app, "broken", "video", "b1", `{}`), broadcast.StageShadow)
+	h.pump()
+	h.c.sweep(h.clock.Advance(DefaultTimeout + time.Millisecond))
+	if got := h.summary(t, app, "video").Unobserved[ReasonWatchFailed]; got != 1 {
+		t.Errorf("watch_failed = %d, want 1", got)
 	}
 
 	// Stages that are not compared are ignored.
@@ -268,6 +320,174 @@ func TestUnobserved(t *testing.T) {
 	h.pump()
 	if n := h.legacy.count(app, "other"); n != 0 {
 		t.Errorf("legacy-stage message opened %d watches", n)
+	}
+	if got := h.summary(t, app, "video").Sampled; got != 6 {
+		t.Errorf("sampled = %d, want 6 (uncompared stages are not sampled)", got)
+	}
+}
+
+// summary returns the summary row of app/channel, failing if none.
+func (h *harness) summary(tb testing.TB, app, channel string) ChannelSummary {
+	tb.Helper()
+	for _, s := range h.c.Summary() {
+		if s.App == app && s.Channel == channel {
+			return s
+		}
+	}
+	tb.Fatalf("no summary row for %s/%s", app, channel)
+	return ChannelSummary{}
+}
+
+// TestAwaitWatch: the answering copy waits for its watch at most
+// ReadyWait, the off-path one until its ctx ends; a wait that runs out
+// stalls the side so the room's next copies do not wait again until the
+// watch is ready; waiting is off with ReadyWaitOff.
+func TestAwaitWatch(t *testing.T) {
+	h := newHarness(t, Config{ReadyWait: MaxReadyWait}, nil)
+	h.legacy.startDown, h.realtime.startDown = true, true
+	m := h.msg(t, app, "fresh", "video", "a1", `{}`)
+	h.c.Expect(m, broadcast.StageShadow)
+	h.pump()
+	lw, rw := h.legacy.last(t, app, "fresh"), h.realtime.last(t, app, "fresh")
+	r := h.c.observe(app, "fresh", h.clock.Now().UnixNano())
+
+	// The answering (legacy) watch comes up during the wait: it returns
+	// then, ready, without stalling the side.
+	go func() {
+		time.Sleep(10 * time.Millisecond)
+		lw.ready.Store(true)
+	}()
+	start := time.Now()
+	h.c.AwaitWatch(context.Background(), m, broadcast.TransportLegacy)
+	if d := time.Since(start); d < 5*time.Millisecond || d >= MaxReadyWait || r.stalled[sideLegacy].Load() {
+		t.Errorf("answering wait took %v (stalled %v), want until the watch was ready (~10ms)", d, r.stalled[sideLegacy].Load())
+	}
+	// The off-path wait is bounded by ctx only.
+	go func() {
+		time.Sleep(30 * time.Millisecond)
+		rw.ready.Store(true)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	start = time.Now()
+	h.c.AwaitWatch(ctx, m, broadcast.TransportRealtime)
+	cancel()
+	if d := time.Since(start); d < 25*time.Millisecond || r.stalled[sideRealtime].Load() {
+		t.Errorf("off-path wait took %v (stalled %v), want until the watch was ready (~30ms)", d, r.stalled[sideRealtime].Load())
+	}
+	lw.deliver(string(m.Envelope), h.clock.Now())
+	rw.deliver(string(m.Envelope), h.clock.Now())
+	h.pump()
+	if got := h.count(app, "video", OutcomeMatch); got != 1 {
+		t.Fatalf("first message after the waits: match = %d, want 1", got)
+	}
+	// An off-path wait whose ctx ends stalls the side.
+	rw.ready.Store(false)
+	mo := h.msg(t, app, "fresh", "video", "a-off", `{}`)
+	h.c.Expect(mo, broadcast.StageShadow)
+	ctx, cancel = context.WithTimeout(context.Background(), 20*time.Millisecond)
+	h.c.AwaitWatch(ctx, mo, broadcast.TransportRealtime)
+	cancel()
+	if !r.stalled[sideRealtime].Load() {
+		t.Error("an off-path wait that ran out did not stall the side")
+	}
+	rw.ready.Store(true)
+
+	// A watch that stays down: the first wait runs out after ReadyWait and
+	// stalls the side; the next copy of the room does not wait.
+	h = newHarness(t, Config{ReadyWait: 40 * time.Millisecond}, nil)
+	m1 := h.msg(t, app, "fresh", "video", "a1", `{}`)
+	h.c.Expect(m1, broadcast.StageShadow)
+	h.pump()
+	lw, rw = h.legacy.last(t, app, "fresh"), h.realtime.last(t, app, "fresh")
+	lw.ready.Store(false)
+	m2 := h.msg(t, app, "fresh", "video", "a2", `{}`)
+	h.c.Expect(m2, broadcast.StageShadow)
+	start = time.Now()
+	h.c.AwaitWatch(context.Background(), m2, broadcast.TransportLegacy)
+	if d := time.Since(start); d < 35*time.Millisecond || d > 500*time.Millisecond {
+		t.Errorf("wait for a watch that stays down took %v, want ReadyWait 40ms", d)
+	}
+	m3 := h.msg(t, app, "fresh", "video", "a3", `{}`)
+	h.c.Expect(m3, broadcast.StageShadow)
+	start = time.Now()
+	h.c.AwaitWatch(context.Background(), m3, broadcast.TransportLegacy)
+	if d := time.Since(start); d > 20*time.Millisecond {
+		t.Errorf("stalled side waited %v, want no wait", d)
+	}
+	h.c.sweep(h.clock.Advance(DefaultTimeout + time.Millisecond))
+	if u := h.summary(t, app, "video").Unobserved; u[ReasonLegacyNotReady] != 2 || u[ReasonBothNotReady] != 1 {
+		t.Errorf("unobserved = %v, want legacy_not_ready 2 (a2, a3) and both_not_ready 1 (a1, expected before its watches were up)", u)
+	}
+	// Ready again: the stall ends, and the next copy is observed.
+	lw.ready.Store(true)
+	m4 := h.msg(t, app, "fresh", "video", "a4", `{}`)
+	h.c.Expect(m4, broadcast.StageShadow)
+	h.c.AwaitWatch(context.Background(), m4, broadcast.TransportLegacy)
+	// The watch drops right after the copy went out: still missing, since
+	// it was ready as the copy was published.
+	lw.ready.Store(false)
+	h.c.AwaitWatch(context.Background(), m4, broadcast.TransportRealtime)
+	rw.deliver(string(m4.Envelope), h.clock.Now())
+	h.pump()
+	h.c.sweep(h.clock.Advance(DefaultTimeout + time.Millisecond))
+	if got := h.count(app, "video", OutcomeMissingLegacy); got != 1 {
+		t.Errorf("missing_legacy = %d, want 1: the watch was ready as the copy went out", got)
+	}
+
+	// Waiting off: no wait at all.
+	h2 := newHarness(t, Config{ReadyWait: ReadyWaitOff}, nil)
+	h2.legacy.startDown = true
+	m5 := h2.msg(t, app, "r", "video", "o1", `{}`)
+	h2.c.Expect(m5, broadcast.StageShadow)
+	h2.pump()
+	start = time.Now()
+	h2.c.AwaitWatch(context.Background(), m5, broadcast.TransportLegacy)
+	if d := time.Since(start); d > 20*time.Millisecond {
+		t.Errorf("ReadyWaitOff waited %v", d)
+	}
+	// Unknown messages (unsampled, decided) return at once.
+	start = time.Now()
+	h2.c.AwaitWatch(context.Background(), h2.msg(t, app, "r", "video", "never-expected", `{}`), broadcast.TransportLegacy)
+	if d := time.Since(start); d > 20*time.Millisecond {
+		t.Errorf("AwaitWatch of an unexpected message waited %v", d)
+	}
+}
+
+// TestWarm: a token request's Warm opens the room's watches before any
+// message; a warm room nobody publishes to closes after IdleTTL.
+func TestWarm(t *testing.T) {
+	h := newHarness(t, Config{IdleTTL: time.Minute}, nil)
+	h.c.Warm(app, "warm")
+	h.pump()
+	lw := h.legacy.last(t, app, "warm")
+	if h.realtime.count(app, "warm") != 1 {
+		t.Fatal("Warm opened no realtime watch")
+	}
+	if got := testutil.ToFloat64(h.c.m.warmed); got != 1 {
+		t.Errorf("warmed rooms = %v, want 1", got)
+	}
+	h.c.Warm(app, "warm") // already watched: nothing new
+	h.pump()
+	if n := h.legacy.count(app, "warm"); n != 1 || testutil.ToFloat64(h.c.m.warmed) != 1 {
+		t.Errorf("second Warm: %d watches, warmed %v; want 1, 1", n, testutil.ToFloat64(h.c.m.warmed))
+	}
+	// The first message finds the watches ready: compared.
+	m := h.msg(t, app, "warm", "video", "w1", `{}`)
+	h.c.Expect(m, broadcast.StageShadow)
+	h.legacy.last(t, app, "warm").deliver(string(m.Envelope), h.clock.Now())
+	h.realtime.last(t, app, "warm").deliver(string(m.Envelope), h.clock.Now())
+	h.pump()
+	if got := h.count(app, "video", OutcomeMatch); got != 1 {
+		t.Errorf("first message of a warm room: match = %d, want 1", got)
+	}
+	// Unused warm rooms close on the idle TTL.
+	h.c.Warm(app, "unused")
+	h.pump()
+	unused := h.legacy.last(t, app, "unused")
+	h.c.sweep(h.clock.Advance(2 * time.Minute))
+	h.pump()
+	if !unused.closed.Load() || !lw.closed.Load() {
+		t.Errorf("idle warm rooms left open: unused closed %v, warm closed %v", unused.closed.Load(), lw.closed.Load())
 	}
 }
 
@@ -658,7 +878,7 @@ func (c *Comparator) roomReady(app, name string) bool {
 		r := sh.m[k]
 		sh.mu.RUnlock()
 		if r != nil {
-			return r.ready()
+			return c.sideReady(r, sideLegacy) && c.sideReady(r, sideRealtime)
 		}
 	}
 	return false

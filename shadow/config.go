@@ -17,6 +17,19 @@ const (
 	DefaultMaxPending = 20000
 	DefaultWindow     = 15 * time.Minute
 	DefaultQueueSize  = 4096
+	// DefaultReadyWait bounds how long the answering publish of a sampled
+	// message waits for the answering transport's watch of its room. It
+	// covers the slowest time to ready measured on loopback dev servers
+	// (PartyKit's fresh-room dial p99 under 100 ms, Inngest's probe p99
+	// under 40 ms; docs/shadow.md) with a margin for a loaded host.
+	DefaultReadyWait = 250 * time.Millisecond
+	// MaxReadyWait is the largest ReadyWait Validate accepts: the wait is
+	// on the caller's path.
+	MaxReadyWait = 2 * time.Second
+	// ReadyWaitOff as ReadyWait turns the wait off: the answering publish
+	// of a message whose watch is not ready goes at once, and that copy is
+	// unobserved unless the watch happens to see it.
+	ReadyWaitOff time.Duration = -1
 )
 
 // Config tunes the comparator. Zero fields take the defaults above. It is
@@ -44,6 +57,14 @@ type Config struct {
 	// all workers; a frame that does not fit is dropped, and a message that
 	// then misses a copy is counted dropped rather than missing.
 	QueueSize int
+	// ReadyWait bounds how long AwaitWatch holds the answering publish of
+	// a sampled message whose room's watch on the answering transport is
+	// not ready yet (DefaultReadyWait when zero, ReadyWaitOff to publish
+	// at once). Past it the copy is published and, unless the watch sees
+	// it anyway, the message is unobserved with the reason
+	// <transport>_not_ready. The off-path copy waits in its lane instead,
+	// bounded by the multicaster's off-path timeout.
+	ReadyWait time.Duration
 }
 
 // ChannelConfig holds the comparison rules of one channel. Paths use the
@@ -61,8 +82,9 @@ type ChannelConfig struct {
 }
 
 // Validate reports every invalid field of c, each naming it without a
-// package prefix: negative durations or sizes (timeout: -1s is negative) and
-// every channel's problems (channels.ai.ignorePaths[0]: ..., see
+// package prefix: negative durations or sizes (timeout: -1s is negative;
+// ReadyWaitOff is not one), a readyWait over MaxReadyWait, and every
+// channel's problems (channels.ai.ignorePaths[0]: ..., see
 // ChannelConfig.Validate). It returns nil or an errors.Join of one error
 // per problem. Zero fields are valid: they take the defaults.
 func (c Config) Validate() error {
@@ -74,6 +96,13 @@ func (c Config) Validate() error {
 		if f.v < 0 {
 			errs = append(errs, fmt.Errorf("%s: %v is negative", f.name, f.v))
 		}
+	}
+	switch {
+	case c.ReadyWait == ReadyWaitOff:
+	case c.ReadyWait < 0:
+		errs = append(errs, fmt.Errorf("readyWait: %v is negative", c.ReadyWait))
+	case c.ReadyWait > MaxReadyWait:
+		errs = append(errs, fmt.Errorf("readyWait: %v is over %v (the wait is on the caller's path)", c.ReadyWait, MaxReadyWait))
 	}
 	for _, f := range []struct {
 		name string
@@ -120,7 +149,7 @@ func (c ChannelConfig) problems(prefix string) []error {
 }
 
 // WithDefaults returns c with every zero or negative size and duration set
-// to its Default* constant. New applies it; a configuration loader that
+// to its Default* constant (ReadyWaitOff is kept). New applies it; a configuration loader that
 // shows the effective values calls it instead of copying the constants.
 func (c Config) WithDefaults() Config {
 	if c.Timeout <= 0 {
@@ -140,6 +169,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.QueueSize <= 0 {
 		c.QueueSize = DefaultQueueSize
+	}
+	if c.ReadyWait == 0 || (c.ReadyWait < 0 && c.ReadyWait != ReadyWaitOff) {
+		c.ReadyWait = DefaultReadyWait
 	}
 	return c
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/switchyard/switchyard/legacyparty/partykitdev"
 	"github.com/switchyard/switchyard/legacyparty/partytest"
 	"github.com/switchyard/switchyard/realtime"
+	"github.com/switchyard/switchyard/realtime/inngestdev"
 	"github.com/switchyard/switchyard/realtime/realtimetest"
 	"github.com/switchyard/switchyard/shadow"
 )
@@ -43,9 +45,18 @@ type stack struct {
 
 func newStack(t *testing.T, partyURL string, timeout time.Duration) *stack {
 	t.Helper()
-	logger := zaptest.NewLogger(t)
 	rt := realtimetest.NewServer(realtimetest.Config{})
 	t.Cleanup(rt.Close)
+	s := newStackOn(t, partyURL, rt.URL(), timeout)
+	s.rt = rt
+	return s
+}
+
+// newStackOn is newStack against the Inngest Realtime server at
+// realtimeURL (rt stays nil: no fault switches).
+func newStackOn(t *testing.T, partyURL, realtimeURL string, timeout time.Duration) *stack {
+	t.Helper()
+	logger := zaptest.NewLogger(t)
 
 	pcfg := legacyparty.Config{URL: partyURL}
 	lc, err := legacyparty.NewClient(pcfg, nil, nil, logger)
@@ -56,7 +67,7 @@ func newStack(t *testing.T, partyURL string, timeout time.Duration) *stack {
 	if err != nil {
 		t.Fatalf("legacyparty.NewWatcher: %v", err)
 	}
-	rc, err := realtime.NewClient(itApp, realtime.Config{URL: rt.URL()}, nil, nil, logger)
+	rc, err := realtime.NewClient(itApp, realtime.Config{URL: realtimeURL}, nil, nil, logger)
 	if err != nil {
 		t.Fatalf("realtime.NewClient: %v", err)
 	}
@@ -87,7 +98,7 @@ func newStack(t *testing.T, partyURL string, timeout time.Duration) *stack {
 			}
 		}
 	})
-	return &stack{c: c, legacy: lc, realtime: rc, rt: rt, reg: reg}
+	return &stack{c: c, legacy: lc, realtime: rc, reg: reg}
 }
 
 // msg builds a message of room accepted now with the next sequence number.
@@ -153,26 +164,24 @@ func (s *stack) summary(channel string) shadow.ChannelSummary {
 	return shadow.ChannelSummary{Outcomes: map[shadow.Outcome]int64{}}
 }
 
-// observe makes room observed and ready on both sides: it sends probe
-// messages through both transports until one is compared as a match.
+// observe makes room observed and ready on both sides: a message of the
+// room (on the probe channel, which no test reads) makes the comparator
+// watch it; then it waits until both watches are proven ready.
 func (s *stack) observe(t *testing.T, room string) {
 	t.Helper()
+	m := s.msg(t, room, probeChan, "probe-"+room, `{"probe":true}`)
+	s.c.Expect(m, broadcast.StageShadow)
+	s.publish(t, m, both...)
 	deadline := time.Now().Add(20 * time.Second)
-	for i := 0; ; i++ {
-		before := s.summary(probeChan).Outcomes[shadow.OutcomeMatch]
-		m := s.msg(t, room, probeChan, fmt.Sprintf("probe-%s-%d", room, i), `{"probe":true}`)
-		s.c.Expect(m, broadcast.StageShadow)
-		s.publish(t, m, both...)
-		wait := time.Now().Add(300 * time.Millisecond)
-		for time.Now().Before(wait) {
-			if s.summary(probeChan).Outcomes[shadow.OutcomeMatch] > before {
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
+	for {
+		_, l, r := s.c.RoomReady(itApp, room)
+		if l && r {
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("room %s never observed on both sides: %+v", room, s.summary(probeChan))
+			t.Fatalf("room %s never ready on both sides (legacy %v, realtime %v)", room, l, r)
 		}
+		time.Sleep(5 * time.Millisecond) // polling a condition with a deadline
 	}
 }
 
@@ -308,11 +317,32 @@ func TestIntegrationTestServers(t *testing.T) {
 		}
 	})
 
-	t.Run("unobserved first message of a room", func(t *testing.T) {
+	t.Run("first message of a room compared when its copies await the watches", func(t *testing.T) {
+		before := s.summary(itChannel)
+		m := s.msg(t, "it-first", itChannel, "first-1", `{"first":true}`)
+		s.c.Expect(m, broadcast.StageShadow)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		for _, tr := range both { // as the multicast adapter does, each before its publish
+			s.c.AwaitWatch(ctx, m, tr)
+			s.publish(t, m, tr)
+		}
+		want := map[shadow.Outcome]int64{}
+		for o, n := range before.Outcomes {
+			want[o] = n
+		}
+		want[shadow.OutcomeMatch]++
+		s.waitOutcomes(t, itChannel, want)
+	})
+
+	t.Run("unobserved first message of a room without AwaitWatch", func(t *testing.T) {
 		m := s.msg(t, "it-fresh", itChannel, "fresh-1", `{}`)
 		s.c.Expect(m, broadcast.StageShadow)
 		s.publish(t, m, both...)
-		s.waitOutcomes(t, itChannel, map[shadow.Outcome]int64{shadow.OutcomeUnobserved: 1})
+		got := s.waitOutcomes(t, itChannel, map[shadow.Outcome]int64{shadow.OutcomeUnobserved: 1})
+		if got.Unobserved[shadow.ReasonBothNotReady] != 1 {
+			t.Errorf("unobserved = %v, want both_not_ready 1", got.Unobserved)
+		}
 	})
 }
 
@@ -323,13 +353,32 @@ func TestIntegrationPartyKitDev(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a PartyKit dev server; skipped with -short")
 	}
-	s := newStack(t, partykitdev.Start(t), 2*time.Second)
+	pk := realParty.URL(t)
+	t.Run("realtimetest", func(t *testing.T) { integrationRealPartyKit(t, newStack(t, pk, 2*time.Second)) })
+	t.Run("inngest-dev", func(t *testing.T) {
+		integrationRealPartyKit(t, newStackOn(t, pk, realInngest.URL(t), 2*time.Second))
+	})
+}
+
+// integrationRealPartyKit runs match, precision_loss, missing, and a room
+// whose first message is compared, on s.
+func integrationRealPartyKit(t *testing.T, s *stack) {
+	t.Helper()
+	first := s.msg(t, "pk-first", itChannel, "pk-first-1", `{"first":true}`)
+	s.c.Expect(first, broadcast.StageShadow)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, tr := range both {
+		s.c.AwaitWatch(ctx, first, tr)
+		s.publish(t, first, tr)
+	}
+	s.waitOutcomes(t, itChannel, map[shadow.Outcome]int64{shadow.OutcomeMatch: 1})
 	s.observe(t, "pk-room")
 
 	m := s.msg(t, "pk-room", itChannel, "pk-match", `{"status":"ready","n":1.0,"s":"caf\u00e9","items":[{"id":1}]}`)
 	s.c.Expect(m, broadcast.StageShadow)
 	s.publish(t, m, both...)
-	s.waitOutcomes(t, itChannel, map[shadow.Outcome]int64{shadow.OutcomeMatch: 1})
+	s.waitOutcomes(t, itChannel, map[shadow.Outcome]int64{shadow.OutcomeMatch: 2})
 
 	big := s.msg(t, "pk-room", itChannel, "pk-big", `{"id":12345678901234567890}`)
 	s.c.Expect(big, broadcast.StageShadow)
@@ -343,7 +392,20 @@ func TestIntegrationPartyKitDev(t *testing.T) {
 	s.c.Expect(onlyPK, broadcast.StageShadow)
 	s.publish(t, onlyPK, broadcast.TransportLegacy)
 	s.waitOutcomes(t, itChannel, map[shadow.Outcome]int64{
-		shadow.OutcomeMatch: 1, shadow.OutcomePrecisionLoss: 1,
+		shadow.OutcomeMatch: 2, shadow.OutcomePrecisionLoss: 1,
 		shadow.OutcomeMissingLegacy: 1, shadow.OutcomeMissingRealtime: 1,
 	})
+}
+
+// The real servers shared by this binary's tests, started on first use.
+var (
+	realParty   partykitdev.Shared
+	realInngest inngestdev.Shared
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	realParty.Close()
+	realInngest.Close()
+	os.Exit(code)
 }

@@ -14,7 +14,16 @@ type Metrics struct {
 	observedRooms prometheus.Gauge
 	pending       prometheus.Gauge
 	foreign       *prometheus.CounterVec
+	sampled       *prometheus.CounterVec
+	compared      *prometheus.CounterVec
+	unobserved    *prometheus.CounterVec
+	watchWait     *prometheus.HistogramVec
+	warmed        prometheus.Counter
 }
+
+// waitBuckets covers the waits of AwaitWatch, in seconds (0 when the watch
+// was ready).
+var waitBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}
 
 // latencyBuckets covers acceptance-to-receipt times, in seconds.
 var latencyBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
@@ -58,8 +67,30 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Frames received by the comparator that this gateway did not send (unknown requestId, not an envelope).",
 		}, []string{"transport"}),
 	}
+	m.sampled = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "switchyard_shadow_sampled_total",
+		Help: "Messages passed to the comparator (every message of a sampled room in the shadow and dual stages).",
+	}, []string{"app", "channel"})
+	m.compared = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "switchyard_shadow_compared_total",
+		Help: "Sampled messages judged on both sides (match, mismatch, precision_loss or missing); coverage is compared / sampled.",
+	}, []string{"app", "channel"})
+	m.unobserved = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "switchyard_shadow_unobserved_total",
+		Help: "Sampled messages not compared, by reason (legacy_not_ready, realtime_not_ready, both_not_ready, watch_failed, closed).",
+	}, []string{"app", "channel", "reason"})
+	m.watchWait = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "switchyard_shadow_watch_wait_seconds",
+		Help:    "Time a copy of a sampled message waited for the comparator's watch before its publish, by transport and path (answer: on the caller's path; offpath: in the room's lane).",
+		Buckets: waitBuckets,
+	}, []string{"transport", "path"})
+	m.warmed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "switchyard_shadow_warmed_rooms_total",
+		Help: "Rooms whose watches a token request opened before their first message.",
+	})
 	if reg != nil {
-		reg.MustRegister(m.outcomes, m.latency, m.delta, m.observedRooms, m.pending, m.foreign)
+		reg.MustRegister(m.outcomes, m.latency, m.delta, m.observedRooms, m.pending, m.foreign,
+			m.sampled, m.compared, m.unobserved, m.watchWait, m.warmed)
 	}
 	return m
 }

@@ -10,8 +10,9 @@ package shadow
 func Outcomes() []Outcome { return append([]Outcome(nil), outcomes[:]...) }
 
 // Compared reports whether o judges a message's delivery: match, mismatch,
-// precision_loss, missing_legacy and missing_realtime. Their sum is
-// ChannelSummary.Compared, the denominator of both parities.
+// precision_loss, missing_legacy and missing_realtime. Every message
+// counted in ChannelSummary.Compared (the denominator of both parities)
+// has one of them, or both missing ones when neither copy came.
 func (o Outcome) Compared() bool {
 	switch o {
 	case OutcomeMatch, OutcomeMismatch, OutcomePrecisionLoss, OutcomeMissingLegacy, OutcomeMissingRealtime:
@@ -20,11 +21,12 @@ func (o Outcome) Compared() bool {
 	return false
 }
 
-// Decided reports whether o settles a compared message: the Compared
-// outcomes plus unobserved and dropped (the comparator gave up on it).
-// Duplicate and reordered describe one extra or late copy, not a message,
-// and settle nothing. A message expected by the comparator gets exactly
-// one Decided outcome, so their sum counts the messages settled.
+// Decided reports whether o settles a sampled message: the Compared
+// outcomes plus unobserved and dropped (the comparator could not judge
+// it). Duplicate and reordered describe one extra or late copy, not a
+// message, and settle nothing. A sampled message gets one Decided outcome
+// (two when it is missing on both sides), so their sum counts the
+// messages settled, less those missing on both sides.
 func (o Outcome) Decided() bool {
 	return o.Compared() || o == OutcomeUnobserved || o == OutcomeDropped
 }

@@ -128,10 +128,12 @@ func (c *Comparator) decide(m *broadcast.Message, stage broadcast.Stage, cs *cha
 	delta := realtime.at.Sub(legacy.at).Seconds()
 	cs.delta.Observe(delta)
 	cs.outcomes[o].Inc()
+	cs.compared.Inc()
 	keepExample := o == oMismatch
 	cs.mu.Lock()
 	b := cs.bucket(nowN / c.bucketWidth)
 	b.outcomes[o]++
+	b.compared++
 	b.delta.add(delta)
 	if o == oPrecisionLoss {
 		now := time.Unix(0, nowN)
@@ -168,10 +170,27 @@ func (c *Comparator) decide(m *broadcast.Message, stage broadcast.Stage, cs *cha
 	}
 }
 
-// finished is an expectation whose deadline passed undecided.
+// finished is an expectation whose deadline passed undecided, with its
+// sides as they were then.
 type finished struct {
-	k pendingKey
-	e *entry
+	k     pendingKey
+	e     *entry
+	sides [2]sideSnap
+}
+
+// sideSnap is what expire needs of one side of an entry.
+type sideSnap struct {
+	arrived, awaited, watchReady, offDropped bool
+}
+
+// snapshot copies the sides of e; the pending shard's mutex must be held.
+func (e *entry) snapshot() [2]sideSnap {
+	var out [2]sideSnap
+	for s := range out {
+		g := &e.got[s]
+		out[s] = sideSnap{arrived: g.arrived, awaited: g.awaited, watchReady: g.watchReady, offDropped: e.offDropped[s]}
+	}
+	return out
 }
 
 // sweep decides the expectations whose deadline passed and closes idle
@@ -190,7 +209,7 @@ func (c *Comparator) sweep(now time.Time) {
 			var keep, tail *entry
 			for e := head; e != nil; {
 				next := e.next
-				if e.deadline > nowN || e.inflight > 0 {
+				if e.deadline > nowN || e.inflight > 0 || e.awaiting > 0 {
 					e.next = nil
 					if tail == nil {
 						keep = e
@@ -201,8 +220,9 @@ func (c *Comparator) sweep(now time.Time) {
 				} else {
 					removed++
 					if !e.unobserved && !e.decided {
-						// Snapshot under the lock; unreachable afterwards.
-						done = append(done, finished{k, e})
+						// Snapshot under the lock: AwaitWatch may still
+						// hold e.
+						done = append(done, finished{k: k, e: e, sides: e.snapshot()})
 					}
 				}
 				e = next
@@ -221,7 +241,7 @@ func (c *Comparator) sweep(now time.Time) {
 		c.m.pending.Sub(float64(removed))
 	}
 	for _, d := range done {
-		c.expire(d.k, d.e, nowN)
+		c.expire(d.k, d.e, d.sides, nowN)
 	}
 	if nowN-c.lastRoomSweep >= int64(min(c.cfg.IdleTTL/4, 30*time.Second)) {
 		c.lastRoomSweep = nowN
@@ -229,29 +249,62 @@ func (c *Comparator) sweep(now time.Time) {
 	}
 }
 
-// expire decides a message with at least one copy missing at its deadline.
-func (c *Comparator) expire(k pendingKey, e *entry, nowN int64) {
-	var missing [2]bool
-	unobserved, dropped := false, false
+// Why a side's copy did not arrive, in order of precedence: a gap on the
+// comparator's side (the room closed, a copy dropped, a watch that failed
+// or was not ready) is never blamed on the transport.
+const (
+	gapNone = iota
+	gapMissing
+	gapNotReady
+	gapWatchFailed
+	gapDropped
+	gapClosed
+)
+
+// expire decides a message with at least one copy missing at its deadline:
+// dropped, unobserved (closed, watch_failed, <side>_not_ready) or, when
+// the missing side's watch was ready as its copy went out, missing.
+func (c *Comparator) expire(k pendingKey, e *entry, sides [2]sideSnap, nowN int64) {
+	var gap [2]int
 	for s := sideLegacy; s <= sideRealtime; s++ {
-		if e.got[s].arrived {
-			continue
-		}
+		sn := sides[s]
 		switch {
-		case e.room == nil || e.room.state.Load() == stateClosed:
-			unobserved = true // observation ended before the deadline
-		case e.offDropped[s] || e.room.dropAt[s].Load() >= e.expectAt:
-			dropped = true
+		case sn.arrived:
+			gap[s] = gapNone
+		case e.room.state.Load() == stateClosed:
+			gap[s] = gapClosed // observation ended before the deadline
+		case sn.offDropped || e.room.dropAt[s].Load() >= e.expectAt:
+			gap[s] = gapDropped
+		case e.room.state.Load() == stateFailed:
+			gap[s] = gapWatchFailed
+		case sn.watchReady:
+			// Ready as the copy went out (or, for a copy still queued in
+			// its lane, when the message was expected): the transport
+			// did not deliver in time.
+			gap[s] = gapMissing
 		default:
-			missing[s] = true
+			gap[s] = gapNotReady
 		}
 	}
-	switch {
-	case unobserved:
-		c.record(e.cs, oUnobserved, nowN)
-	case dropped:
+	switch worst := max(gap[0], gap[1]); worst {
+	case gapClosed:
+		c.recordUnobserved(e.cs, rClosed, nowN)
+	case gapDropped:
 		c.record(e.cs, oDropped, nowN)
+	case gapWatchFailed:
+		c.recordUnobserved(e.cs, rWatchFailed, nowN)
+	case gapNotReady:
+		r := rBothNotReady
+		switch {
+		case gap[sideRealtime] != gapNotReady:
+			r = rLegacyNotReady
+		case gap[sideLegacy] != gapNotReady:
+			r = rRealtimeNotReady
+		}
+		c.recordUnobserved(e.cs, r, nowN)
 	default:
+		missing := [2]bool{gap[0] == gapMissing, gap[1] == gapMissing}
+		c.recordCompared(e.cs, nowN)
 		if missing[sideLegacy] {
 			c.record(e.cs, oMissingLegacy, nowN)
 		}
@@ -303,6 +356,8 @@ func (c *Comparator) Summary() []ChannelSummary {
 	out := []ChannelSummary{}
 	for _, cs := range c.stats.all() {
 		var counts [numOutcomes]int64
+		var unobs [numReasons]int64
+		var sampled, compared int64
 		var lat [2]logHist
 		var delta signedHist
 		cs.mu.Lock()
@@ -314,6 +369,11 @@ func (c *Comparator) Summary() []ChannelSummary {
 			for o := range counts {
 				counts[o] += b.outcomes[o]
 			}
+			for r := range unobs {
+				unobs[r] += b.unobserved[r]
+			}
+			sampled += b.sampled
+			compared += b.compared
 			lat[0].merge(&b.latency[0])
 			lat[1].merge(&b.latency[1])
 			delta.merge(&b.delta)
@@ -323,14 +383,17 @@ func (c *Comparator) Summary() []ChannelSummary {
 			App: cs.key.app, Channel: cs.key.channel,
 			WindowSeconds: time.Duration(c.bucketWidth * int64(len(cs.buckets))).Seconds(),
 			Outcomes:      make(map[Outcome]int64, numOutcomes),
+			Sampled:       sampled,
+			Compared:      compared,
+			Unobserved:    make(map[UnobservedReason]int64, numReasons),
+		}
+		for i, r := range reasons {
+			s.Unobserved[r] = unobs[i]
 		}
 		var matched, jsMatched int64
 		for i, o := range outcomes {
 			n := counts[i]
 			s.Outcomes[o] = n
-			if o.Compared() {
-				s.Compared += n
-			}
 			if o.Matched() {
 				matched += n
 			}
@@ -340,6 +403,7 @@ func (c *Comparator) Summary() []ChannelSummary {
 		}
 		s.ParityPercent = percent(matched, s.Compared)
 		s.JSParityPercent = percent(jsMatched, s.Compared)
+		s.CoveragePercent = percent(min(compared, sampled), sampled)
 		s.LegacyLatency = latSummary(&lat[0])
 		s.RealtimeLatency = latSummary(&lat[1])
 		s.LatencyDelta = LatencySummary{

@@ -75,18 +75,17 @@ type room struct {
 
 	mu     sync.Mutex // serialises open and close
 	closed bool
+	// opened is closed once the first open attempt ended (openDone);
+	// both guarded by mu, opened made on first use.
+	opened   chan struct{}
+	openDone bool
+	// stalled marks a side whose wait for readiness ran out; later copies
+	// of the room do not wait on that side until it is ready again.
+	stalled [2]atomic.Bool
 
 	// maxSeq is the highest Seq received per side; owned by the room's
 	// worker goroutine.
 	maxSeq [2]uint64
-}
-
-func (r *room) ready() bool {
-	if r.state.Load() != stateOpen {
-		return false
-	}
-	w := r.watches.Load()
-	return w != nil && w.legacy.Ready() && w.realtime.Ready()
 }
 
 type roomShard struct {
@@ -105,6 +104,11 @@ type sideState struct {
 	cls     class
 	diffs   []Difference
 	tree    any // the copy, kept only when it differs (for Between)
+	// watchReady says whether the side's watch was ready when its copy
+	// was published (AwaitWatch, which sets awaited), or, until then,
+	// when the message was expected.
+	awaited    bool
+	watchReady bool
 }
 
 // entry is one expectation. Fields are guarded by the pending shard's mutex
@@ -120,6 +124,7 @@ type entry struct {
 	unobserved bool // counted unobserved at Expect; absorbs its copies
 	decided    bool
 	inflight   int
+	awaiting   int // AwaitWatch calls running for this entry
 	got        [2]sideState
 	// offDropped marks a side whose off-path copy the gateway dropped
 	// (queue full, shutdown): its absence is "dropped", not "missing".
@@ -282,10 +287,14 @@ func (c *Comparator) rulesFor(channel string) *rules {
 }
 
 // Expect records that m is about to be published in stage (only shadow and
-// dual are compared; other stages are ignored). It never blocks and never
-// compares: it looks the room up (asking for its subscriptions on first
-// sight, dialed by Run's goroutines), and records the expectation. A room
-// not ready on both sides makes the message unobserved; a full pending table
+// dual are compared; other stages are ignored) and counts it sampled. It
+// never blocks and never compares: it looks the room up (asking for its
+// subscriptions on first sight, dialed by Run's goroutines) and records the
+// expectation with the readiness of both watches now. Whether each copy
+// is observable is decided again when it is published (AwaitWatch), so
+// the first message of a room is compared like the others when the
+// multicast adapter awaits the watches. A room that cannot be watched (the dial queue
+// full) makes the message unobserved (watch_failed); a full pending table
 // makes it dropped. It is a no-op after Run returned.
 func (c *Comparator) Expect(m *broadcast.Message, stage broadcast.Stage) {
 	if m == nil || !stage.Compared() || c.stopped.Load() {
@@ -294,28 +303,22 @@ func (c *Comparator) Expect(m *broadcast.Message, stage broadcast.Stage) {
 	now := c.now()
 	nowN := now.UnixNano()
 	cs := c.stats.get(m.App, m.Channel)
+	c.recordSampled(cs, nowN)
 	r := c.observe(m.App, m.Room, nowN)
-	ready := r != nil && r.ready()
-	limit := int64(c.cfg.MaxPending)
-	if !ready {
-		// Keep a tombstone that absorbs the copies (so they are not counted
-		// foreign) only while the table is less than half full.
-		limit /= 2
-	}
-	if c.pendCount.Add(1) > limit {
+	if c.pendCount.Add(1) > int64(c.cfg.MaxPending) {
 		c.pendCount.Add(-1)
-		if ready {
-			c.record(cs, oDropped, nowN)
-		} else {
-			c.record(cs, oUnobserved, nowN)
-		}
+		c.record(cs, oDropped, nowN)
 		return
 	}
 	ru := c.rulesFor(m.Channel)
 	e := &entry{
 		m: m, stage: stage, cs: cs, rules: ru, room: r,
-		expectAt: nowN, deadline: nowN + int64(ru.timeout), unobserved: !ready,
+		expectAt: nowN, deadline: nowN + int64(ru.timeout), unobserved: r == nil,
 	}
+	// Until AwaitWatch says otherwise (as each copy goes out), a copy is
+	// observable when its watch is ready now.
+	e.got[sideLegacy].watchReady = c.sideReady(r, sideLegacy)
+	e.got[sideRealtime].watchReady = c.sideReady(r, sideRealtime)
 	k := pendingKey{m.App, m.Room, m.RequestID}
 	sh := &c.pend[maphash.Comparable(c.seed, k)%nShards]
 	sh.mu.Lock()
@@ -330,8 +333,8 @@ func (c *Comparator) Expect(m *broadcast.Message, stage broadcast.Stage) {
 	}
 	sh.mu.Unlock()
 	c.m.pending.Inc()
-	if !ready {
-		c.record(cs, oUnobserved, nowN)
+	if r == nil {
+		c.recordUnobserved(cs, rWatchFailed, nowN)
 	}
 }
 
@@ -455,6 +458,7 @@ func (c *Comparator) dialLoop(ctx context.Context) {
 				c.closeWatches(op.room)
 			} else {
 				c.open(op.room)
+				op.room.markOpened()
 			}
 		}
 	}

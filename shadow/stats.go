@@ -49,6 +49,48 @@ const (
 	numOutcomes
 )
 
+// UnobservedReason says why a sampled message was not compared: counted in
+// the unobserved outcome, and by reason in the summary and in
+// switchyard_shadow_unobserved_total.
+type UnobservedReason string
+
+// The reasons of an unobserved message (docs/shadow.md).
+const (
+	// ReasonLegacyNotReady: the PartyKit watch of the room was not ready
+	// when the PartyKit copy was published (the wait ran out, or waiting
+	// was off or given up for the room), and the copy was not seen.
+	ReasonLegacyNotReady UnobservedReason = "legacy_not_ready"
+	// ReasonRealtimeNotReady: the same for the Inngest Realtime copy.
+	ReasonRealtimeNotReady UnobservedReason = "realtime_not_ready"
+	// ReasonBothNotReady: neither watch was ready, and neither copy seen.
+	ReasonBothNotReady UnobservedReason = "both_not_ready"
+	// ReasonWatchFailed: the room's watches could not be opened (a
+	// WatchRoom error, retried on a message at least 30 s later, or the
+	// dial queue was full).
+	ReasonWatchFailed UnobservedReason = "watch_failed"
+	// ReasonClosed: the room's watches were closed (evicted under
+	// maxRooms) before the message was decided.
+	ReasonClosed UnobservedReason = "closed"
+)
+
+// reasons lists every UnobservedReason; its index is the reason's slot.
+var reasons = [...]UnobservedReason{ReasonLegacyNotReady, ReasonRealtimeNotReady, ReasonBothNotReady, ReasonWatchFailed, ReasonClosed}
+
+type reasonIdx uint8
+
+const (
+	rLegacyNotReady reasonIdx = iota
+	rRealtimeNotReady
+	rBothNotReady
+	rWatchFailed
+	rClosed
+	numReasons
+)
+
+// UnobservedReasons returns every UnobservedReason in summary order, as a
+// fresh slice the caller owns.
+func UnobservedReasons() []UnobservedReason { return append([]UnobservedReason(nil), reasons[:]...) }
+
 // side indexes the two transports.
 type side uint8
 
@@ -186,10 +228,13 @@ func (h *signedHist) quantile(q float64) float64 {
 
 // windowBucket is one slice of the sliding window.
 type windowBucket struct {
-	slot     int64 // bucket number since the epoch; -1 when unused
-	outcomes [numOutcomes]int64
-	latency  [2]logHist
-	delta    signedHist
+	slot       int64 // bucket number since the epoch; -1 when unused
+	outcomes   [numOutcomes]int64
+	sampled    int64 // messages passed to Expect
+	compared   int64 // messages whose both sides were judged
+	unobserved [numReasons]int64
+	latency    [2]logHist
+	delta      signedHist
 }
 
 // chanKey identifies an app and channel.
@@ -199,10 +244,13 @@ type chanKey struct{ app, channel string }
 // and channel. The children are immutable after creation; the window is
 // guarded by mu.
 type chanStats struct {
-	key      chanKey
-	outcomes [numOutcomes]prometheus.Counter
-	latency  [2]prometheus.Observer
-	delta    prometheus.Observer
+	key        chanKey
+	outcomes   [numOutcomes]prometheus.Counter
+	sampled    prometheus.Counter
+	compared   prometheus.Counter
+	unobserved [numReasons]prometheus.Counter
+	latency    [2]prometheus.Observer
+	delta      prometheus.Observer
 
 	mu      sync.Mutex
 	buckets []windowBucket // ring indexed by slot % len
@@ -223,6 +271,11 @@ func newChanStats(k chanKey, m *Metrics, nBuckets int) *chanStats {
 		cs.latency[s] = m.latency.WithLabelValues(k.app, k.channel, string(s.transport()))
 	}
 	cs.delta = m.delta.WithLabelValues(k.app, k.channel)
+	cs.sampled = m.sampled.WithLabelValues(k.app, k.channel)
+	cs.compared = m.compared.WithLabelValues(k.app, k.channel)
+	for i, r := range reasons {
+		cs.unobserved[i] = m.unobserved.WithLabelValues(k.app, k.channel, string(r))
+	}
 	return cs
 }
 
@@ -297,12 +350,24 @@ type ChannelSummary struct {
 	WindowSeconds float64 `json:"windowSeconds"`
 	// Outcomes counts every outcome, zeros included.
 	Outcomes map[Outcome]int64 `json:"outcomes"`
-	// Compared is match + mismatch + precision_loss + missing_legacy +
-	// missing_realtime (the outcomes whose Outcome.Compared is true): the
-	// messages whose delivery the comparator could judge.
+	// Sampled counts the messages passed to the comparator (every message
+	// of a sampled room in a compared stage), counted when they were
+	// expected. A sampled message ends compared, unobserved or dropped;
+	// until its timeout it is none of them yet.
+	Sampled int64 `json:"sampled"`
+	// Compared counts the messages whose delivery the comparator could
+	// judge on both sides: each ends with one of match, mismatch,
+	// precision_loss or missing (a message missing on both sides counts
+	// once here and once under each missing outcome).
 	Compared int64 `json:"compared"`
+	// Unobserved counts the unobserved messages by reason, zeros
+	// included; their sum is Outcomes["unobserved"].
+	Unobserved map[UnobservedReason]int64 `json:"unobserved"`
+	// CoveragePercent is 100 * Compared / Sampled: the share of the
+	// sampled traffic that parity describes; nil when Sampled is 0.
+	CoveragePercent *float64 `json:"coveragePercent"`
 	// ParityPercent is 100 * match / Compared (Outcome.Matched); nil when
-	// Compared is 0.
+	// Compared is 0. It describes CoveragePercent of the sampled traffic.
 	ParityPercent *float64 `json:"parityPercent"`
 	// JSParityPercent is 100 * (match + precision_loss) / Compared
 	// (Outcome.JSMatched): parity as a JavaScript client sees it, since
