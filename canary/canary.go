@@ -2,7 +2,8 @@
 // it asks the gateway which stage a canary room is on, subscribes like a
 // browser to every transport that stage publishes to, publishes one
 // synthetic message through the gateway's public API and reports, per
-// transport, whether and how fast it arrived. Its result can be written as
+// transport, whether and how fast it arrived, and, on the compared stages,
+// the comparator's coverage of the channel. Its result can be written as
 // a node_exporter textfile for alerting on a stale or failing canary.
 package canary
 
@@ -58,6 +59,28 @@ type Result struct {
 	err error
 	// checks are the transports checked, in the order legacy, realtime.
 	checks []check
+	// coverage is the comparator's coverage of the canary's channel, read
+	// after the run when its stage is compared (nil otherwise).
+	coverage *coverage
+}
+
+// coverage is what the verdict says of the comparator's view of the
+// canary's channel: how much of its sampled traffic parity describes.
+type coverage struct {
+	channel           string
+	sampled, compared int64
+	percent           *float64
+	err               error // the summary could not be read
+}
+
+func (c *coverage) String() string {
+	switch {
+	case c.err != nil:
+		return "coverage=unknown"
+	case c.percent == nil:
+		return fmt.Sprintf("coverage=- compared=0/%d", c.sampled)
+	}
+	return fmt.Sprintf("coverage=%.1f%% compared=%d/%d", *c.percent, c.compared, c.sampled)
 }
 
 // check is the outcome of one transport in a run.
@@ -82,7 +105,11 @@ func (r Result) OK() bool {
 }
 
 // Verdict is the one-line result: `canary ok app=ai-hero stage=shadow
-// legacy=12ms realtime=15ms`, or `canary FAIL ...` naming the failure.
+// legacy=12ms realtime=15ms coverage=99.2% compared=1240/1250`, or
+// `canary FAIL ...` naming the failure. The coverage (the comparator's
+// compared / sampled messages of the canary's channel over its window, see
+// docs/shadow.md) is shown for the compared stages, shadow and dual; it is
+// information, not a failure.
 func (r Result) Verdict(app string, timeout time.Duration) string {
 	var b strings.Builder
 	if r.OK() {
@@ -100,6 +127,9 @@ func (r Result) Verdict(app string, timeout time.Duration) string {
 		} else {
 			fmt.Fprintf(&b, " %s: %s", c.transport, c.failure)
 		}
+	}
+	if r.coverage != nil {
+		fmt.Fprintf(&b, " %s", r.coverage)
 	}
 	if r.err != nil {
 		fmt.Fprintf(&b, " %v", r.err)
@@ -252,6 +282,9 @@ func Run(ctx context.Context, o Options, app config.App, c *adminclient.Client, 
 		}
 		break
 	}
+	if res.stage.Compared() && ctx.Err() == nil {
+		res.coverage = readCoverage(ctx, c, o, route.Channel)
+	}
 	// Checks are reported legacy first, whatever the answering transport.
 	for _, t := range []broadcast.Transport{broadcast.TransportLegacy, broadcast.TransportRealtime} {
 		if !slices.Contains(want, t) {
@@ -269,6 +302,25 @@ func Run(ctx context.Context, o Options, app config.App, c *adminclient.Client, 
 		res.checks = append(res.checks, c)
 	}
 	return res
+}
+
+// readCoverage reads the comparator's row of the canary's app and
+// channel from the admin API, within o.Timeout.
+func readCoverage(ctx context.Context, c *adminclient.Client, o Options, channel string) *coverage {
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	cov := &coverage{channel: channel}
+	sum, err := c.ShadowSummary(ctx)
+	if err != nil {
+		cov.err = err
+		return cov
+	}
+	for _, row := range sum.For(o.App) {
+		if row.Channel == channel {
+			cov.sampled, cov.compared, cov.percent = row.Sampled, row.Compared, row.CoveragePercent
+		}
+	}
+	return cov
 }
 
 func contains(ts []broadcast.Transport, t broadcast.Transport) bool {

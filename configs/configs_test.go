@@ -580,6 +580,8 @@ func TestDashboardUsesOnlyRegisteredMetrics(t *testing.T) {
 		"switchyard_offpath_dropped_total", "switchyard_token_errors_total", "switchyard_flag_errors_total",
 		"switchyard_rate_limited_total", "switchyard_killswitch_active", "switchyard_flag_file_valid",
 		"switchyard_http_requests_total", "switchyard_http_request_duration_seconds",
+		"switchyard_shadow_sampled_total", "switchyard_shadow_compared_total", "switchyard_shadow_unobserved_total",
+		"switchyard_subscriber_ready_seconds", "switchyard_shadow_watch_wait_seconds",
 	} {
 		if !used[want] {
 			t.Errorf("no panel reads %s", want)
@@ -606,6 +608,14 @@ func TestDashboardUsesOnlyRegisteredMetrics(t *testing.T) {
 		},
 		"public p99 latency": func(e string) bool {
 			return publicHTTP(e, "switchyard_http_request_duration_seconds_bucket") && strings.HasPrefix(e, "histogram_quantile(0.99,")
+		},
+		"coverage (compared / sampled)": func(e string) bool {
+			i, j := strings.Index(e, "switchyard_shadow_compared_total"), strings.Index(e, "switchyard_shadow_sampled_total")
+			return i >= 0 && j > i && strings.Contains(e[i:j], "/")
+		},
+		"parity over compared messages": func(e string) bool {
+			i, j := strings.Index(e, `outcome="match"`), strings.Index(e, "switchyard_shadow_compared_total")
+			return i >= 0 && j > i && strings.Contains(e[i:j], "/")
 		},
 	} {
 		if !slices.ContainsFunc(exprs, ok) {
@@ -793,7 +803,7 @@ func TestAlertRules(t *testing.T) {
 		}
 	}
 	want := []string{
-		"SwitchyardPublishFailureRate", "SwitchyardShadowParityLow", "SwitchyardRealtimeDelayHigh",
+		"SwitchyardPublishFailureRate", "SwitchyardShadowParityLow", "SwitchyardShadowCoverageLow", "SwitchyardRealtimeDelayHigh",
 		"SwitchyardMessagesMissing", "SwitchyardTokenMintFailing", "SwitchyardTokenErrorsHigh",
 		"SwitchyardFlagFileInvalid", "SwitchyardOffPathDrops",
 		"SwitchyardTargetDown", "SwitchyardTargetMissing", "SwitchyardKillSwitchOn", "SwitchyardCanaryStale",

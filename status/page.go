@@ -1,5 +1,6 @@
 // Package status renders the admin listener's status page ("/"): per app
-// and channel the stage, the kill switch, shadow parity and outcome counts,
+// and channel the stage, the kill switch, shadow coverage (compared of
+// sampled, unobserved by reason), parity and outcome counts,
 // latency figures with an inline-SVG latency-delta chart, and the recent
 // mismatches with their diffs. It takes typed inputs (Config), never the
 // gateway itself.
@@ -182,6 +183,10 @@ type statusRow struct {
 	Error           string
 	Targeting       string // note when targeting may give other rooms another stage
 	Compared        int64
+	Sampled         int64
+	Coverage        string // "98.5 %" or "-": compared / sampled
+	CoverageClass   string // good, warn, bad or none
+	Unobserved      []reasonCount
 	Parity          string // "99.5 %" or "-"
 	ParityClass     string // good, warn, bad or none
 	JSParity        string
@@ -235,6 +240,12 @@ type outcomeCount struct {
 	N       int64
 }
 
+// reasonCount is one unobserved reason's count in a row's coverage cell.
+type reasonCount struct {
+	Reason shadow.UnobservedReason
+	N      int64
+}
+
 // splitOutcomes returns the outcomes that count as compared (one column
 // each) and the others (which share one cell), in shadow's order.
 func splitOutcomes() (compared, other []shadow.Outcome) {
@@ -278,7 +289,8 @@ func (p *statusPage) build() statusView {
 			return
 		}
 		seen[k] = true
-		row := statusRow{App: app, Channel: channel, Parity: "-", ParityClass: "none", JSParity: "-", Legacy: "-", Realtime: "-", Delta: "-"}
+		row := statusRow{App: app, Channel: channel, Parity: "-", ParityClass: "none", JSParity: "-", Legacy: "-", Realtime: "-", Delta: "-",
+			Coverage: "-", CoverageClass: "none"}
 		if resolved {
 			resolvedRows++
 			rt := p.resolve(broadcast.RouteQuery{App: app, Room: Room, Channel: channel})
@@ -295,7 +307,16 @@ func (p *statusPage) build() statusView {
 		}
 		s, ok := summaries[k]
 		if ok {
-			row.Compared = s.Compared
+			row.Compared, row.Sampled = s.Compared, s.Sampled
+			if s.CoveragePercent != nil {
+				row.Coverage = fmt.Sprintf("%.1f %%", *s.CoveragePercent)
+				row.CoverageClass = coverageClass(*s.CoveragePercent)
+			}
+			for _, r := range shadow.UnobservedReasons() {
+				if n := s.Unobserved[r]; n != 0 {
+					row.Unobserved = append(row.Unobserved, reasonCount{Reason: r, N: n})
+				}
+			}
 			if s.ParityPercent != nil {
 				row.Parity = fmt.Sprintf("%.1f %%", *s.ParityPercent)
 				row.ParityClass = parityClass(*s.ParityPercent)
@@ -468,6 +489,18 @@ func parityClass(p float64) string {
 	return "bad"
 }
 
+// coverageClass grades a coverage: the share of the sampled traffic that
+// parity describes (docs/shadow.md asks for 98 % before a flip).
+func coverageClass(p float64) string {
+	switch {
+	case p >= 98:
+		return "good"
+	case p >= 90:
+		return "warn"
+	}
+	return "bad"
+}
+
 func latencyText(l shadow.LatencySummary) string {
 	if l.Count == 0 {
 		return "-"
@@ -592,7 +625,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .stage{display:inline-block;padding:1px 8px;border-radius:10px;font-weight:600;font-size:12px}
 .stage-legacy{background:#e4e7ec;color:#333}.stage-shadow{background:#e6ddfb;color:#4a2a9a}
 .stage-dual{background:#d7ebfb;color:#0b4f85}.stage-realtime{background:#d5f2dc;color:#166a2c}
-.parity-good{color:#166a2c;font-weight:600}.parity-warn{color:#9a5b00;font-weight:600}.parity-bad{color:#b3261e;font-weight:700}
+.parity-good,.coverage-good{color:#166a2c;font-weight:600}.parity-warn,.coverage-warn{color:#9a5b00;font-weight:600}.parity-bad,.coverage-bad{color:#b3261e;font-weight:700}
 .note{color:#6b7280;font-size:12px}.err{color:#b3261e;font-size:12px}
 .ks{color:#b3261e;font-weight:700}
 code{font:12px ui-monospace,Menlo,Consolas,monospace;background:#f0f2f5;padding:0 3px;border-radius:3px;word-break:break-all}
@@ -613,21 +646,21 @@ svg text{font:12px system-ui,sans-serif;fill:#1d2330}
 
 <h2>Channels</h2>
 <table id="channels">
-<thead><tr><th>app</th><th>channel</th><th>stage</th><th>flag</th><th>compared</th><th>parity</th>
+<thead><tr><th>app</th><th>channel</th><th>stage</th><th>flag</th><th>compared<br><span class="note">of sampled</span></th><th>coverage<br><span class="note">unobserved</span></th><th>parity</th>
 {{range .Outcomes}}<th class="oc" title="{{.}}">{{outcomeLabel .}}</th>{{end}}<th class="oc" title="duplicate, reordered, unobserved, dropped">other</th><th>legacy<br>p50/p99 ms</th><th>realtime<br>p50/p99 ms</th><th>delta p50/p99 ms<br><span class="note">and history</span></th></tr></thead>
 <tbody>
 {{range .Rows}}<tr class="channel-row" data-app="{{.App}}" data-channel="{{.Channel}}">
 <td class="nw">{{.App}}</td><td class="nw"><b>{{.Channel}}</b></td>
 <td>{{if .Stage}}<span class="stage stage-{{.Stage}}">{{.Stage}}</span>{{else}}<span class="note">not configured</span>{{end}}{{if .KillSwitch}} <span class="ks">kill switch</span>{{end}}</td>
 <td>{{if .FlagKey}}<span class="nw">{{.Variant}} <span class="note">{{.Reason}}</span></span><div class="key">{{.FlagKey}}</div>{{end}}{{if .Error}}<div class="err">{{.Error}}</div>{{end}}{{if .Targeting}}<div class="note">{{.Targeting}}</div>{{end}}</td>
-<td class="num">{{.Compared}}</td><td class="num"><span class="parity parity-{{.ParityClass}}">{{.Parity}}</span><div class="note">JS {{.JSParity}}</div></td>
+<td class="num">{{.Compared}}<div class="note">of {{.Sampled}}</div></td><td class="num"><span class="coverage coverage-{{.CoverageClass}}">{{.Coverage}}</span>{{range .Unobserved}}<div class="note nw">{{.Reason}} {{.N}}</div>{{end}}</td><td class="num"><span class="parity parity-{{.ParityClass}}">{{.Parity}}</span><div class="note">JS {{.JSParity}}</div></td>
 {{range .Counts}}<td class="num">{{.}}</td>{{end}}<td class="note">{{range .Other}}<div class="nw">{{.Outcome}} {{.N}}</div>{{else}}-{{end}}</td>
 <td class="num">{{.Legacy}}</td><td class="num">{{.Realtime}}</td><td class="num">{{.Delta}}
 {{if .Spark.Samples}}<br><svg class="spark" width="120" height="28" viewBox="0 0 120 28" role="img" aria-label="latency delta history, {{.Spark.Samples}} samples"><line x1="0" y1="{{.Spark.Zero}}" x2="120" y2="{{.Spark.Zero}}" stroke="#c3c8d0" stroke-dasharray="2,2"/><polyline points="{{.Spark.P99}}" fill="none" stroke="#d9480f" stroke-width="1.5"/><polyline points="{{.Spark.P50}}" fill="none" stroke="#1c7ed6" stroke-width="1.5"/><circle cx="{{.Spark.LastX}}" cy="{{.Spark.LastY}}" r="2" fill="#d9480f"/></svg>{{end}}</td>
 </tr>
 {{end}}</tbody>
 </table>
-<div class="note">Outcome counts, parity and latencies cover the comparator's sliding window{{if .WindowSeconds}} ({{printf "%.0f" .WindowSeconds}} s){{end}}. Parity = match / compared; JS parity counts precision_loss as a match. Only channels on shadow or dual are compared.</div>
+<div class="note">Outcome counts, parity and latencies cover the comparator's sliding window{{if .WindowSeconds}} ({{printf "%.0f" .WindowSeconds}} s){{end}}. Coverage = compared / sampled: the share of the sampled traffic that parity describes, with the reasons of the unobserved messages under it. Parity = match / compared; JS parity counts precision_loss as a match. Only channels on shadow or dual are compared; a channel is ready to flip on parity, coverage and a minimum count together (docs/shadow.md).</div>
 
 <h2>Latency delta (realtime &minus; legacy receipt)</h2>
 <svg id="delta-chart" width="{{.Chart.Width}}" height="{{.Chart.Height}}" viewBox="0 0 {{.Chart.Width}} {{.Chart.Height}}" role="img" aria-label="latency delta p50 and p99 per channel">

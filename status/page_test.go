@@ -27,7 +27,7 @@ func fakeGatherer(t *testing.T, valid float64) prometheus.Gatherer {
 }
 
 func TestStatusPageUnit(t *testing.T) {
-	parity := 50.0
+	parity, coverage := 50.0, 80.0
 	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 	base := func() *statusPage {
 		return &statusPage{
@@ -39,7 +39,9 @@ func TestStatusPageUnit(t *testing.T) {
 			summary: func() []shadow.ChannelSummary {
 				return []shadow.ChannelSummary{{
 					App: "ai-hero", Channel: "transcript", Compared: 4, ParityPercent: &parity, JSParityPercent: &parity,
-					Outcomes:     map[shadow.Outcome]int64{shadow.OutcomeMatch: 2, shadow.OutcomeMismatch: 2},
+					Sampled: 5, CoveragePercent: &coverage,
+					Unobserved:   map[shadow.UnobservedReason]int64{shadow.ReasonRealtimeNotReady: 1, shadow.ReasonClosed: 0},
+					Outcomes:     map[shadow.Outcome]int64{shadow.OutcomeMatch: 2, shadow.OutcomeMismatch: 2, shadow.OutcomeUnobserved: 1},
 					LatencyDelta: shadow.LatencySummary{Count: 2, P50Ms: -3, P99Ms: 12},
 				}}
 			},
@@ -58,7 +60,9 @@ func TestStatusPageUnit(t *testing.T) {
 	}{
 		{
 			name: "figures",
-			want: []string{`<span class="stage stage-shadow">shadow</span>`, `50.0 %`, `parity-bad`, `-3.0 / 12.0`, `class="delta-bar"`, `No mismatch`, `Kill switch: off`},
+			want: []string{`<span class="stage stage-shadow">shadow</span>`, `50.0 %`, `parity-bad`, `-3.0 / 12.0`, `class="delta-bar"`, `No mismatch`, `Kill switch: off`,
+				`<span class="coverage coverage-bad">80.0 %</span>`, `of 5`, `realtime_not_ready 1`},
+			dontWant: []string{`closed 0`},
 		},
 		{
 			name: "escapes everything from outside",

@@ -30,8 +30,8 @@ func TestCanaryStages(t *testing.T) {
 		want  string // verdict pattern
 	}{
 		{broadcast.StageLegacy, `^canary ok app=ai-hero stage=legacy legacy=[0-9.]+ms\n$`},
-		{broadcast.StageShadow, `^canary ok app=ai-hero stage=shadow legacy=[0-9.]+ms realtime=[0-9.]+ms\n$`},
-		{broadcast.StageDual, `^canary ok app=ai-hero stage=dual legacy=[0-9.]+ms realtime=[0-9.]+ms\n$`},
+		{broadcast.StageShadow, `^canary ok app=ai-hero stage=shadow legacy=[0-9.]+ms realtime=[0-9.]+ms coverage=[0-9.]+% compared=\d+/[1-9]\d*\n$`},
+		{broadcast.StageDual, `^canary ok app=ai-hero stage=dual legacy=[0-9.]+ms realtime=[0-9.]+ms coverage=[0-9.]+% compared=\d+/[1-9]\d*\n$`},
 		{broadcast.StageRealtime, `^canary ok app=ai-hero stage=realtime realtime=[0-9.]+ms\n$`},
 	}
 	for _, tt := range tests {
@@ -75,7 +75,7 @@ func TestCanaryFailureAndMetrics(t *testing.T) {
 
 	rt.SetDeliveryFault(realtimetest.DeliveryFault{DropAll: true})
 	code, stdout, stderr := runCmd(t, env, canaryArgs(tg, "--room", "canary-2", "--timeout", "1s", "--metrics-file", metrics)...)
-	want := regexp.MustCompile(`^canary FAIL app=ai-hero stage=shadow legacy=[0-9.]+ms realtime: not received within 1s\n$`)
+	want := regexp.MustCompile(`^canary FAIL app=ai-hero stage=shadow legacy=[0-9.]+ms realtime: not received within 1s coverage=[0-9.]+% compared=\d+/[1-9]\d*\n$`)
 	if code != 1 || !want.MatchString(stdout) || !strings.Contains(stderr, "canary failed") {
 		t.Errorf("dropped realtime: exit %d, stdout %q, stderr %q; want 1 and %s", code, stdout, stderr, want)
 	}
@@ -171,7 +171,7 @@ func TestCanaryAndReplayRealPartyKit(t *testing.T) {
 
 	t.Run("canary", func(t *testing.T) {
 		code, stdout, stderr := runCmd(t, nil, canaryArgs(tg)...)
-		want := regexp.MustCompile(`^canary ok app=ai-hero stage=shadow legacy=[0-9.]+ms realtime=[0-9.]+ms\n$`)
+		want := regexp.MustCompile(`^canary ok app=ai-hero stage=shadow legacy=[0-9.]+ms realtime=[0-9.]+ms coverage=[0-9.]+% compared=\d+/[1-9]\d*\n$`)
 		if code != 0 || !want.MatchString(stdout) {
 			t.Fatalf("exit %d, stdout %q, want %s\nstderr:\n%s", code, stdout, want, stderr)
 		}

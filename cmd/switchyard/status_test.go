@@ -318,6 +318,9 @@ func TestStatusPageBrowser(t *testing.T) {
 	if row := channelRow(t, dom, "ai-hero", "video-ready"); !regexp.MustCompile(`\d+\.\d %`).MatchString(row) {
 		t.Errorf("video-ready row shows no parity figure:\n%s", row)
 	}
+	if row := channelRow(t, dom, "ai-hero", "video-ready"); !regexp.MustCompile(`class="coverage coverage-\w+">\d+\.\d %`).MatchString(row) {
+		t.Errorf("video-ready row shows no coverage figure:\n%s", row)
+	}
 
 	update := os.Getenv("SWITCHYARD_UPDATE_SCREENSHOT") == "1"
 	if update {
