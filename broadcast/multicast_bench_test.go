@@ -83,3 +83,24 @@ func metricValueB(b *testing.B, mc *Multicaster, t Transport) float64 {
 	b.Helper()
 	return testutil.ToFloat64(mc.metrics.dropped[tIndex(t)][dropQueueFull])
 }
+
+// BenchmarkSampled measures the per-message sampling decision, all that an
+// unsampled room costs: the channel's rate and a hash of app and room.
+func BenchmarkSampled(b *testing.B) {
+	mc := &Multicaster{cfg: Config{SampleRate: func(string) float64 { return 0.25 }}}
+	rooms := make([]string, 1024)
+	for i := range rooms {
+		rooms[i] = "course-" + strconv.Itoa(i)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	n := 0
+	for i := 0; i < b.N; i++ {
+		if mc.Sampled("ai-hero", rooms[i&1023], "video-ready") {
+			n++
+		}
+	}
+	if b.N >= 1024 && (n == 0 || n == b.N) {
+		b.Fatalf("sampled %d of %d at rate 0.25", n, b.N)
+	}
+}

@@ -1,6 +1,7 @@
 package shadow
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"runtime"
@@ -67,6 +68,35 @@ func BenchmarkExpect(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		h.c.Expect(msgs[i], broadcast.StageShadow)
 		if i%10000 == 9999 { // steady state: the table holds at most 10,000
+			b.StopTimer()
+			h.c.sweep(h.clock.Advance(DefaultTimeout + time.Second))
+			b.StartTimer()
+		}
+	}
+}
+
+// BenchmarkExpectAndAwait measures the caller-path cost of a message of an
+// observed room whose watches are ready: Expect and the AwaitWatch of both
+// copies (what a message after a room's first one costs).
+func BenchmarkExpectAndAwait(b *testing.B) {
+	h := newHarness(b, Config{MaxPending: 1 << 30}, nil)
+	h.observe(b, app, "bench")
+	msgs := make([]*broadcast.Message, b.N)
+	for i := range msgs {
+		m, err := broadcast.NewMessage(app, "bench", "n", fmt.Sprint("e", i), json.RawMessage(`{}`), "video", h.clock.Now())
+		if err != nil {
+			b.Fatal(err)
+		}
+		msgs[i] = m
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		h.c.Expect(msgs[i], broadcast.StageShadow)
+		h.c.AwaitWatch(ctx, msgs[i], broadcast.TransportLegacy)
+		h.c.AwaitWatch(ctx, msgs[i], broadcast.TransportRealtime)
+		if i%10000 == 9999 {
 			b.StopTimer()
 			h.c.sweep(h.clock.Advance(DefaultTimeout + time.Second))
 			b.StartTimer()

@@ -83,6 +83,20 @@ func newReport(o options) *report {
 	}
 	fig("cpu_per_msg_legacy", "gateway CPU per accepted message (legacy)", "us", "", 0)
 	fig("allocs_per_msg_legacy", "gateway allocations per accepted message (legacy)", "allocs", "", 0)
+	if o.comparator {
+		// Real PartyKit dev server (comparator.go).
+		fig("cmp_p99_healthy", "PartyKit answer p99, sampled 1.0 / 0, rt healthy", "ratio", "<=", 1.2)
+		fig("cmp_p99_hung", "PartyKit answer p99, sampled 1.0 / 0, rt hung", "ratio", "<=", 1.2)
+		fig("cmp_p99_hung_vs_legacy", "PartyKit answer p99, sampled 1.0 / legacy, rt hung", "ratio", "<=", 1.2)
+		fig("cmp_socket_p99", "PartyKit answer p99, extra socket per room / none", "ratio", "", 0)
+		fig("first_cost_shadow", "first msg of fresh room p50, sampled - not, shadow", "ms", "<=", 50)
+		fig("first_cost_dual", "first msg of fresh room p50, sampled - not, dual", "ms", "<=", 50)
+		fig("later_cost", "later messages p50, sampled - not", "ms", "", 0)
+		fig("ready_legacy_p50", "watch time to ready, fresh room, PartyKit p50", "ms", "", 0)
+		fig("ready_legacy_p99", "watch time to ready, fresh room, PartyKit p99", "ms", "", 0)
+		fig("ready_realtime_p50", "watch time to ready, fresh room, Inngest p50", "ms", "", 0)
+		fig("ready_realtime_p99", "watch time to ready, fresh room, Inngest p99", "ms", "", 0)
+	}
 	return r
 }
 
@@ -298,6 +312,11 @@ func bench(ctx context.Context, o options, w io.Writer) (*report, error) {
 	}
 	r.add("goroutines_after", after)
 	fmt.Fprintf(w, "goroutines: %.0f before the load, %.0f after (tolerance +%d)\n", base, after, goroutineTolerance)
+	if o.comparator {
+		if err := comparatorBench(ctx, o, w, bin, dir, r); err != nil {
+			return nil, fmt.Errorf("comparator section: %w", err)
+		}
+	}
 	fmt.Fprintf(w, "finished (load %s)\n", loadAvg())
 	r.print(w)
 	return r, nil

@@ -57,6 +57,12 @@ func stageFlags(stage string) string {
 // gatewayConfig is a gateway on 127.0.0.1:0 publishing to the fakes, logs
 // at warn, comparator sampling off (the fakes have no subscriptions).
 func gatewayConfig(partyURL, realtimeURL string) string {
+	return gatewayConfigRate(partyURL, realtimeURL, 0)
+}
+
+// gatewayConfigRate is gatewayConfig with the comparator sampling rooms at
+// rate.
+func gatewayConfigRate(partyURL, realtimeURL string, rate float64) string {
 	var chans strings.Builder
 	for _, ce := range channelEvents() {
 		fmt.Fprintf(&chans, "  - {name: %s, events: [%s]}\n", ce[0], ce[1])
@@ -72,14 +78,15 @@ channels:
     apiKeys: ["${LOADGEN_KEY}"]
     party: {url: %q, party: main}
     realtime: {url: %q, channel: "{room}"}
-shadow: {sampleRate: 0}
+shadow: {sampleRate: %v}
 server: {shutdownTimeout: 10s}
-`, chans.String(), partyURL, realtimeURL)
+`, chans.String(), partyURL, realtimeURL, rate)
 }
 
 // child is one `switchyard serve` process.
 type child struct {
 	stage         string
+	dir           string // holds its config and flag file
 	cmd           *exec.Cmd
 	public, admin string // base URLs
 	pid           int
@@ -92,6 +99,11 @@ type child struct {
 // startChild writes the config and flag file for stage into dir, starts
 // bin, and waits for its "switchyard ready" log line.
 func startChild(ctx context.Context, bin, dir, stage string, up *fakeUpstreams) (*child, error) {
+	return startChildConfig(ctx, bin, dir, stage, gatewayConfig(up.partyURL, up.realtimeURL))
+}
+
+// startChildConfig is startChild with the gateway config cfg.
+func startChildConfig(ctx context.Context, bin, dir, stage, cfg string) (*child, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -99,7 +111,7 @@ func startChild(ctx context.Context, bin, dir, stage string, up *fakeUpstreams) 
 		return nil, err
 	}
 	cfgPath := filepath.Join(dir, "switchyard.yaml")
-	if err := os.WriteFile(cfgPath, []byte(gatewayConfig(up.partyURL, up.realtimeURL)), 0o644); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, "serve", "--config", cfgPath)
@@ -112,7 +124,7 @@ func startChild(ctx context.Context, bin, dir, stage string, up *fakeUpstreams) 
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s gateway: %w", stage, err)
 	}
-	c := &child{stage: stage, cmd: cmd, pid: cmd.Process.Pid, done: make(chan struct{})}
+	c := &child{stage: stage, dir: dir, cmd: cmd, pid: cmd.Process.Pid, done: make(chan struct{})}
 	ready := make(chan [2]string, 1)
 	go func() {
 		defer close(c.done)
@@ -255,4 +267,40 @@ func (c *child) metric(hc *http.Client, name string) (float64, error) {
 		return 0, fmt.Errorf("%s gateway: no metric %s", c.stage, name)
 	}
 	return v, nil
+}
+
+// setStage rewrites the child's flag file (atomically) to put every channel
+// at stage and waits, at most 10 s, until its admin API resolves that stage.
+func (c *child) setStage(ctx context.Context, hc *http.Client, stage string) error {
+	path := filepath.Join(c.dir, "flags.json")
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(stageFlags(stage)), 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := hc.Get(c.admin + "/v1/admin/routes?app=loadgen&room=r&event=video.asset.ready")
+		if err == nil {
+			var r struct {
+				Route struct{ Stage string }
+			}
+			err = json.NewDecoder(resp.Body).Decode(&r)
+			resp.Body.Close()
+			if err == nil && r.Route.Stage == stage {
+				c.stage = stage
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s gateway: stage %s not in force within 10s (last error %v)", c.stage, stage, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }

@@ -41,6 +41,15 @@ type options struct {
 	cpuProfile     string
 	profileTime    time.Duration
 	quick          bool
+	// The comparator section (comparator.go): rounds of the p99 phases,
+	// messages and rooms per phase, fresh rooms per stage of the
+	// first-message phase, fresh rooms of the readiness measurement.
+	comparator    bool
+	cmpRounds     int
+	cmpMessages   int
+	cmpRooms      int
+	cmpFresh      int
+	cmpReadyRooms int
 }
 
 func defaultOptions() options {
@@ -49,6 +58,7 @@ func defaultOptions() options {
 		latencyCallers: []int{1, 4}, faultCallers: 4,
 		heapCallers: 256, heapDelay: 200 * time.Millisecond, heapDuration: 3 * time.Second,
 		profileTime: 5 * time.Second,
+		comparator:  true, cmpRounds: 3, cmpMessages: 300, cmpRooms: 5, cmpFresh: 20, cmpReadyRooms: 100,
 	}
 }
 
@@ -58,6 +68,7 @@ func quickOptions() options {
 	o.quick = true
 	o.rounds, o.duration, o.warmup = 1, 250*time.Millisecond, 200*time.Millisecond
 	o.heapCallers, o.heapDuration = 64, time.Second
+	o.cmpRounds, o.cmpMessages, o.cmpRooms, o.cmpFresh, o.cmpReadyRooms = 1, 30, 3, 3, 10
 	return o
 }
 
@@ -74,6 +85,10 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	bin := fs.String("bin", "", "use this switchyard binary instead of building cmd/switchyard")
 	cpuProfile := fs.String("cpuprofile", "", "instead of the benchmark, profile an in-process gateway (api+broadcast+upstream clients) under shadow load and write the CPU profile here")
 	profileTime := fs.Duration("profile-time", o.profileTime, "load time of -cpuprofile")
+	comparator := fs.Bool("comparator", o.comparator, "run the comparator section against a real PartyKit dev server (and a real Inngest dev server when ../shared/tools/inngest-dev.sh exists)")
+	cmpRounds := fs.Int("cmp-rounds", o.cmpRounds, "rounds of the comparator section's p99 phases")
+	cmpMessages := fs.Int("cmp-messages", o.cmpMessages, "sequential messages per p99 phase of the comparator section")
+	cmpFresh := fs.Int("cmp-fresh", o.cmpFresh, "fresh rooms per stage and gateway of the first-message phase")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -100,7 +115,16 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	if set["heap-callers"] {
 		o.heapCallers = *heapCallers
 	}
-	o.bin, o.cpuProfile, o.profileTime = *bin, *cpuProfile, *profileTime
+	o.bin, o.cpuProfile, o.profileTime, o.comparator = *bin, *cpuProfile, *profileTime, *comparator
+	if set["cmp-rounds"] {
+		o.cmpRounds = *cmpRounds
+	}
+	if set["cmp-messages"] {
+		o.cmpMessages = *cmpMessages
+	}
+	if set["cmp-fresh"] {
+		o.cmpFresh = *cmpFresh
+	}
 	switch {
 	case o.rounds < 1 || o.rounds > 50:
 		return o, errors.New("-rounds: must be 1..50")
@@ -114,6 +138,12 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-heap-callers: must be 1..2048")
 	case o.profileTime <= 0 || o.profileTime > 5*time.Minute:
 		return o, errors.New("-profile-time: must be 0..5m")
+	case o.cmpRounds < 1 || o.cmpRounds > 20:
+		return o, errors.New("-cmp-rounds: must be 1..20")
+	case o.cmpMessages < 10 || o.cmpMessages > 100000:
+		return o, errors.New("-cmp-messages: must be 10..100000")
+	case o.cmpFresh < 1 || o.cmpFresh > 1000:
+		return o, errors.New("-cmp-fresh: must be 1..1000")
 	}
 	return o, nil
 }
