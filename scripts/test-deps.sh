@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh machine (idempotent):
-# the PartyKit npm fixture, Debian's prometheus (promtool) and chromium, and
-# staticcheck. Run by `make test` and so by .ci/run.
+# the PartyKit npm fixture, Debian's prometheus (promtool) and chromium,
+# staticcheck, and the real Inngest dev server binary (built once by the
+# shared tool script beside the checkout, then cached). Run by `make test`
+# and so by .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,4 +28,16 @@ gobin="$(go env GOPATH)/bin"
 if [ ! -x "$gobin/staticcheck" ]; then
   echo "test-deps: go install staticcheck"
   go install honnef.co/go/tools/cmd/staticcheck@${STATICCHECK_VERSION:-v0.7.0}
+fi
+
+# The real Inngest dev server the realtime conformance suite and the shadow,
+# token and realtime-stage end-to-end tests run against (realtime/inngestdev):
+# ../shared/tools/inngest-dev.sh prints its path, building it the first time
+# from Inngest's own Go module (about 3 minutes cold), so that no test waits
+# on the build. Without the script those tests skip, saying so.
+inngest_script=../shared/tools/inngest-dev.sh
+if [ -f "$inngest_script" ]; then
+  echo "test-deps: inngest dev server: $(bash "$inngest_script")"
+else
+  echo "test-deps: $inngest_script absent: the tests against a real Inngest dev server will skip"
 fi
