@@ -194,34 +194,58 @@ type tokenClaims struct {
 // about to expire), or lets Run connect with it. The returned Subscription
 // reports Ready once the sub is in effect.
 func (s *Subscriber) Sub(ctx context.Context, tok broadcast.Token) (*Subscription, error) {
-	if tok.Key == "" || tok.Channel == "" || len(tok.Topics) == 0 {
-		return nil, errors.New("realtime: sub: token needs key, channel and topics")
-	}
-	sub := &Subscription{s: s, channel: tok.Channel, topics: append([]string(nil), tok.Topics...)}
-	if err := sub.setToken(tok); err != nil {
+	subs, err := s.SubAll(ctx, tok)
+	if err != nil {
 		return nil, err
 	}
-	if s.expiring(tok) {
-		if err := sub.refresh(ctx); err != nil {
+	return subs[0], nil
+}
+
+// SubAll is Sub for several tokens at once, with an order guarantee: their
+// sub frames are written in the order of toks, on the current connection
+// and after every reconnect (the handshake of a new connection uses the
+// oldest subscription's token), and no other frame of theirs comes
+// between. A server applies a connection's sub frames in order, so the
+// topics of toks[i] are in effect before those of toks[i+1]. On error none
+// is added.
+func (s *Subscriber) SubAll(ctx context.Context, toks ...broadcast.Token) ([]*Subscription, error) {
+	subs := make([]*Subscription, 0, len(toks))
+	for _, tok := range toks {
+		if tok.Key == "" || tok.Channel == "" || len(tok.Topics) == 0 {
+			return nil, errors.New("realtime: sub: token needs key, channel and topics")
+		}
+		sub := &Subscription{s: s, channel: tok.Channel, topics: append([]string(nil), tok.Topics...)}
+		if err := sub.setToken(tok); err != nil {
 			return nil, err
 		}
+		if s.expiring(tok) {
+			if err := sub.refresh(ctx); err != nil {
+				return nil, err
+			}
+		}
+		subs = append(subs, sub)
 	}
+	// Appended in one critical section, with the connection they are sent
+	// on read in the same one: serve's snapshot has all of them (and sends
+	// them in order) or none (and they are sent here, in order).
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return nil, errors.New("realtime: sub: subscriber closed")
 	}
-	s.subs = append(s.subs, sub)
+	s.subs = append(s.subs, subs...)
 	c := s.cur
 	s.mu.Unlock()
 	if c != nil {
-		c.sendSub(sub)
+		for _, sub := range subs {
+			c.sendSub(sub)
+		}
 	}
 	select {
 	case s.wake <- struct{}{}:
 	default:
 	}
-	return sub, nil
+	return subs, nil
 }
 
 func (s *Subscriber) expiring(tok broadcast.Token) bool {

@@ -315,16 +315,12 @@ func (w *Watcher) sub(ctx context.Context, c *Client, aw *appWatch, name string,
 	if err != nil {
 		return nil, nil, err
 	}
-	sub, err := aw.sub.Sub(ctx, tok)
+	// The probe's sub frame strictly after the topics' (see Watcher).
+	subs, err := aw.sub.SubAll(ctx, tok, ptok)
 	if err != nil {
 		return nil, nil, err
 	}
-	probe, err := aw.sub.Sub(ctx, ptok)
-	if err != nil {
-		sub.Unsub()
-		return nil, nil, err
-	}
-	return sub, probe, nil
+	return subs[0], subs[1], nil
 }
 
 // Probe retry bounds: a probe that did not come back within the current
