@@ -324,11 +324,16 @@ func (w *Watcher) sub(ctx context.Context, c *Client, aw *appWatch, name string,
 }
 
 // Probe retry bounds: a probe that did not come back within the current
-// wait is published again, the wait doubling up to probeRetryMax.
+// wait is published again: probeFlatAttempts times probeRetryMin apart,
+// then the wait doubling up to probeRetryMax.
 const (
 	probeRetryMin = 5 * time.Millisecond
 	probeRetryMax = time.Second
-	probeTimeout  = 5 * time.Second
+	// probeFlatAttempts probes are published probeRetryMin apart before the
+	// wait starts doubling: a sub frame usually takes effect within a few
+	// milliseconds, and each probe costs one publish.
+	probeFlatAttempts = 4
+	probeTimeout      = 5 * time.Second
 )
 
 // prove proves the channel live on each connection until ctx ends: while
@@ -356,13 +361,18 @@ func (w *Watcher) prove(ctx context.Context, c *Client, name string, cs *chanSta
 }
 
 // proveOnce publishes probes for state gen of the probe subscription, again
-// after a wait doubling from probeRetryMin to probeRetryMax, until one comes
+// after probeRetryMin (probeFlatAttempts times), then after a wait doubling
+// up to probeRetryMax, until one comes
 // back while gen is still current (true), or changed closes or ctx ends
 // (false).
 func (w *Watcher) proveOnce(ctx context.Context, c *Client, name string, cs *chanState, gen uint64, changed <-chan struct{}) bool {
 	nonce := cs.id + "-" + strconv.FormatUint(gen, 10)
 	body, _ := json.Marshal(map[string]string{"switchyardProbe": nonce})
-	for wait := probeRetryMin; ; wait = min(2*wait, probeRetryMax) {
+	wait := probeRetryMin
+	for attempt := 1; ; attempt++ {
+		if attempt > probeFlatAttempts {
+			wait = min(2*wait, probeRetryMax)
+		}
 		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
 		err := c.Probe(pctx, name, body)
 		cancel()
