@@ -54,10 +54,14 @@ func (r *report) add(key string, v float64) {
 	}
 }
 
-// newReport lists every figure, in the order printed.
+// newReport lists every figure, in the order printed (only the comparator
+// section's with -only-comparator).
 func newReport(o options) *report {
 	r := &report{}
 	fig := func(key, label, unit, cmp string, target float64) {
+		if o.onlyComparator && !isComparatorFigure(key) {
+			return
+		}
 		r.figures = append(r.figures, figure{key: key, label: label, unit: unit, cmp: cmp, target: target})
 	}
 	fig("tput_shadow_vs_direct", fmt.Sprintf("throughput shadow / direct-to-both, %d callers", o.callers), "ratio", ">=", 0.6)
@@ -224,6 +228,15 @@ func bench(ctx context.Context, o options, w io.Writer) (*report, error) {
 			return nil, err
 		}
 		fmt.Fprintf(w, "built cmd/switchyard in %s\n", time.Since(t).Round(time.Millisecond))
+	}
+	if o.onlyComparator {
+		r := newReport(o)
+		if err := comparatorBench(ctx, o, w, bin, dir, r); err != nil {
+			return nil, fmt.Errorf("comparator section: %w", err)
+		}
+		fmt.Fprintf(w, "finished (load %s)\n", loadAvg())
+		r.print(w)
+		return r, nil
 	}
 	up, err := startUpstreams()
 	if err != nil {
@@ -554,4 +567,15 @@ func heapLevel(ctx context.Context, rn *runner, o options, c *child, mc *http.Cl
 	}
 	res.goal, res.stack = median(goals), median(stacks)
 	return res, nil
+}
+
+// isComparatorFigure reports whether key is a figure of the comparator
+// section (comparator.go).
+func isComparatorFigure(key string) bool {
+	for _, p := range []string{"cmp_", "first_cost_", "later_cost", "ready_"} {
+		if strings.HasPrefix(key, p) {
+			return true
+		}
+	}
+	return false
 }

@@ -123,27 +123,6 @@ func (rig *cmpRig) send(ctx context.Context, g *child, room string) (time.Durati
 	return time.Since(t0), err
 }
 
-// steady sends n messages, one at a time, round robin over rooms of g
-// (each room's first message, which opens the comparator's watches, is
-// sent first and not measured) and returns the sorted latencies.
-func (rig *cmpRig) steady(ctx context.Context, g *child, rooms []string, n int) ([]time.Duration, error) {
-	for _, room := range rooms {
-		if _, err := rig.send(ctx, g, room); err != nil {
-			return nil, err
-		}
-	}
-	lat := make([]time.Duration, 0, n)
-	for i := range n {
-		d, err := rig.send(ctx, g, rooms[i%len(rooms)])
-		if err != nil {
-			return nil, err
-		}
-		lat = append(lat, d)
-	}
-	slices.Sort(lat)
-	return lat, nil
-}
-
 // roomsFor returns k fresh room names.
 func roomsFor(prefix string, k int) []string {
 	out := make([]string, k)
@@ -159,42 +138,60 @@ func q(lat []time.Duration, p float64) time.Duration {
 }
 
 // p99Round measures the PartyKit answer's p99 of sequential messages to a
-// few rooms: legacy, shadow sampling 0, shadow sampling 1.0, and sampling 0
-// with one more socket in each PartyKit room (what the comparator's watch
-// adds to a room), realtime healthy; then legacy and both shadow gateways
-// with realtime hung.
+// few rooms per variant: legacy, shadow sampling 0, shadow sampling 1.0,
+// and sampling 0 with one more socket in each PartyKit room (what the
+// comparator's watch adds to a room), realtime healthy; then legacy and
+// both shadow gateways with realtime hung. The variants are interleaved
+// message by message (their order rotating), so that all of them meet the
+// same background load: on a shared machine that load, not the gateway,
+// makes most of a p99.
 func (rig *cmpRig) p99Round(ctx context.Context, w io.Writer, o options, r *report, round int) error {
-	type ph struct {
+	type variant struct {
 		name    string
 		g       *child
 		sockets bool
+		rooms   []string
+		lat     []time.Duration
 	}
 	res := map[string][]time.Duration{}
-	run := func(phases []ph, mode string) error {
-		for _, p := range rotate(phases, round) {
-			rooms := roomsFor("cmp-"+mode+"-"+strings.NewReplacer(" ", "", "+", "-", ".", "").Replace(p.name), o.cmpRooms)
-			if p.sockets {
-				closeAll, err := rig.openSockets(ctx, rooms)
+	run := func(vs []*variant, mode string) error {
+		for _, v := range vs {
+			v.rooms = roomsFor("cmp-"+mode+"-"+strings.NewReplacer(" ", "", "+", "-", ".", "").Replace(v.name), o.cmpRooms)
+			if v.sockets {
+				closeAll, err := rig.openSockets(ctx, v.rooms)
 				if err != nil {
 					return err
 				}
 				defer closeAll()
 			}
-			lat, err := rig.steady(ctx, p.g, rooms, o.cmpMessages)
-			if err != nil {
-				return fmt.Errorf("%s %s: %w", mode, p.name, err)
+			for _, room := range v.rooms { // opens the comparator's watches: not measured
+				if _, err := rig.send(ctx, v.g, room); err != nil {
+					return fmt.Errorf("%s %s: %w", mode, v.name, err)
+				}
 			}
-			res[mode+" "+p.name] = lat
-			fmt.Fprintf(w, "  realtime %-7s %-22s %d messages: PartyKit answer p50 %.2fms p99 %.2fms\n", mode, p.name, len(lat), ms(q(lat, 0.5)), ms(q(lat, 0.99)))
+		}
+		for i := range o.cmpMessages {
+			for _, v := range rotate(vs, i+round) {
+				d, err := rig.send(ctx, v.g, v.rooms[i%len(v.rooms)])
+				if err != nil {
+					return fmt.Errorf("%s %s: %w", mode, v.name, err)
+				}
+				v.lat = append(v.lat, d)
+			}
+		}
+		for _, v := range vs {
+			slices.Sort(v.lat)
+			res[mode+" "+v.name] = v.lat
+			fmt.Fprintf(w, "  realtime %-7s %-22s %d messages: PartyKit answer p50 %.2fms p99 %.2fms\n", mode, v.name, len(v.lat), ms(q(v.lat, 0.5)), ms(q(v.lat, 0.99)))
 		}
 		return nil
 	}
-	healthy := []ph{{"legacy", rig.legacy, false}, {"sampling 0", rig.s0, false}, {"sampling 1.0", rig.s1, false}, {"sampling 0 + socket", rig.s0, true}}
+	healthy := []*variant{{name: "legacy", g: rig.legacy}, {name: "sampling 0", g: rig.s0}, {name: "sampling 1.0", g: rig.s1}, {name: "sampling 0 + socket", g: rig.s0, sockets: true}}
 	if err := run(healthy, "healthy"); err != nil {
 		return err
 	}
 	rig.proxy.setHung(true)
-	err := run([]ph{{"legacy", rig.legacy, false}, {"sampling 0", rig.s0, false}, {"sampling 1.0", rig.s1, false}}, "hung")
+	err := run([]*variant{{name: "legacy", g: rig.legacy}, {name: "sampling 0", g: rig.s0}, {name: "sampling 1.0", g: rig.s1}}, "hung")
 	rig.proxy.setHung(false)
 	if err != nil {
 		return err

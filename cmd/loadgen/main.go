@@ -44,12 +44,13 @@ type options struct {
 	// The comparator section (comparator.go): rounds of the p99 phases,
 	// messages and rooms per phase, fresh rooms per stage of the
 	// first-message phase, fresh rooms of the readiness measurement.
-	comparator    bool
-	cmpRounds     int
-	cmpMessages   int
-	cmpRooms      int
-	cmpFresh      int
-	cmpReadyRooms int
+	comparator     bool
+	onlyComparator bool
+	cmpRounds      int
+	cmpMessages    int
+	cmpRooms       int
+	cmpFresh       int
+	cmpReadyRooms  int
 }
 
 func defaultOptions() options {
@@ -58,7 +59,7 @@ func defaultOptions() options {
 		latencyCallers: []int{1, 4}, faultCallers: 4,
 		heapCallers: 256, heapDelay: 200 * time.Millisecond, heapDuration: 3 * time.Second,
 		profileTime: 5 * time.Second,
-		comparator:  true, cmpRounds: 3, cmpMessages: 300, cmpRooms: 5, cmpFresh: 20, cmpReadyRooms: 100,
+		comparator:  true, cmpRounds: 3, cmpMessages: 1000, cmpRooms: 5, cmpFresh: 20, cmpReadyRooms: 100,
 	}
 }
 
@@ -89,6 +90,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	cmpRounds := fs.Int("cmp-rounds", o.cmpRounds, "rounds of the comparator section's p99 phases")
 	cmpMessages := fs.Int("cmp-messages", o.cmpMessages, "sequential messages per p99 phase of the comparator section")
 	cmpFresh := fs.Int("cmp-fresh", o.cmpFresh, "fresh rooms per stage and gateway of the first-message phase")
+	onlyComparator := fs.Bool("only-comparator", false, "run the comparator section alone")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -116,6 +118,9 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		o.heapCallers = *heapCallers
 	}
 	o.bin, o.cpuProfile, o.profileTime, o.comparator = *bin, *cpuProfile, *profileTime, *comparator
+	if *onlyComparator {
+		o.comparator, o.onlyComparator = true, true
+	}
 	if set["cmp-rounds"] {
 		o.cmpRounds = *cmpRounds
 	}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"io"
+	"log"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -32,6 +34,8 @@ func startHangProxy(target string) (*hangProxy, error) {
 	}
 	p := &hangProxy{rp: httputil.NewSingleHostReverseProxy(u), release: make(chan struct{})}
 	p.rp.Transport = &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second}
+	// Callers giving up on hung requests are expected: not worth a line.
+	p.rp.ErrorLog = log.New(io.Discard, "", 0)
 	srv, base, err := serveLocal(p)
 	if err != nil {
 		return nil, err
