@@ -214,8 +214,14 @@ func sample(hc *http.Client, c *child) (usage, error) {
 // bench runs the whole benchmark and prints progress and the final table.
 func bench(ctx context.Context, o options, w io.Writer) (*report, error) {
 	fmt.Fprintf(w, "switchyard loadgen: %s\n", machine())
-	fmt.Fprintf(w, "rounds %d x phases of %s; throughput %d callers, latency %v callers, faults %d callers, heap %d in flight (PartyKit delay %s)\n",
-		o.rounds, o.duration, o.callers, o.latencyCallers, o.faultCallers, o.heapCallers, o.heapDelay)
+	if !o.onlyComparator {
+		fmt.Fprintf(w, "rounds %d x phases of %s; throughput %d callers, latency %v callers, faults %d callers, heap %d in flight (PartyKit delay %s)\n",
+			o.rounds, o.duration, o.callers, o.latencyCallers, o.faultCallers, o.heapCallers, o.heapDelay)
+	}
+	if o.comparator {
+		fmt.Fprintf(w, "comparator section: %d rounds of %d interleaved messages per variant to %d rooms each; %d fresh rooms per stage; %d rooms for time to ready\n",
+			o.cmpRounds, o.cmpMessages, o.cmpRooms, o.cmpFresh, o.cmpReadyRooms)
+	}
 	dir, err := os.MkdirTemp("", "switchyard-loadgen-")
 	if err != nil {
 		return nil, err
