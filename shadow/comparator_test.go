@@ -394,7 +394,7 @@ func TestAwaitWatch(t *testing.T) {
 
 	// A watch that stays down: the first wait runs out after ReadyWait and
 	// stalls the side; the next copy of the room does not wait.
-	h = newHarness(t, Config{ReadyWait: 40 * time.Millisecond}, nil)
+	h = newHarness(t, Config{ReadyWait: 300 * time.Millisecond}, nil)
 	m1 := h.msg(t, app, "fresh", "video", "a1", `{}`)
 	h.c.Expect(m1, broadcast.StageShadow)
 	h.pump()
@@ -404,15 +404,15 @@ func TestAwaitWatch(t *testing.T) {
 	h.c.Expect(m2, broadcast.StageShadow)
 	start = time.Now()
 	h.c.AwaitWatch(context.Background(), m2, broadcast.TransportLegacy)
-	if d := time.Since(start); d < 35*time.Millisecond || d > 500*time.Millisecond {
-		t.Errorf("wait for a watch that stays down took %v, want ReadyWait 40ms", d)
+	if d := time.Since(start); d < 290*time.Millisecond {
+		t.Errorf("wait for a watch that stays down took %v, want ReadyWait 300ms", d)
 	}
 	m3 := h.msg(t, app, "fresh", "video", "a3", `{}`)
 	h.c.Expect(m3, broadcast.StageShadow)
 	start = time.Now()
 	h.c.AwaitWatch(context.Background(), m3, broadcast.TransportLegacy)
-	if d := time.Since(start); d > 20*time.Millisecond {
-		t.Errorf("stalled side waited %v, want no wait", d)
+	if d := time.Since(start); d > 150*time.Millisecond {
+		t.Errorf("stalled side waited %v, want no wait (ReadyWait 300ms)", d)
 	}
 	h.c.sweep(h.clock.Advance(DefaultTimeout + time.Millisecond))
 	if u := h.summary(t, app, "video").Unobserved; u[ReasonLegacyNotReady] != 2 || u[ReasonBothNotReady] != 1 {
@@ -442,13 +442,18 @@ func TestAwaitWatch(t *testing.T) {
 	h2.pump()
 	start = time.Now()
 	h2.c.AwaitWatch(context.Background(), m5, broadcast.TransportLegacy)
-	if d := time.Since(start); d > 20*time.Millisecond {
+	if d := time.Since(start); d > 150*time.Millisecond {
 		t.Errorf("ReadyWaitOff waited %v", d)
 	}
-	// Unknown messages (unsampled, decided) return at once.
+	// A message the comparator does not hold (unsampled, decided) returns
+	// at once, although its room's watch is down and not stalled.
+	h3 := newHarness(t, Config{ReadyWait: 300 * time.Millisecond}, nil)
+	h3.legacy.startDown = true
+	h3.c.Expect(h3.msg(t, app, "r", "video", "held", `{}`), broadcast.StageShadow)
+	h3.pump()
 	start = time.Now()
-	h2.c.AwaitWatch(context.Background(), h2.msg(t, app, "r", "video", "never-expected", `{}`), broadcast.TransportLegacy)
-	if d := time.Since(start); d > 20*time.Millisecond {
+	h3.c.AwaitWatch(context.Background(), h3.msg(t, app, "r", "video", "never-expected", `{}`), broadcast.TransportLegacy)
+	if d := time.Since(start); d > 150*time.Millisecond {
 		t.Errorf("AwaitWatch of an unexpected message waited %v", d)
 	}
 }
