@@ -2,13 +2,16 @@
 // messages the multicast adapter publishes in the shadow and dual stages
 // through browser-like subscriptions on both transports, correlates the two
 // received copies with the envelope the gateway sent, and records match,
-// mismatch, precision loss, missing, duplicate and reordered copies and the
+// mismatch, precision loss, missing, duplicate and reordered copies, the
+// messages it could not observe (by reason) and so its coverage, and the
 // delivery latencies, as Prometheus metrics, rate-limited log lines, a
 // sliding-window summary and a ring of recent mismatch examples.
 //
-// Nothing here runs on the caller's path: Expect only records an
-// expectation; subscriptions are dialed, frames decoded and compared by the
-// goroutines of Run. See docs/shadow.md.
+// On the caller's path the comparator only records (Expect) and, for a
+// room whose watch of the answering transport is not proven ready yet,
+// holds the answering publish at most Config.ReadyWait (AwaitWatch);
+// subscriptions are dialed, frames decoded and compared by the goroutines
+// of Run. See docs/shadow.md.
 package shadow
 
 import (
@@ -156,9 +159,10 @@ type roomOp struct {
 	close bool
 }
 
-// Comparator correlates the copies of compared messages. Expect, Summary
-// and Mismatches are safe for concurrent use at any time; Run must be
-// called once to dial, process and sweep.
+// Comparator correlates the copies of compared messages. Expect,
+// AwaitWatch, Warm, RoomReady, Summary and Mismatches are safe for
+// concurrent use at any time; Run must be called once to dial, process and
+// sweep.
 type Comparator struct {
 	cfg       Config
 	legacy    RoomWatcher
