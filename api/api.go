@@ -26,6 +26,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/switchyard/switchyard/broadcast"
+	"github.com/switchyard/switchyard/receipts"
 	"github.com/switchyard/switchyard/shadow"
 )
 
@@ -49,8 +50,12 @@ type App struct {
 	// GrantSecret verifies room grants on GET /v1/realtime/token; empty
 	// disables that path for the app.
 	GrantSecret []byte
-	// Origins are the CORS origins allowed on the token path.
+	// Origins are the CORS origins allowed on the token and receipts
+	// paths.
 	Origins []string
+	// Sequenced is true for an app whose envelopes carry the sequence
+	// ("sy"): its token answers carry the room's sequence start.
+	Sequenced bool
 }
 
 // Config is the API's own configuration, built from the gateway config.
@@ -66,6 +71,9 @@ type Config struct {
 	AdminToken string
 	// MaxBatch bounds POST /v1/broadcasts (default 100).
 	MaxBatch int
+	// Receipts limits POST /v1/receipts (zero fields take the defaults of
+	// ReceiptLimits).
+	Receipts ReceiptLimits
 }
 
 // Deps are the collaborators of the API; nil ones disable their endpoints
@@ -90,20 +98,46 @@ type Deps struct {
 	StatusPage http.Handler
 	// Recorder, when set, is told about every accepted message.
 	Recorder func(m *broadcast.Message)
+
+	// What the token answer tells browsers (token answer version 2), each
+	// nil-safe: Topic maps an app's configured channel to its realtime
+	// topic (nil: the channel name); Events maps each configured event
+	// name to its channel; Sequence returns a sequenced room's epoch and
+	// last sequence number (the multicaster's RoomSequence).
+	Topic    func(app, channel string) string
+	Events   func() map[string]string
+	Sequence func(app, room string) (epoch string, last uint64)
+	// SequenceChannel resolves the channel of a sequenced message a
+	// receipt names (the multicaster's SequenceChannel); nil trusts the
+	// channel the browser reports.
+	SequenceChannel func(app, room, epoch string, seq uint64) (string, bool)
+	// Receipts counts validated browser receipts; nil disables
+	// POST /v1/receipts (404) and the admin receipts summary.
+	Receipts ReceiptSink
+	// ReceiptsSummary serves GET /v1/admin/receipts/summary.
+	ReceiptsSummary func() []receipts.ChannelSummary
+}
+
+// ReceiptSink takes the validated receipts of one report. Record must be
+// safe for concurrent use and must not block on I/O.
+type ReceiptSink interface {
+	Record(app string, rs []receipts.Receipt)
 }
 
 // Server holds the handlers of both listeners. Its handlers are safe for
 // concurrent use; SetReady may be called at any time.
 type Server struct {
-	cfg    Config
-	deps   Deps
-	m      *Metrics
-	log    *zap.Logger
-	now    func() time.Time
-	ready  atomic.Bool
-	apps   []App // for constant-time key lookup over every app
-	public http.Handler
-	admin  http.Handler
+	cfg   Config
+	deps  Deps
+	m     *Metrics
+	log   *zap.Logger
+	now   func() time.Time
+	ready atomic.Bool
+	apps  []App // for constant-time key lookup over every app
+	// rcptLimits rate-limits receipt reports per grant and room.
+	rcptLimits *grantLimiter
+	public     http.Handler
+	admin      http.Handler
 }
 
 // New builds the server. logger nil is a no-op logger; now nil is
@@ -127,7 +161,8 @@ func New(cfg Config, deps Deps, m *Metrics, logger *zap.Logger, now func() time.
 	if cfg.ChannelOf == nil {
 		cfg.ChannelOf = func(string) string { return broadcast.DefaultChannel }
 	}
-	s := &Server{cfg: cfg, deps: deps, m: m, log: logger, now: now}
+	cfg.Receipts = cfg.Receipts.withDefaults()
+	s := &Server{cfg: cfg, deps: deps, m: m, log: logger, now: now, rcptLimits: newGrantLimiter(cfg.Receipts)}
 	for _, a := range cfg.Apps {
 		s.apps = append(s.apps, a)
 	}
@@ -311,17 +346,23 @@ func NewRequestID() string {
 
 // ---- bodies ----
 
-// readBody reads the whole request body up to the limit; over it the error
-// is ETOOLARGE.
+// readBody reads the whole request body up to server.maxBodyBytes; over it
+// the error is ETOOLARGE.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	if r.ContentLength > s.cfg.MaxBodyBytes {
-		return nil, broadcast.Errorf(broadcast.ETOOLARGE, "request body is %d bytes, over the %d byte limit", r.ContentLength, s.cfg.MaxBodyBytes)
+	return readBodyLimit(w, r, s.cfg.MaxBodyBytes)
+}
+
+// readBodyLimit reads the whole request body up to limit bytes; over it
+// the error is ETOOLARGE.
+func readBodyLimit(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	if r.ContentLength > limit {
+		return nil, broadcast.Errorf(broadcast.ETOOLARGE, "request body is %d bytes, over the %d byte limit", r.ContentLength, limit)
 	}
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, broadcast.Errorf(broadcast.ETOOLARGE, "request body is over the %d byte limit", s.cfg.MaxBodyBytes)
+			return nil, broadcast.Errorf(broadcast.ETOOLARGE, "request body is over the %d byte limit", limit)
 		}
 		return nil, &broadcast.Error{Code: broadcast.EINVALID, Message: "reading the request body failed", Err: err}
 	}
@@ -337,6 +378,7 @@ type Metrics struct {
 	rejects  *prometheus.CounterVec
 	tokens   *prometheus.CounterVec
 	tokenErr *prometheus.CounterVec
+	rcptErr  *prometheus.CounterVec
 	ready    prometheus.Gauge
 }
 
@@ -359,12 +401,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		tokenErr: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchyard_token_errors_total", Help: "Token requests refused or failed, by app and reason.",
 		}, []string{"app", "reason"}),
+		rcptErr: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchyard_browser_receipts_refused_total", Help: "Browser receipt reports (POST /v1/receipts) refused, by app and reason.",
+		}, []string{"app", "reason"}),
 		ready: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "switchyard_ready", Help: "1 when /readyz answers 200.",
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.rejects, m.tokens, m.tokenErr, m.ready)
+		reg.MustRegister(m.requests, m.duration, m.rejects, m.tokens, m.tokenErr, m.rcptErr, m.ready)
 	}
 	return m
 }
@@ -414,6 +459,8 @@ func statusLabel(status int) string {
 	switch status {
 	case http.StatusOK:
 		return "200"
+	case http.StatusAccepted:
+		return "202"
 	case http.StatusBadRequest:
 		return "400"
 	case http.StatusUnauthorized:

@@ -29,6 +29,7 @@ import (
 	"github.com/switchyard/switchyard/flags"
 	"github.com/switchyard/switchyard/legacyparty"
 	"github.com/switchyard/switchyard/realtime"
+	"github.com/switchyard/switchyard/receipts"
 	"github.com/switchyard/switchyard/recording"
 	"github.com/switchyard/switchyard/shadow"
 	"github.com/switchyard/switchyard/status"
@@ -52,6 +53,7 @@ type Gateway struct {
 	lgWatch  *legacyparty.Watcher
 	resolver *flags.Resolver
 	recorder *recording.Recorder
+	receipts *receipts.Aggregator
 
 	publicLn, adminLn   net.Listener
 	publicSrv, adminSrv *http.Server
@@ -125,7 +127,7 @@ func newPlan(cfg *config.Config) (*plan, error) {
 	for _, name := range cfg.AppNames() {
 		a := cfg.Apps[name]
 		p.party[name], p.realtime[name] = cfg.PartyConfig(name), cfg.RealtimeConfig(name)
-		aa := api.App{Name: name, DropInHeader: a.DropIn.Header, DropInSecret: a.DropIn.Secret, Origins: a.Origins}
+		aa := api.App{Name: name, DropInHeader: a.DropIn.Header, DropInSecret: a.DropIn.Secret, Origins: a.Origins, Sequenced: a.Sequence}
 		for _, k := range a.APIKeys {
 			aa.KeyHashes = append(aa.KeyHashes, api.HashKey(k))
 		}
@@ -243,6 +245,10 @@ func New(cfg *config.Config, logger *zap.Logger, opts Options) (_ *Gateway, err 
 		}
 	}
 
+	// Receipts: what users' browsers report receiving.
+	g.receipts = receipts.New(receipts.Config{Apps: cfg.AppNames(), Channels: p.channels.Names()},
+		receipts.NewMetrics(g.reg), opts.Now)
+
 	minter := &api.TokenCache{}
 	deps := api.Deps{
 		Broadcaster: g.mc, Resolver: g.resolver, Gatherer: g.reg,
@@ -250,6 +256,17 @@ func New(cfg *config.Config, logger *zap.Logger, opts Options) (_ *Gateway, err 
 		ShadowMismatches: g.cmp.Mismatches,
 		Tokens:           minter.Wrap(realtimeMinter(rtClients), logger),
 		Channels:         p.channels.Names,
+		Topic: func(app, channel string) string {
+			if c, ok := rtClients[app]; ok {
+				return c.Topic(channel)
+			}
+			return channel
+		},
+		Events:          p.channels.Events,
+		Sequence:        g.mc.RoomSequence,
+		SequenceChannel: g.mc.SequenceChannel,
+		Receipts:        g.receipts,
+		ReceiptsSummary: g.receipts.Summary,
 	}
 	if g.recorder != nil {
 		deps.Recorder = g.recorder.Record
@@ -262,6 +279,7 @@ func New(cfg *config.Config, logger *zap.Logger, opts Options) (_ *Gateway, err 
 		Env: cfg.Env, Version: opts.Version, Started: started,
 		Apps: cfg.AppNames(), Channels: append(cfg.ChannelNames(), broadcast.DefaultChannel), FlagFile: flagFile,
 		Resolve: g.resolver.Resolve, Summary: g.cmp.Summary, Mismatches: g.cmp.Mismatches,
+		Receipts: g.receipts.Summary,
 		Gatherer: g.reg, Now: opts.Now, Log: logger.Named("status"),
 	})
 	g.api = api.New(api.Config{Env: cfg.Env, Apps: p.apiApps, ChannelOf: p.channels.Of, MaxBodyBytes: cfg.Server.MaxBodyBytes,
@@ -305,6 +323,9 @@ func (g *Gateway) AdminURL() string { return "http://" + g.adminLn.Addr().String
 // Comparator is the gateway's shadow comparator (the demo reads its
 // summary).
 func (g *Gateway) Comparator() *shadow.Comparator { return g.cmp }
+
+// Receipts is the gateway's aggregator of browser receipts.
+func (g *Gateway) Receipts() *receipts.Aggregator { return g.receipts }
 
 // Resolver is the gateway's stage resolver.
 func (g *Gateway) Resolver() *flags.Resolver { return g.resolver }

@@ -88,7 +88,6 @@ const DefaultWindow = 5 * time.Minute
 type Metrics struct {
 	messages *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
-	refused  *prometheus.CounterVec
 }
 
 // latencyBuckets covers acceptance-to-receipt times in browsers, seconds.
@@ -107,20 +106,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time from acceptance by the gateway to receipt in a user's browser, per transport, as the browsers report it.",
 			Buckets: latencyBuckets,
 		}, []string{"app", "channel", "transport"}),
-		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "switchyard_browser_receipts_refused_total",
-			Help: "Receipt reports refused, per app and reason (invalid, unauthorized, forbidden, rate_limited, too_large).",
-		}, []string{"app", "reason"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.messages, m.latency, m.refused)
+		reg.MustRegister(m.messages, m.latency)
 	}
 	return m
 }
-
-// Refused counts one refused report of app (Unknown when the app is not
-// known) for reason, which must be one of a small fixed set.
-func (m *Metrics) Refused(app, reason string) { m.refused.WithLabelValues(app, reason).Inc() }
 
 // Aggregator counts receipts. Record and Summary are safe for concurrent
 // use and never block on I/O.
