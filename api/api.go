@@ -104,9 +104,12 @@ type Deps struct {
 	// topic (nil: the channel name); Events maps each configured event
 	// name to its channel; Sequence returns a sequenced room's epoch and
 	// last sequence number (the multicaster's RoomSequence).
-	Topic    func(app, channel string) string
-	Events   func() map[string]string
-	Sequence func(app, room string) (epoch string, last uint64)
+	Topic  func(app, channel string) string
+	Events func() map[string]string
+	// RealtimeURL is an app's Inngest API base URL (its realtime.url), for
+	// the browser's subscription; nil leaves it out.
+	RealtimeURL func(app string) string
+	Sequence    func(app, room string) (epoch string, last uint64)
 	// SequenceChannel resolves the channel of a sequenced message a
 	// receipt names (the multicaster's SequenceChannel); nil trusts the
 	// channel the browser reports.

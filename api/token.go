@@ -334,6 +334,10 @@ type TokenAnswer struct {
 	// Events maps each configured event name to its channel; other events
 	// are in broadcast.DefaultChannel.
 	Events map[string]string `json:"events"`
+	// APIBaseURL is the Inngest API base the browser's realtime
+	// subscription connects to (the Inngest client's apiBaseUrl option),
+	// when known.
+	APIBaseURL string `json:"apiBaseUrl,omitempty"`
 	// Sequence is set for sequenced apps: where the room's sequence stands.
 	Sequence *SequenceStart `json:"sequence,omitempty"`
 }
@@ -418,6 +422,9 @@ func (s *Server) mint(w http.ResponseWriter, r *http.Request, app, room string, 
 	}
 	if s.deps.Events != nil {
 		ans.Events = s.deps.Events()
+	}
+	if s.deps.RealtimeURL != nil {
+		ans.APIBaseURL = s.deps.RealtimeURL(app)
 	}
 	if sequenced && s.deps.Sequence != nil {
 		epoch, last := s.deps.Sequence(app, room)

@@ -262,7 +262,13 @@ func New(cfg *config.Config, logger *zap.Logger, opts Options) (_ *Gateway, err 
 			}
 			return channel
 		},
-		Events:          p.channels.Events,
+		Events: p.channels.Events,
+		RealtimeURL: func(app string) string {
+			if c, ok := rtClients[app]; ok {
+				return c.URL()
+			}
+			return ""
+		},
 		Sequence:        g.mc.RoomSequence,
 		SequenceChannel: g.mc.SequenceChannel,
 		Receipts:        g.receipts,
