@@ -34,6 +34,10 @@ const room = connectRoom({
   host: cfg.host,
   party: "main",
   receipts: { windowMs: 5000, flushMs: 2000 },
+  // Ask the token endpoint every 2 s (not 30 s), so that the run also
+  // sees realtime_disabled while the kill switch is on and at the end.
+  refreshMaxMs: 2000,
+  pollIntervalMs: 2000,
   legacyFactory: (t, h) => legacy(t, { ...h, onMessage: (d) => (tap("legacy")(d), h.onMessage(d)) }),
   realtimeFactory: (t, h) => rt(t, { ...h, onMessage: (d) => (tap("realtime")(d), h.onMessage(d)) }),
   onMessage(env, meta) {

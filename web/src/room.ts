@@ -192,7 +192,10 @@ export function connectRoom(options: ConnectRoomOptions): Room {
   let legacyOpen = false;
   const subs = new Map<string, Sub>();
   let fetching: Promise<void> | undefined;
-  let lastFetchAt = -Infinity;
+  /** When a stage hint last asked for a token: hints ask at most once a second. */
+  let lastHintAt = -Infinity;
+  /** A stage hint came while a token request (answered before it) was in flight. */
+  let hintAgain = false;
   let tokenAttempt = 0;
   let tokenTimer: unknown;
   let graceTimer: unknown;
@@ -410,16 +413,15 @@ export function connectRoom(options: ConnectRoomOptions): Room {
     stats.received[transport]++;
     const env = data;
     if (!env.sy && !takesUnsequenced(env, transport)) return;
-    if (
-      transport === "legacy" &&
-      env.sy &&
-      env.sy.stage !== "legacy" &&
-      subs.size === 0 &&
-      !fetching &&
-      clock.now() - lastFetchAt > 1000
-    ) {
-      // The room moved past legacy: subscribe to realtime now rather than at the next poll.
-      void refresh();
+    if (transport === "legacy" && env.sy && env.sy.stage !== "legacy" && subs.size === 0) {
+      // The room moved past legacy: subscribe to realtime now rather than
+      // at the next poll (after the request in flight, which may predate
+      // the change).
+      if (fetching) hintAgain = true;
+      else if (clock.now() - lastHintAt > 1000) {
+        lastHintAt = clock.now();
+        void refresh();
+      }
     }
     sequencer.push(env, transport, clock.now());
   }
@@ -459,7 +461,6 @@ export function connectRoom(options: ConnectRoomOptions): Room {
   function refresh(): Promise<void> {
     if (closed || paused) return Promise.resolve();
     if (fetching) return fetching;
-    lastFetchAt = clock.now();
     fetching = (async () => {
       try {
         const r = await getToken();
@@ -478,6 +479,11 @@ export function connectRoom(options: ConnectRoomOptions): Room {
       } finally {
         fetching = undefined;
         update();
+      }
+      if (hintAgain) {
+        hintAgain = false;
+        lastHintAt = clock.now();
+        if (subs.size === 0) void refresh();
       }
     })();
     return fetching;

@@ -175,6 +175,28 @@ test("a PartyKit message past legacy makes a PartyKit-only client subscribe to r
   assert.deepEqual(r.got.map((g) => g.e.sy!.seq), [1, 2]);
 });
 
+test("a stage hint during a token request asks again right after it", async () => {
+  let answerDisabled: (r: Response) => void = () => {};
+  const r = rig([]);
+  r.tokens.push(
+    () => json(404, { error: { code: "realtime_disabled", message: "legacy" } }),
+    () => json(200, answer(r.time)),
+  );
+  await flush();
+  r.legacy[0].open();
+  // The next poll is in flight (answered before the flip) when the hint comes.
+  const slow = new Promise<Response>((res) => (answerDisabled = res));
+  r.tokens.unshift(() => slow as unknown as Response);
+  await r.time.advance(15000);
+  assert.equal(r.requests.length, 2);
+  r.legacy[0].send(msg(1, "shadow"));
+  answerDisabled(json(404, { error: { code: "realtime_disabled", message: "legacy" } }));
+  await flush();
+  await flush();
+  assert.equal(r.requests.length, 3, "asked again at once, not at the next poll");
+  assert.equal(r.realtime.length, 1);
+});
+
 test("an expired grant is a clear error: status error, the gateway's message, nothing connected", async () => {
   const r = rig([() => json(401, { error: { code: "unauthorized", message: "room grant refused: expired" } })]);
   await flush();
