@@ -242,12 +242,13 @@ func (s *Server) receiptsOf(app, room string, in []receiptRequest) ([]receipts.R
 			if ms == nil {
 				continue
 			}
-			d := time.Duration(*ms * float64(time.Millisecond))
-			if math.IsNaN(*ms) || d < -maxReceiptSkew || d > maxReceiptLatency {
+			// Bounds checked on the float: a huge value would overflow the
+			// conversion to a Duration.
+			if math.IsNaN(*ms) || *ms < -float64(maxReceiptSkew.Milliseconds()) || *ms > float64(maxReceiptLatency.Milliseconds()) {
 				return nil, broadcast.Errorf(broadcast.EINVALID, "receipts[%d].%s: %v is outside -%d..%d ms", i,
 					[2]string{"legacyMs", "realtimeMs"}[t], *ms, maxReceiptSkew.Milliseconds(), maxReceiptLatency.Milliseconds())
 			}
-			d = max(d, 0)
+			d := max(time.Duration(*ms*float64(time.Millisecond)), 0)
 			if t == 0 {
 				rc.Legacy, rc.LegacyLatency = true, d
 			} else {

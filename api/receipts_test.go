@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -241,4 +242,45 @@ func TestTokenAnswerSequencedApp(t *testing.T) {
 	if a := do(t, "POST", f.pub.URL+"/v1/realtime/token", "Bearer "+testKey, `{"room":"legacy-room"}`); a.status != 404 || !strings.Contains(a.body, broadcast.EDISABLED) {
 		t.Errorf("legacy room: %d %s", a.status, a.body)
 	}
+}
+
+// FuzzReceipts feeds arbitrary bodies to POST /v1/receipts with a valid
+// grant: no input may cause a server error, an accepted report counts
+// exactly the receipts it carried, and a refused one counts none.
+func FuzzReceipts(f *testing.F) {
+	g := grant(f, grantSecret, "ai-hero", []string{"video-1"}, tokenNow, time.Minute)
+	for _, items := range []string{
+		`{"epoch":"e1","seq":1,"legacyMs":1.5,"realtimeMs":2}`,
+		`{"epoch":"e1","seq":2}`,
+		`{"channel":"ai-stream","legacyMs":-1}`,
+		`{"epoch":"","seq":0,"realtimeMs":1e308}`,
+		`{"seq":18446744073709551615,"epoch":"x","legacyMs":"NaN"}`,
+	} {
+		f.Add(receiptsBody("ai-hero", "video-1", g, items))
+	}
+	f.Add(`{"app":"ai-hero","room":"video-1","grant":"` + g + `","receipts":null}`)
+	f.Add(`[]`)
+	sink := &fakeSink{}
+	s := New(Config{Apps: map[string]App{"ai-hero": {Name: "ai-hero", GrantSecret: []byte(grantSecret)}},
+		Receipts: ReceiptLimits{PerSecond: 1e9, Burst: 1 << 30}},
+		Deps{Receipts: sink, Channels: func() []string { return tokenChannels }}, nil, nil, func() time.Time { return tokenNow })
+	h := s.Public()
+	f.Fuzz(func(t *testing.T, body string) {
+		before := len(sink.all("ai-hero"))
+		req := httptest.NewRequest("POST", "/v1/receipts", strings.NewReader(body))
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		after := len(sink.all("ai-hero"))
+		switch {
+		case rec.Code >= 500:
+			t.Fatalf("status %d for %q", rec.Code, body)
+		case rec.Code == http.StatusAccepted:
+			var a receiptsAnswer
+			if err := json.Unmarshal(rec.Body.Bytes(), &a); err != nil || a.Accepted != after-before || a.Accepted < 1 {
+				t.Fatalf("accepted %s but recorded %d", rec.Body, after-before)
+			}
+		case after != before:
+			t.Fatalf("refused with %d but recorded %d receipts", rec.Code, after-before)
+		}
+	})
 }
