@@ -109,6 +109,7 @@ func TestReceiptsRefused(t *testing.T) {
 		{"neither without seq", receiptsBody("ai-hero", "video-1", good, `{"channel":"ai-stream"}`), 400, broadcast.EINVALID, "receipts[0]: a message received by neither", "invalid"},
 		{"seq without epoch", receiptsBody("ai-hero", "video-1", good, `{"seq":3,"legacyMs":1}`), 400, broadcast.EINVALID, "receipts[0]: epoch and seq go together", "invalid"},
 		{"latency too high", receiptsBody("ai-hero", "video-1", good, `{"epoch":"e1","seq":1,"realtimeMs":900000}`), 400, broadcast.EINVALID, "receipts[0].realtimeMs", "invalid"},
+		{"latency overflowing a duration", receiptsBody("ai-hero", "video-1", good, `{"epoch":"e1","seq":1,"realtimeMs":1e300}`), 400, broadcast.EINVALID, "receipts[0].realtimeMs", "invalid"},
 		{"latency too negative", receiptsBody("ai-hero", "video-1", good, `{"epoch":"e1","seq":1,"legacyMs":-60000}`), 400, broadcast.EINVALID, "receipts[0].legacyMs", "invalid"},
 		{"bad channel", receiptsBody("ai-hero", "video-1", good, `{"channel":"Not A Channel","legacyMs":1}`), 400, broadcast.EINVALID, "receipts[0].channel", "invalid"},
 		{"wrong type", receiptsBody("ai-hero", "video-1", good, `{"epoch":"e1","seq":"1","legacyMs":1}`), 400, broadcast.EINVALID, "seq", "invalid"},
