@@ -209,6 +209,11 @@ type pageResult struct {
 type driverLine struct {
 	Event string          `json:"event"`
 	A     json.RawMessage `json:"a"`
+	Hook  struct {
+		Status string   `json:"status"`
+		Seqs   []uint64 `json:"seqs"`
+		Text   string   `json:"text"`
+	} `json:"hook"`
 	B     struct {
 		Status string `json:"status"`
 		Error  struct {
@@ -225,7 +230,9 @@ type driverLine struct {
 // the test moves every channel legacy -> shadow -> dual -> realtime, pulls
 // and releases the kill switch, and goes back to legacy. The page records
 // each message exactly once and in order; its receipts appear in the
-// gateway's figures; a second page with an expired grant shows the error.
+// gateway's figures; a second page with an expired grant shows the error;
+// a third page, using the React hook, gets the same messages in the same
+// order.
 func TestBrowserExactlyOnceThroughEveryFlip(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
 	defer cancel()
@@ -249,7 +256,7 @@ func TestBrowserExactlyOnceThroughEveryFlip(t *testing.T) {
 	run(ctx, t, web, node, "node_modules/typescript/bin/tsc", "-p", "tsconfig.json")
 	assets := t.TempDir()
 	run(ctx, t, web, filepath.Join(web, "node_modules", ".bin", "esbuild"), "e2e/page.ts", "--bundle", "--format=esm",
-		"--platform=browser", "--target=es2022", "--outfile="+filepath.Join(assets, "page.js"))
+		"--platform=browser", "--target=es2022", `--define:process.env.NODE_ENV="production"`, "--outfile="+filepath.Join(assets, "page.js"))
 	index, err := os.ReadFile(filepath.Join(web, "e2e", "index.html"))
 	if err != nil {
 		t.Fatal(err)
@@ -380,10 +387,21 @@ server: {shutdownTimeout: 5s}
 
 	fmt.Fprintf(stdin, "expect %d\n", total)
 	var res pageResult
-	if err := json.Unmarshal(next("result").A, &res); err != nil {
+	result := next("result")
+	if err := json.Unmarshal(result.A, &res); err != nil {
 		t.Fatal(err)
 	}
 	checkExactlyOnce(t, res, sent)
+	// The React hook, on a third page of the same room, saw the same.
+	var want []uint64
+	for _, r := range res.Records {
+		want = append(want, r.Seq)
+	}
+	if h := result.Hook; !slices.Equal(h.Seqs, want) || (h.Status != "open" && h.Status != "fallback") {
+		t.Errorf("useSwitchyardRoom page: status %q, %d messages (%q); want the %d of page a in the same order", h.Status, len(h.Seqs), h.Text, len(want))
+	} else {
+		t.Logf("useSwitchyardRoom page: status %s, %q", h.Status, h.Text)
+	}
 	checkReceipts(ctx, t, g, res)
 }
 

@@ -25,7 +25,9 @@ try {
   };
   const a = await open("a");
   const b = await open("b");
+  const hook = await open("hook");
   await a.waitForFunction(() => window.__sy && window.__sy.room.status === "fallback", null, { timeout: 30000, polling: 50 });
+  await hook.waitForFunction(() => window.__hook && window.__hook.status === "fallback", null, { timeout: 30000, polling: 50 });
   await b.waitForFunction(() => window.__sy && window.__sy.room.status === "error", null, { timeout: 30000, polling: 50 });
   const bState = await b.evaluate(() => ({
     status: window.__sy.room.status,
@@ -52,7 +54,9 @@ try {
     status: window.__sy.room.status,
     visibility: window.__sy.hidden(),
   }));
-  out({ event: "result", a: res });
+  await hook.waitForFunction((n) => window.__hook.seqs.length >= n, n, { timeout: 20000, polling: 100 }).catch((e) => process.stderr.write(`hook page: ${e}\n`));
+  const hookRes = await hook.evaluate(() => ({ status: window.__hook.status, seqs: window.__hook.seqs, text: document.getElementById("hook")?.textContent }));
+  out({ event: "result", a: res, hook: hookRes });
 } finally {
   await browser.close();
 }
