@@ -214,7 +214,7 @@ type driverLine struct {
 		Seqs   []uint64 `json:"seqs"`
 		Text   string   `json:"text"`
 	} `json:"hook"`
-	B     struct {
+	B struct {
 		Status string `json:"status"`
 		Error  struct {
 			Code    string `json:"code"`
