@@ -183,6 +183,22 @@ func secWait(t *testing.T, d time.Duration, what string, ok func() bool) {
 	}
 }
 
+// secMetric returns the value of the unlabelled metric name from the
+// admin listener's /metrics ("" when absent).
+func secMetric(t *testing.T, adm, name string) string {
+	t.Helper()
+	a := secDo(t, "GET", adm+"/metrics", "Bearer "+secAdmin, "")
+	if a.status != http.StatusOK {
+		t.Fatalf("/metrics: status %d", a.status)
+	}
+	for _, l := range strings.Split(a.body, "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
 func secGrantFor(t *testing.T, secret, app string, rooms []string, iat time.Time, life time.Duration) string {
 	t.Helper()
 	g, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"app": app, "rooms": rooms, "iat": iat.Unix(), "exp": iat.Add(life).Unix()}).SignedString([]byte(secret))
@@ -352,7 +368,12 @@ func TestSecurityNoSecretInLogsOrOutput(t *testing.T) {
 	// The comparator's realtime subscriptions reconnect with fresh tokens.
 	sg.rt.DropConnections()
 	expect("publish after reconnect", keep(secDo(t, "POST", pub+"/v1/broadcast", "Bearer "+secKeyPrimary, msg("video-1", "video.asset.ready", "after-drop"))), 200)
-	time.Sleep(1500 * time.Millisecond) // let the comparator decide and log
+	// The comparator's lines are part of what is checked: wait until every
+	// expectation is decided and logged (the pending gauge drops after
+	// that), within a multiple of its copy timeout.
+	secWait(t, 10*sg.cfg.Shadow.Timeout, "the comparator to decide every expectation", func() bool {
+		return secMetric(t, adm, "switchyard_shadow_pending") == "0"
+	})
 	sg.stop()
 
 	// The secrets were really used upstream.
