@@ -72,7 +72,9 @@ const DefaultStartDeadline = 5 * time.Second
 // Shutdown; see flagdlog.go), so every line follows log.format; nil means
 // none. Building a flagd provider briefly points os.Stderr at a pipe (the
 // only way into flagd's evaluator logger); NewProvider calls are
-// serialised for it.
+// serialised for it, but nothing else can be: NewProvider must not run
+// while another goroutine reads the os.Stderr variable (zap.New does),
+// which would be a data race and could hand that goroutine the pipe.
 func NewProvider(cfg Config, logger *zap.Logger, opts ...ProviderOption) (openfeature.FeatureProvider, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("flags: config: %w", err)

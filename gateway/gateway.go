@@ -152,7 +152,10 @@ func newPlan(cfg *config.Config) (*plan, error) {
 // constructed inert (nothing runs until Run), the flag provider is started
 // on the Gateway's own OpenFeature API instance, and both listeners are
 // bound. logger nil is a no-op logger. A failed New releases everything it
-// had acquired.
+// had acquired. Several gateways may be built and run in one process, but
+// New must not run while another goroutine reads the os.Stderr variable
+// (zap.New does): building a flagd provider swaps it briefly (see
+// flags.NewProvider). Build loggers before, or after, New.
 func New(cfg *config.Config, logger *zap.Logger, opts Options) (_ *Gateway, err error) {
 	started := time.Now()
 	if logger == nil {

@@ -171,9 +171,13 @@ func TestServersHaveLimits(t *testing.T) {
 // happens, starts the ordered shutdown, and is what Run returns; a clean
 // stop returns nil.
 func TestRunStopsOnFirstFailure(t *testing.T) {
-	t.Parallel()
+	// zap.New reads os.Stderr, which New (in the other parallel tests)
+	// swaps while it builds the flag provider: the logger is built before
+	// t.Parallel, while no parallel test runs (see New).
 	core, logs := observer.New(zap.InfoLevel)
-	g, r := start(t, testConfig(t, "http://127.0.0.1:1", "http://127.0.0.1:1", "legacy"), zap.New(core))
+	logger := zap.New(core)
+	t.Parallel()
+	g, r := start(t, testConfig(t, "http://127.0.0.1:1", "http://127.0.0.1:1", "legacy"), logger)
 	waitReady(t, g)
 	_ = g.adminLn.Close()
 	select {
