@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -356,15 +357,23 @@ func TestSecurityNoSecretInLogsOrOutput(t *testing.T) {
 	expect("body too large", keep(secDo(t, "POST", pub+"/v1/broadcast", "Bearer "+secKeyPrimary, `{"room":"r","name":"n","body":"`+strings.Repeat("x", 300<<10)+`"}`)), 413)
 	expect("bad JSON", keep(secDo(t, "POST", pub+"/v1/broadcast", "Bearer "+secKeyPrimary, `{"room":`)), 400)
 
-	// 3. Upstream failures, logged at error level with their causes.
-	sg.party.FailNext(2, 500)
+	// 3. Upstream failures, logged at error level with their causes. Each
+	// fault holds until it is cleared, for every request: a fault limited
+	// to the next N requests could be spent by the gateway's own background
+	// requests (off-path copies of the messages above, the comparator's
+	// token requests) before the call that must fail.
+	sg.party.FailNext(math.MaxInt, 500)
 	a = keep(secDo(t, "POST", pub+"/v1/broadcast", "Bearer "+secKeyPrimary, msg("video-2", "video.asset.ready", "fail-legacy")))
+	sg.party.FailNext(0, 0)
 	expect("legacy 5xx", a, 502)
-	sg.rt.SetPublishFault(realtimetest.HTTPFault{Status: 503, Times: 2})
-	expect("realtime 5xx", keep(secDo(t, "POST", pub+"/v1/broadcast", "Bearer "+secKeyPrimary, msg("chat-9", "image.resource.created", "fail-rt"))), 502)
-	sg.rt.SetTokenFault(realtimetest.HTTPFault{Status: 500, Times: 2})
-	expect("token 5xx", keep(secDo(t, "POST", pub+"/v1/realtime/token", "Bearer "+secKeyPrimary, `{"room":"video-3"}`)), 502)
+	sg.rt.SetPublishFault(realtimetest.HTTPFault{Status: 503})
+	a = keep(secDo(t, "POST", pub+"/v1/broadcast", "Bearer "+secKeyPrimary, msg("chat-9", "image.resource.created", "fail-rt")))
+	sg.rt.SetPublishFault(realtimetest.HTTPFault{})
+	expect("realtime 5xx", a, 502)
+	sg.rt.SetTokenFault(realtimetest.HTTPFault{Status: 500})
+	a = keep(secDo(t, "POST", pub+"/v1/realtime/token", "Bearer "+secKeyPrimary, `{"room":"video-3"}`))
 	sg.rt.SetTokenFault(realtimetest.HTTPFault{})
+	expect("token 5xx", a, 502)
 	// The comparator's realtime subscriptions reconnect with fresh tokens.
 	sg.rt.DropConnections()
 	expect("publish after reconnect", keep(secDo(t, "POST", pub+"/v1/broadcast", "Bearer "+secKeyPrimary, msg("video-1", "video.asset.ready", "after-drop"))), 200)
