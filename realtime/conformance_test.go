@@ -13,6 +13,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -124,10 +125,11 @@ func (tg target) wsURL(token string) string {
 // confConn is a test subscription: the text frames received, less the
 // settle probes (see settle).
 type confConn struct {
-	ws     *websocket.Conn
-	frames <-chan []byte
-	probe  string        // the marker of this connection's probes
-	probed chan struct{} // a probe arrived (buffered 1)
+	ws      *websocket.Conn
+	frames  <-chan []byte
+	probe   string     // the prefix of this connection's probes
+	settles int64      // settles so far: the current probe is probe-N (settle's own)
+	probed  chan int64 // N of each probe-N that arrived
 }
 
 // probeEvery is how long settle waits for one probe before publishing the
@@ -151,7 +153,7 @@ func (tg target) dial(t *testing.T, token, channel, topic string) *confConn {
 	}
 	t.Cleanup(func() { _ = ws.Close() })
 	ch := make(chan []byte, 64)
-	c := &confConn{ws: ws, frames: ch, probe: uniq("probe"), probed: make(chan struct{}, 1)}
+	c := &confConn{ws: ws, frames: ch, probe: uniq("probe"), probed: make(chan int64, 64)}
 	go func() {
 		defer close(ch)
 		for {
@@ -168,10 +170,13 @@ func (tg target) dial(t *testing.T, token, channel, topic string) *confConn {
 					Probe string `json:"probe"`
 				} `json:"data"`
 			}
-			if json.Unmarshal(b, &f) == nil && f.Kind == "data" && f.Data.Probe == c.probe {
-				select {
-				case c.probed <- struct{}{}:
-				default:
+			if json.Unmarshal(b, &f) == nil && f.Kind == "data" && strings.HasPrefix(f.Data.Probe, c.probe+"-") {
+				var n int64
+				if _, err := fmt.Sscanf(strings.TrimPrefix(f.Data.Probe, c.probe+"-"), "%d", &n); err == nil {
+					select {
+					case c.probed <- n:
+					default: // settle reads until its own; a full buffer holds only old ones
+					}
 				}
 				continue
 			}
@@ -188,18 +193,23 @@ func (tg target) dial(t *testing.T, token, channel, topic string) *confConn {
 // arrives. The probes never reach c.frames.
 func (c *confConn) settle(t *testing.T, tg target, channel, topic string) {
 	t.Helper()
-	select { // a late probe of an earlier settle proves nothing here
-	case <-c.probed:
-	default:
-	}
-	body := []byte(`{"probe":"` + c.probe + `"}`)
+	c.settles++
+	n := c.settles
+	body := []byte(fmt.Sprintf(`{"probe":"%s-%d"}`, c.probe, n))
 	deadline := time.Now().Add(probeWithin)
 	for {
 		tg.publish(t, channel, topic, "application/json", body)
-		select {
-		case <-c.probed:
-			return
-		case <-time.After(probeEvery):
+		wait := time.After(probeEvery)
+	probes:
+		for {
+			select {
+			case got := <-c.probed:
+				if got == n {
+					return
+				} // a late probe of an earlier settle proves nothing now
+			case <-wait:
+				break probes
+			}
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("subscription to %s/%s not in effect within %s", channel, topic, probeWithin)
