@@ -154,7 +154,8 @@ func newPlan(cfg *config.Config) (*plan, error) {
 // constructed inert (nothing runs until Run), the flag provider is started
 // on the Gateway's own OpenFeature API instance, and both listeners are
 // bound. logger nil is a no-op logger. A failed New releases everything it
-// had acquired.
+// had acquired. Several gateways may be built and run in one process,
+// concurrently.
 func New(cfg *config.Config, logger *zap.Logger, opts Options) (_ *Gateway, err error) {
 	started := time.Now()
 	if logger == nil {

@@ -13,6 +13,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -121,8 +122,26 @@ func (tg target) wsURL(token string) string {
 	return u + "/v1/realtime/connect?token=" + url.QueryEscape(token)
 }
 
-// dial connects and returns a channel of the text frames received.
-func (tg target) dial(t *testing.T, token string) (*websocket.Conn, <-chan []byte) {
+// confConn is a test subscription: the text frames received, less the
+// settle probes (see settle).
+type confConn struct {
+	ws      *websocket.Conn
+	frames  <-chan []byte
+	probe   string     // the prefix of this connection's probes
+	settles int64      // settles so far: the current probe is probe-N (settle's own)
+	probed  chan int64 // N of each probe-N that arrived
+}
+
+// probeEvery is how long settle waits for one probe before publishing the
+// next; probeWithin bounds the whole settle.
+const (
+	probeEvery  = 50 * time.Millisecond
+	probeWithin = 10 * time.Second
+)
+
+// dial connects with token, subscribed to channel/topic (the token's), and
+// returns once the subscription is in effect (settle).
+func (tg target) dial(t *testing.T, token, channel, topic string) *confConn {
 	t.Helper()
 	ws, resp, err := websocket.DefaultDialer.Dial(tg.wsURL(token), nil)
 	if err != nil {
@@ -134,6 +153,7 @@ func (tg target) dial(t *testing.T, token string) (*websocket.Conn, <-chan []byt
 	}
 	t.Cleanup(func() { _ = ws.Close() })
 	ch := make(chan []byte, 64)
+	c := &confConn{ws: ws, frames: ch, probe: uniq("probe"), probed: make(chan int64, 64)}
 	go func() {
 		defer close(ch)
 		for {
@@ -141,13 +161,60 @@ func (tg target) dial(t *testing.T, token string) (*websocket.Conn, <-chan []byt
 			if err != nil {
 				return
 			}
-			if typ == websocket.TextMessage {
-				ch <- b
+			if typ != websocket.TextMessage {
+				continue
 			}
+			var f struct {
+				Kind string `json:"kind"`
+				Data struct {
+					Probe string `json:"probe"`
+				} `json:"data"`
+			}
+			if json.Unmarshal(b, &f) == nil && f.Kind == "data" && strings.HasPrefix(f.Data.Probe, c.probe+"-") {
+				var n int64
+				if _, err := fmt.Sscanf(strings.TrimPrefix(f.Data.Probe, c.probe+"-"), "%d", &n); err == nil {
+					select {
+					case c.probed <- n:
+					default: // settle reads until its own; a full buffer holds only old ones
+					}
+				}
+				continue
+			}
+			ch <- b
 		}
 	}()
-	time.Sleep(150 * time.Millisecond) // no acknowledgement: let the subscription settle
-	return ws, ch
+	c.settle(t, tg, channel, topic)
+	return c
+}
+
+// settle returns once a message published on channel/topic reaches c. The
+// protocol acknowledges no subscription (connect or sub frame): instead of
+// waiting a guessed time, it publishes probes, one per probeEvery, until one
+// arrives. The probes never reach c.frames.
+func (c *confConn) settle(t *testing.T, tg target, channel, topic string) {
+	t.Helper()
+	c.settles++
+	n := c.settles
+	body := []byte(fmt.Sprintf(`{"probe":"%s-%d"}`, c.probe, n))
+	deadline := time.Now().Add(probeWithin)
+	for {
+		tg.publish(t, channel, topic, "application/json", body)
+		wait := time.After(probeEvery)
+	probes:
+		for {
+			select {
+			case got := <-c.probed:
+				if got == n {
+					return
+				} // a late probe of an earlier settle proves nothing now
+			case <-wait:
+				break probes
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("subscription to %s/%s not in effect within %s", channel, topic, probeWithin)
+		}
+	}
 }
 
 // next returns the next data frame, or nil after wait.
@@ -185,7 +252,7 @@ func jsonEqual(t *testing.T, a, b []byte) bool {
 func TestConformancePublishFrameShape(t *testing.T) {
 	tg := conformanceTarget(t)
 	ch := uniq("conf-shape")
-	_, frames := tg.dial(t, tg.token(t, ch, "updates"))
+	frames := tg.dial(t, tg.token(t, ch, "updates"), ch, "updates").frames
 	body := []byte(`{"body":{"n":1.5,"s":"é"},"requestId":"r-1","name":"video.asset.ready"}`)
 	tg.publish(t, ch, "updates", "application/json", body)
 	f := next(t, frames, 5*time.Second)
@@ -215,7 +282,7 @@ func TestConformancePublishFrameShape(t *testing.T) {
 func TestConformancePassthroughAndWrapping(t *testing.T) {
 	tg := conformanceTarget(t)
 	ch := uniq("conf-wrap")
-	_, frames := tg.dial(t, tg.token(t, ch, "t"))
+	frames := tg.dial(t, tg.token(t, ch, "t"), ch, "t").frames
 	tests := []struct {
 		name, contentType, body, want string
 	}{
@@ -338,13 +405,14 @@ func TestConformanceWrongKey401(t *testing.T) {
 
 func TestConformanceSubUnsub(t *testing.T) {
 	tg := conformanceTarget(t)
-	x, y := uniq("conf-x"), uniq("conf-y")
-	ws, frames := tg.dial(t, tg.token(t, x, "t"))
+	x, y, z := uniq("conf-x"), uniq("conf-y"), uniq("conf-z")
+	conn := tg.dial(t, tg.token(t, x, "t"), x, "t")
+	ws, frames := conn.ws, conn.frames
 	tokY := tg.token(t, y, "t")
 	if err := ws.WriteJSON(map[string]any{"kind": "sub", "data": tokY}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(150 * time.Millisecond)
+	conn.settle(t, tg, y, "t")
 	tg.publish(t, y, "t", "application/json", []byte(`{"on":"y"}`))
 	if f := next(t, frames, 5*time.Second); f == nil || !jsonEqual(t, f["data"], []byte(`{"on":"y"}`)) {
 		t.Fatalf("after sub: got %v, want the message on y", f)
@@ -356,7 +424,13 @@ func TestConformanceSubUnsub(t *testing.T) {
 	if err := ws.WriteJSON(map[string]any{"kind": "unsub", "data": c.Topics}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(150 * time.Millisecond)
+	// An unsubscription cannot be probed; a sub frame sent after it can,
+	// and the server handles one connection's frames in order: once z's
+	// probe arrives, the unsub of y is in effect.
+	if err := ws.WriteJSON(map[string]any{"kind": "sub", "data": tg.token(t, z, "t")}); err != nil {
+		t.Fatal(err)
+	}
+	conn.settle(t, tg, z, "t")
 	tg.publish(t, y, "t", "application/json", []byte(`{"on":"y2"}`))
 	tg.publish(t, x, "t", "application/json", []byte(`{"on":"x"}`))
 	for {

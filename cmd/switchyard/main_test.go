@@ -111,6 +111,30 @@ func stageFlags(stage string) string {
 	return string(b) + "\n"
 }
 
+// setConfigLine replaces the line of the config at path that starts with
+// prefix by line.
+func setConfigLine(t *testing.T, path, prefix, line string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(b), "\n")
+	n := 0
+	for i, l := range lines {
+		if strings.HasPrefix(l, prefix) {
+			lines[i] = line
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("config %s: %d lines start with %q, want 1", path, n, prefix)
+	}
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // writeE2EConfig writes a config for a gateway on :0 in a temp dir and
 // returns its path.
 func writeE2EConfig(t *testing.T, partyURL, realtimeURL, stage string, extra string) string {
@@ -356,10 +380,14 @@ func TestServeEndToEndRealPartyKit(t *testing.T) {
 			t.Errorf("%s %s = %d %s, want %d", tt.path, tt.body, status, body, tt.status)
 		}
 	}
-	select {
-	case f := <-b.frames:
-		t.Fatalf("a refused message reached the browser: %s", f)
-	case <-time.After(300 * time.Millisecond):
+	// A probe sent after the refusals: the room's frames arrive in order,
+	// so a refused message that got through would come before it.
+	status, body = post(t, g.public+"/v1/broadcast", e2eKey, "", `{"room":"course-42","name":"video.asset.ready","body":"probe","requestId":"probe-1"}`)
+	if status != 200 {
+		t.Fatalf("probe = %d %s", status, body)
+	}
+	if got, want := b.next(t), `{"body":"probe","requestId":"probe-1","name":"video.asset.ready"}`; got != want {
+		t.Fatalf("a refused message reached the browser: %s (want the probe %s)", got, want)
 	}
 
 	// Metrics are served by the admin listener's own registry.
@@ -371,7 +399,7 @@ func TestServeEndToEndRealPartyKit(t *testing.T) {
 	resp.Body.Close()
 	for _, want := range []string{
 		`switchyard_messages_accepted_total{app="ai-hero",channel="ai-stream",stage="legacy"} 2`,
-		`switchyard_upstream_requests_total{class="2xx",op="publish",transport="legacy"} 3`,
+		`switchyard_upstream_requests_total{class="2xx",op="publish",transport="legacy"} 4`, // 3 and the probe
 	} {
 		if !strings.Contains(string(metrics), want) {
 			t.Errorf("metrics lack %s", want)
@@ -397,19 +425,34 @@ func TestSigtermDrainsInFlight(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	// A slow PartyKit that says when a publish arrived.
+	// A slow PartyKit that says when a publish arrived and answers it when
+	// the test releases it (after it has seen the drain).
 	arrived := make(chan struct{}, 4)
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	free := func() { releaseOnce.Do(func() { close(release) }) }
 	var publishes atomic.Int32
 	party := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		publishes.Add(1)
 		arrived <- struct{}{}
-		time.Sleep(700 * time.Millisecond) // inside the 1s attempt timeout
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
 		_, _ = io.WriteString(w, "ok")
 	}))
 	defer party.Close()
+	defer free() // before party.Close, which waits for the handler
 	rt := realtimetest.NewServer(realtimetest.Config{})
 	t.Cleanup(rt.Close) // after the gateway's own cleanup (LIFO)
 	path := writeE2EConfig(t, party.URL, rt.URL(), "legacy", "")
+	// The publish is held until released: its deadlines are long against
+	// the hold, and the drain deadline (server.shutdownTimeout) longer
+	// than the wait for readyz below.
+	const drain = 20 * time.Second
+	setConfigLine(t, path, "upstream:", "upstream: {timeout: 40s, attemptTimeout: 40s, backoffBase: 10ms, backoffMax: 100ms}")
+	setConfigLine(t, path, "server:", fmt.Sprintf("server: {shutdownTimeout: %s}", drain))
 
 	cmd := exec.Command(bin, "serve", "--config", path)
 	cmd.Env = append(os.Environ(), "E2E_KEY="+e2eKey)
@@ -465,15 +508,19 @@ func TestSigtermDrainsInFlight(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
+	// The publish is held: the gateway is draining until it is released.
 	sawNotReady := false
-	for i := 0; i < 50 && !sawNotReady; i++ {
+	for deadline := time.Now().Add(drain / 2); !sawNotReady && time.Now().Before(deadline); {
 		resp, err := http.Get(admin + "/readyz")
 		if err == nil {
 			sawNotReady = resp.StatusCode == 503
 			resp.Body.Close()
 		}
-		time.Sleep(10 * time.Millisecond)
+		if !sawNotReady {
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
+	free()
 	r := <-inflight
 	if r.status != 200 {
 		t.Fatalf("in-flight publish answered %d %s during shutdown", r.status, r.body)
