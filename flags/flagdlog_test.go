@@ -1,9 +1,7 @@
 package flags
 
 import (
-	"bytes"
 	"errors"
-	"sync"
 	"testing"
 
 	"github.com/go-logr/logr"
@@ -11,24 +9,6 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 )
-
-// syncBuffer is a bytes.Buffer safe for concurrent writes and reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func TestZapSink(t *testing.T) {
 	core, logs := observer.New(zapcore.InfoLevel)
