@@ -51,6 +51,22 @@ type App struct {
 	GrantSecret []byte
 	// Origins are the CORS origins allowed on the token path.
 	Origins []string
+	// Parties are the PartyKit parties the drop-in path may address, the
+	// app's default party first (the one of /apps/{app}/party/{room} and of
+	// /v1/broadcast). Empty means DefaultParty only.
+	Parties []string
+}
+
+// DefaultParty is PartyKit's default party ("main"), the only one an App
+// without Parties accepts.
+const DefaultParty = "main"
+
+// parties returns a.Parties, or DefaultParty alone.
+func (a App) parties() []string {
+	if len(a.Parties) == 0 {
+		return []string{DefaultParty}
+	}
+	return a.Parties
 }
 
 // Config is the API's own configuration, built from the gateway config.

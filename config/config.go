@@ -122,8 +122,12 @@ type DropIn struct {
 
 // Party is the app's PartyKit upstream.
 type Party struct {
-	URL          string `yaml:"url"`
-	Party        string `yaml:"party"`
+	URL   string `yaml:"url"`
+	Party string `yaml:"party"`
+	// Parties are the other parties the app publishes to, besides Party:
+	// the drop-in path /apps/{app}/parties/{party}/{room} accepts Party and
+	// these only (another is 404).
+	Parties      []string `yaml:"parties"`
 	PathPrefix   string `yaml:"pathPrefix"`
 	SecretHeader string `yaml:"secretHeader"`
 	Secret       string `yaml:"secret"` // Secret
@@ -134,7 +138,7 @@ type Realtime struct {
 	URL                string            `yaml:"url"`
 	SigningKey         string            `yaml:"signingKey"`         // Secret
 	FallbackSigningKey string            `yaml:"fallbackSigningKey"` // Secret
-	Channel            string            `yaml:"channel"`            // template: {room} {app} {channel}
+	Channel            string            `yaml:"channel"`            // template: {room} {app} {party} {channel}
 	Topics             map[string]string `yaml:"topics"`             // channel name -> topic
 }
 
@@ -436,6 +440,22 @@ func (c *Config) applyDefaults() {
 	}
 }
 
+// effectiveParties is p.Parties with the default party (p.Party, or
+// legacyparty.DefaultParty with the alias prefix) first, each once.
+func effectiveParties(p Party) []string {
+	def := p.Party
+	if def == "" {
+		def = legacyparty.DefaultParty
+	}
+	out := []string{def}
+	for _, x := range p.Parties {
+		if !slices.Contains(out, x) {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
 // setZero sets *p to def when *p is the zero value.
 func setZero[T comparable](p *T, def T) {
 	var zero T
@@ -584,7 +604,22 @@ func (c *Config) Validate() error {
 			pc.Policy = upstream.Policy{}
 		}
 		errs = append(errs, under(f+".party.", pc.Validate())...)
-		errs = append(errs, under(f+".realtime.", c.RealtimeConfig(name).Validate(), "channelTemplate", "channel")...)
+		for i, p := range a.Party.Parties {
+			pf := fmt.Sprintf("%s.party.parties[%d]", f, i)
+			if err := legacyparty.ValidateParty(p); err != nil {
+				bad(pf, "%v", err)
+			} else if pc.WithDefaults().PathPrefix == legacyparty.AliasPathPrefix && p != legacyparty.DefaultParty {
+				bad(pf, "%q cannot be addressed through the %q alias (only %q)", p, legacyparty.AliasPathPrefix, legacyparty.DefaultParty)
+			}
+		}
+		rc := c.RealtimeConfig(name)
+		rcErr := rc.Validate()
+		errs = append(errs, under(f+".realtime.", rcErr, "channelTemplate", "channel")...)
+		if rcErr == nil {
+			if err := c.realtimeScope(name).Collision(); err != nil {
+				bad(f+".realtime.channel", "%v: one subscriber would receive the other's messages", err)
+			}
+		}
 		topics := make([]string, 0, len(a.Realtime.Topics))
 		for ch := range a.Realtime.Topics {
 			topics = append(topics, ch)
@@ -608,6 +643,8 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+
+	errs = append(errs, c.channelCollisions()...)
 
 	if !isRate(c.Shadow.SampleRate) {
 		bad("shadow.sampleRate", "must be between 0 and 1")
@@ -642,6 +679,64 @@ func (c *Config) Validate() error {
 		errs = append(errs, under("record.", err)...) // kept for when a file is set
 	}
 	return errors.Join(errs...)
+}
+
+// realtimeScope is every Inngest channel name app's template can yield.
+func (c *Config) realtimeScope(app string) realtime.Scope {
+	a := c.Apps[app]
+	return realtime.Scope{Template: a.Realtime.Channel, App: app, Parties: effectiveParties(a.Party),
+		Channels: append(c.ChannelNames(), broadcast.DefaultChannel)}
+}
+
+// realtimeEnv identifies the Inngest environment an app publishes into,
+// as far as the config tells: the realtime URL (scheme and host, case
+// folded, without a trailing slash) and the env part of the signing key
+// ("" without a key: the dev server). Different keys of one env part may
+// still be one environment (a rotation, or two keys of one account), so the
+// env part, not the key, decides.
+func (c *Config) realtimeEnv(app string) (url, keyEnv string) {
+	r := c.Apps[app].Realtime
+	return strings.ToLower(strings.TrimRight(r.URL, "/")), realtime.SigningKeyEnv(r.SigningKey)
+}
+
+// channelCollisions refuses two apps on one realtime environment whose
+// channel templates can yield the same Inngest channel: a token of one app
+// for some room would then receive the other app's messages. The error is
+// reported on the later app (in name order), with a channel name both
+// yield.
+func (c *Config) channelCollisions() []error {
+	var errs []error
+	names := c.AppNames()
+	for j, b := range names {
+		if c.RealtimeConfig(b).Validate() != nil {
+			continue // reported above
+		}
+		ub, eb := c.realtimeEnv(b)
+		for _, a := range names[:j] {
+			if ua, ea := c.realtimeEnv(a); ua != ub || ea != eb || c.RealtimeConfig(a).Validate() != nil {
+				continue
+			}
+			w, ok, err := realtime.Overlap(c.realtimeScope(a), c.realtimeScope(b))
+			if err != nil || !ok {
+				continue
+			}
+			env := eb
+			if env == "" {
+				env = "none"
+			}
+			errs = append(errs, fmt.Errorf("apps.%s.realtime.channel: %q can yield the channel %q, as can apps.%s.realtime.channel %q, on one realtime environment (url %s, signing key env %s): a token of one app would receive the other's messages; namespace both, e.g. with the default %q",
+				b, tmplName(c.Apps[b].Realtime.Channel), w, a, tmplName(c.Apps[a].Realtime.Channel), ub, env, realtime.DefaultChannelTemplate))
+			break
+		}
+	}
+	return errs
+}
+
+func tmplName(t string) string {
+	if t == "" {
+		return realtime.DefaultChannelTemplate
+	}
+	return t
 }
 
 // upstreamProblems checks the upstream section (the upstream package has
@@ -785,9 +880,10 @@ func (c *Config) PartyConfig(app string) legacyparty.Config {
 // the shared upstream policy. An unknown app gives a config without URL,
 // which its Validate refuses.
 func (c *Config) RealtimeConfig(app string) realtime.Config {
-	r := c.Apps[app].Realtime
+	a := c.Apps[app]
+	r, parties := a.Realtime, effectiveParties(a.Party)
 	return realtime.Config{URL: r.URL, SigningKey: r.SigningKey, FallbackSigningKey: r.FallbackSigningKey,
-		ChannelTemplate: r.Channel, Topics: r.Topics, Policy: c.UpstreamPolicy()}
+		ChannelTemplate: r.Channel, Party: parties[0], Parties: parties, Topics: r.Topics, Policy: c.UpstreamPolicy()}
 }
 
 // RecordConfig is the recorder's configuration (record.*); meaningful when

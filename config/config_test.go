@@ -181,3 +181,49 @@ func TestUnknownNestedKeysNameTheField(t *testing.T) {
 		t.Errorf("merged shadow.timeout = %s, want %s", got, want)
 	}
 }
+
+// TestRealtimeChannelCollisions: two apps on one realtime environment (the
+// same URL and signing key env) may not have templates that can yield one
+// Inngest channel; the default template namespaces app and party.
+func TestRealtimeChannelCollisions(t *testing.T) {
+	doc := func(a, b string) string {
+		return `
+channels: [{name: video, events: [video.ready]}]
+flags: {provider: memory}
+apps:
+  ai-hero:
+    apiKeys: ["key-ai-hero-0123456789"]
+    party: {url: "http://127.0.0.1:1999"}
+    realtime: {url: "http://127.0.0.1:8288", ` + a + `}
+  course-builder:
+    apiKeys: ["key-course-builder-0123"]
+    party: {url: "http://127.0.0.1:1999", parties: [chat]}
+    realtime: {url: "HTTP://127.0.0.1:8288/", ` + b + `}
+`
+	}
+	for _, tt := range []struct {
+		name, a, b, want string
+	}{
+		{"defaults", `signingKey: signkey-prod-00`, `signingKey: signkey-prod-11`, ""},
+		{"the old default against a party prefix", `channel: "{room}"`, `channel: "{party}-{room}"`, `apps.course-builder.realtime.channel: "{party}-{room}" can yield the channel "main-x", as can apps.ai-hero.realtime.channel "{room}"`},
+		{"a room cannot hold '/'", `channel: "{room}"`, `channel: "{party}/{room}"`, ""},
+		{"same env, different keys", `channel: "{room}", signingKey: signkey-prod-00`, `channel: "{party}-{room}", signingKey: signkey-prod-11`, `can yield the channel`},
+		{"different key env", `channel: "{room}", signingKey: signkey-prod-00`, `channel: "{party}-{room}", signingKey: signkey-branch-11`, ""},
+		{"app namespaces", `channel: "{app}:{room}"`, `channel: "{app}:{party}:{room}"`, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse([]byte(doc(tt.a, tt.b)), env(nil))
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("error %v, want one containing %q", err, tt.want)
+			case tt.want == "":
+				rc := c.RealtimeConfig("course-builder")
+				if rc.Party != "main" || strings.Join(rc.Parties, ",") != "main,chat" {
+					t.Errorf("RealtimeConfig party %q parties %v, want main and main,chat", rc.Party, rc.Parties)
+				}
+			}
+		})
+	}
+}

@@ -125,7 +125,8 @@ func newPlan(cfg *config.Config) (*plan, error) {
 	for _, name := range cfg.AppNames() {
 		a := cfg.Apps[name]
 		p.party[name], p.realtime[name] = cfg.PartyConfig(name), cfg.RealtimeConfig(name)
-		aa := api.App{Name: name, DropInHeader: a.DropIn.Header, DropInSecret: a.DropIn.Secret, Origins: a.Origins}
+		aa := api.App{Name: name, DropInHeader: a.DropIn.Header, DropInSecret: a.DropIn.Secret, Origins: a.Origins,
+			Parties: p.realtime[name].Parties}
 		for _, k := range a.APIKeys {
 			aa.KeyHashes = append(aa.KeyHashes, api.HashKey(k))
 		}

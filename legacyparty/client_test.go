@@ -87,7 +87,7 @@ func TestPublishPaths(t *testing.T) {
 		{"message party wins", legacyparty.Config{Party: "chat"}, "main", "r1", "main", "r1", ""},
 		{"alias", legacyparty.Config{PathPrefix: "/party"}, "", "r1", "main", "r1", ""},
 		{"alias refuses other party", legacyparty.Config{PathPrefix: "/party"}, "chat", "r1", "", "", broadcast.EINVALID},
-		{"escaped room", legacyparty.Config{}, "", `"q"~`, "main", "%22q%22~", ""},
+		{"room written as is", legacyparty.Config{}, "", "q!*'()~", "main", "q!*'()~", ""},
 		{"invalid party", legacyparty.Config{}, "a b", "r1", "", "", broadcast.EINVALID},
 	}
 	for _, tt := range tests {
