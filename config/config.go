@@ -128,9 +128,9 @@ type Party struct {
 	// the drop-in path /apps/{app}/parties/{party}/{room} accepts Party and
 	// these only (another is 404).
 	Parties      []string `yaml:"parties"`
-	PathPrefix   string `yaml:"pathPrefix"`
-	SecretHeader string `yaml:"secretHeader"`
-	Secret       string `yaml:"secret"` // Secret
+	PathPrefix   string   `yaml:"pathPrefix"`
+	SecretHeader string   `yaml:"secretHeader"`
+	Secret       string   `yaml:"secret"` // Secret
 }
 
 // Realtime is the app's Inngest Realtime upstream.
