@@ -82,6 +82,10 @@ type Config struct {
 	AdminToken string
 	// MaxBatch bounds POST /v1/broadcasts (default 100).
 	MaxBatch int
+	// MaxHeaderBytes bounds a request head on connections of
+	// GuardListener (default http.DefaultMaxHeaderBytes, 1 MiB; the gateway
+	// passes server.maxHeaderBytes).
+	MaxHeaderBytes int
 }
 
 // Deps are the collaborators of the API; nil ones disable their endpoints
@@ -111,15 +115,17 @@ type Deps struct {
 // Server holds the handlers of both listeners. Its handlers are safe for
 // concurrent use; SetReady may be called at any time.
 type Server struct {
-	cfg    Config
-	deps   Deps
-	m      *Metrics
-	log    *zap.Logger
-	now    func() time.Time
-	ready  atomic.Bool
-	apps   []App // for constant-time key lookup over every app
-	public http.Handler
-	admin  http.Handler
+	cfg   Config
+	deps  Deps
+	m     *Metrics
+	log   *zap.Logger
+	now   func() time.Time
+	ready atomic.Bool
+	apps  []App // for constant-time key lookup over every app
+	// refusedPrefix starts the path of GuardListener's marker requests.
+	refusedPrefix string
+	public        http.Handler
+	admin         http.Handler
 }
 
 // New builds the server. logger nil is a no-op logger; now nil is
@@ -140,15 +146,18 @@ func New(cfg Config, deps Deps, m *Metrics, logger *zap.Logger, now func() time.
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 100
 	}
+	if cfg.MaxHeaderBytes <= 0 {
+		cfg.MaxHeaderBytes = http.DefaultMaxHeaderBytes
+	}
 	if cfg.ChannelOf == nil {
 		cfg.ChannelOf = func(string) string { return broadcast.DefaultChannel }
 	}
-	s := &Server{cfg: cfg, deps: deps, m: m, log: logger, now: now}
+	s := &Server{cfg: cfg, deps: deps, m: m, log: logger, now: now, refusedPrefix: newRefusedPrefix()}
 	for _, a := range cfg.Apps {
 		s.apps = append(s.apps, a)
 	}
-	s.public = s.publicMux()
-	s.admin = s.adminMux()
+	s.public = s.framed("public", s.publicMux())
+	s.admin = s.framed("admin", s.adminMux())
 	return s
 }
 
@@ -193,6 +202,8 @@ func statusOf(code string) int {
 		return http.StatusBadGateway
 	case broadcast.EDRAINING:
 		return http.StatusServiceUnavailable
+	case eHeaderTooLarge:
+		return http.StatusRequestHeaderFieldsTooLarge
 	case "method_not_allowed":
 		return http.StatusMethodNotAllowed
 	}

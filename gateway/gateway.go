@@ -266,15 +266,19 @@ func New(cfg *config.Config, logger *zap.Logger, opts Options) (_ *Gateway, err 
 		Gatherer: g.reg, Now: opts.Now, Log: logger.Named("status"),
 	})
 	g.api = api.New(api.Config{Env: cfg.Env, Apps: p.apiApps, ChannelOf: p.channels.Of, MaxBodyBytes: cfg.Server.MaxBodyBytes,
-		AdminToken: cfg.Admin.Token}, deps, api.NewMetrics(g.reg), logger.Named("api"), opts.Now)
+		AdminToken: cfg.Admin.Token, MaxHeaderBytes: cfg.Server.MaxHeaderBytes}, deps, api.NewMetrics(g.reg), logger.Named("api"), opts.Now)
 	g.api.SetReady(false)
 
+	// Both listeners frame requests strictly before net/http parses them
+	// (api.Server.GuardListener: request smuggling).
 	if g.publicLn, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
+	g.publicLn = g.api.GuardListener(g.publicLn)
 	if g.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
 		return nil, fmt.Errorf("admin.listen: %w", err)
 	}
+	g.adminLn = g.api.GuardListener(g.adminLn)
 	g.publicSrv = g.server(g.api.Public())
 	g.adminSrv = g.server(g.api.Admin())
 	return g, nil
