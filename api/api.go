@@ -113,7 +113,8 @@ type Deps struct {
 }
 
 // Server holds the handlers of both listeners. Its handlers are safe for
-// concurrent use; SetReady may be called at any time.
+// concurrent use; SetReady, SetLeaving and SetDraining may be called at any
+// time.
 type Server struct {
 	cfg   Config
 	deps  Deps
@@ -121,7 +122,11 @@ type Server struct {
 	log   *zap.Logger
 	now   func() time.Time
 	ready atomic.Bool
-	apps  []App // for constant-time key lookup over every app
+	// leaving and draining are the shutdown's two phases (SetLeaving,
+	// SetDraining).
+	leaving  atomic.Bool
+	draining atomic.Bool
+	apps     []App // for constant-time key lookup over every app
 	// refusedPrefix starts the path of GuardListener's marker requests.
 	refusedPrefix string
 	public        http.Handler
@@ -156,7 +161,7 @@ func New(cfg Config, deps Deps, m *Metrics, logger *zap.Logger, now func() time.
 	for _, a := range cfg.Apps {
 		s.apps = append(s.apps, a)
 	}
-	s.public = s.framed("public", s.publicMux())
+	s.public = s.framed("public", s.lifecycle(s.publicMux()))
 	s.admin = s.framed("admin", s.adminMux())
 	return s
 }
@@ -165,6 +170,42 @@ func New(cfg Config, deps Deps, m *Metrics, logger *zap.Logger, now func() time.
 func (s *Server) SetReady(ready bool) {
 	s.ready.Store(ready)
 	s.m.ready.Set(b2f(ready))
+}
+
+// SetLeaving starts the first phase of a shutdown: every public answer
+// carries Connection: close, so that a keep-alive client opens its next
+// connection through the load balancer (to another replica, once this one
+// is out of its endpoints); requests are still served. Call it with
+// SetReady(false). It cannot be undone.
+func (s *Server) SetLeaving() { s.leaving.Store(true) }
+
+// SetDraining starts the second phase: every public request that still
+// arrives is answered 503 draining with Connection: close, and served no
+// further (the gateway calls it when shutdown.delay is over, just before
+// the listener stops accepting). Requests already in their handler finish.
+// It cannot be undone.
+func (s *Server) SetDraining() {
+	s.leaving.Store(true)
+	s.draining.Store(true)
+}
+
+// lifecycle applies the shutdown phases to the public handler h.
+func (s *Server) lifecycle(h http.Handler) http.Handler {
+	refuse := s.instrument("public", "draining", func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, "", "", broadcast.Errorf(broadcast.EDRAINING, "the gateway is shutting down: retry on another connection"))
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.leaving.Load() {
+			h.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Connection", "close")
+		if s.draining.Load() {
+			refuse.ServeHTTP(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // Public is the handler of the public listener.

@@ -594,3 +594,49 @@ func TestCheckUTF8NamesThePath(t *testing.T) {
 		})
 	}
 }
+
+// TestShutdownPhases: while leaving, public answers close their
+// connection; while draining, every public request is 503 draining; the
+// admin listener is not affected.
+func TestShutdownPhases(t *testing.T) {
+	fb := &fakeBroadcaster{}
+	s := New(Config{Apps: map[string]App{"ai-hero": {Name: "ai-hero", KeyHashes: [][32]byte{HashKey(testKey)}}}}, Deps{Broadcaster: fb}, nil, nil, nil)
+	s.SetReady(true)
+	pub, adm := httptest.NewServer(s.Public()), httptest.NewServer(s.Admin())
+	t.Cleanup(pub.Close)
+	t.Cleanup(adm.Close)
+	body := `{"room":"r","name":"n","body":1}`
+	publish := func() (answer, bool) {
+		req, _ := http.NewRequest("POST", pub.URL+"/v1/broadcast", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+testKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return answer{resp.StatusCode, resp.Header, string(b)}, resp.Close
+	}
+	if a, closed := publish(); a.status != 200 || closed {
+		t.Fatalf("serving: %d, Connection: close %v", a.status, closed)
+	}
+	s.SetReady(false)
+	s.SetLeaving()
+	if a, closed := publish(); a.status != 200 || !closed {
+		t.Errorf("leaving: %d, Connection: close %v; want 200 and close", a.status, closed)
+	}
+	s.SetDraining()
+	a, closed := publish()
+	if code, _ := errorOf(t, a); a.status != 503 || code != broadcast.EDRAINING || !closed {
+		t.Errorf("draining: %d %s, Connection: close %v; want 503 draining and close", a.status, a.body, closed)
+	}
+	if n := len(fb.sent()); n != 2 {
+		t.Errorf("%d messages forwarded, want 2 (none while draining)", n)
+	}
+	if a := do(t, "GET", adm.URL+"/readyz", "", ""); a.status != 503 {
+		t.Errorf("readyz = %d, want 503", a.status)
+	}
+	if a := do(t, "GET", adm.URL+"/healthz", "", ""); a.status != 200 {
+		t.Errorf("healthz = %d, want 200 (the admin listener keeps serving)", a.status)
+	}
+}

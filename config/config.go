@@ -48,6 +48,7 @@ type Config struct {
 	Apps      map[string]App       `yaml:"apps"`
 	Shadow    Shadow               `yaml:"shadow"`
 	Server    Server               `yaml:"server"`
+	Shutdown  Shutdown             `yaml:"shutdown"`
 	Upstream  Upstream             `yaml:"upstream"`
 	Multicast Multicast            `yaml:"multicast"`
 	Record    Record               `yaml:"record"`
@@ -167,6 +168,24 @@ type Server struct {
 	MaxHeaderBytes    int           `yaml:"maxHeaderBytes"`
 	MaxBodyBytes      int64         `yaml:"maxBodyBytes"`
 	ShutdownTimeout   time.Duration `yaml:"shutdownTimeout"`
+}
+
+// Shutdown is how the gateway leaves a load balancer on SIGTERM.
+type Shutdown struct {
+	// Delay is how long the public listener keeps serving after readyz
+	// turned 503, so that the load balancer stops sending before the
+	// listener closes. Nil takes the env's default: DefaultShutdownDelay in
+	// staging and prod, none in dev and test; an explicit 0s means none.
+	// Delay reads it.
+	Delay *time.Duration `yaml:"delay"`
+}
+
+// DelayOrZero is Delay, or 0 when unset.
+func (s Shutdown) DelayOrZero() time.Duration {
+	if s.Delay == nil {
+		return 0
+	}
+	return *s.Delay
 }
 
 // Upstream is the deadline and retry policy shared by both transports.
@@ -359,6 +378,11 @@ const (
 	// DefaultDropInHeader carries the drop-in path's shared secret when
 	// apps.*.dropIn.secret is set without a header.
 	DefaultDropInHeader = "X-Switchyard-Secret"
+	// DefaultShutdownDelay is shutdown.delay in staging and prod: long
+	// enough for Kubernetes to take the pod out of the Service's endpoints
+	// (the endpoints controller, then every kube-proxy and ingress, react
+	// within a few seconds of the pod turning not ready / terminating).
+	DefaultShutdownDelay = 5 * time.Second
 	// DefaultMaxConnsPerHost is upstream.maxConnsPerHost when unset; it
 	// equals what upstream.NewTransport applies to 0, which that package
 	// does not export.
@@ -422,6 +446,13 @@ func (c *Config) applyDefaults() {
 	setZero(&v.MaxHeaderBytes, 16<<10)
 	setZero(&v.MaxBodyBytes, 256<<10)
 	setZero(&v.ShutdownTimeout, 15*time.Second)
+	if c.Shutdown.Delay == nil {
+		d := time.Duration(0)
+		if c.Env == "staging" || c.Env == "prod" {
+			d = DefaultShutdownDelay
+		}
+		c.Shutdown.Delay = &d
+	}
 	u, ud := &c.Upstream, upstream.Policy{}.WithDefaults()
 	setZero(&u.Timeout, ud.Timeout)
 	setZero(&u.AttemptTimeout, ud.AttemptTimeout)
@@ -670,6 +701,9 @@ func (c *Config) Validate() error {
 		if d.v < 0 {
 			bad("server."+d.field, "%v is negative", d.v)
 		}
+	}
+	if d := c.Shutdown.DelayOrZero(); d < 0 || d > 5*time.Minute {
+		bad("shutdown.delay", "%v is outside 0..5m", d)
 	}
 	errs = append(errs, c.upstreamProblems()...)
 	errs = append(errs, under("multicast.", c.MulticastConfig().Validate())...)

@@ -4,6 +4,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 const example = `
@@ -225,5 +226,47 @@ apps:
 				}
 			}
 		})
+	}
+}
+
+func TestShutdownDelayDefaults(t *testing.T) {
+	doc := func(env, extra string) string {
+		return `env: ` + env + `
+admin: {token: "admin-token-0123456789"}
+channels: [{name: video, events: [video.ready]}]
+flags: {provider: memory}
+apps:
+  ai-hero:
+    apiKeys: ["key-ai-hero-0123456789"]
+    party: {url: "http://127.0.0.1:1999"}
+    realtime: {url: "http://127.0.0.1:8288"}
+` + extra
+	}
+	for _, tt := range []struct {
+		env, extra string
+		want       time.Duration
+		err        string
+	}{
+		{"prod", "", DefaultShutdownDelay, ""},
+		{"staging", "", DefaultShutdownDelay, ""},
+		{"dev", "", 0, ""},
+		{"test", "", 0, ""},
+		{"prod", "shutdown: {delay: 0s}", 0, ""},
+		{"dev", "shutdown: {delay: 250ms}", 250 * time.Millisecond, ""},
+		{"dev", "shutdown: {delay: -1s}", 0, "shutdown.delay: -1s is outside 0..5m"},
+		{"dev", "shutdown: {delay: 10m}", 0, "shutdown.delay: 10m0s is outside 0..5m"},
+		{"dev", "shutdown: {wait: 1s}", 0, "shutdown.wait: unknown key"},
+	} {
+		c, err := Parse([]byte(doc(tt.env, tt.extra)), env(nil))
+		switch {
+		case tt.err != "":
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("%s %q: error %v, want %q", tt.env, tt.extra, err, tt.err)
+			}
+		case err != nil:
+			t.Errorf("%s %q: %v", tt.env, tt.extra, err)
+		case c.Shutdown.DelayOrZero() != tt.want:
+			t.Errorf("%s %q: delay %v, want %v", tt.env, tt.extra, c.Shutdown.DelayOrZero(), tt.want)
+		}
 	}
 }
