@@ -22,6 +22,14 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# The real Inngest dev server of test/adversarial (realtime/inngestdev),
+# built once from the Go module proxy by the shared tool script beside the
+# checkout (minutes the first time, then cached). Without the script the
+# suite's Inngest cases skip, saying so.
+if [ -f ../shared/tools/inngest-dev.sh ]; then
+  echo "test-deps: Inngest dev server ($(bash ../shared/tools/inngest-dev.sh))"
+fi
+
 gobin="$(go env GOPATH)/bin"
 if [ ! -x "$gobin/staticcheck" ]; then
   echo "test-deps: go install staticcheck"
