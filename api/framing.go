@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -343,49 +342,55 @@ type framing struct {
 }
 
 // checkFraming parses a complete head (ending with the blank line) and
-// returns its body framing, or the reason it is refused.
+// returns its body framing, or the reason it is refused. It allocates
+// nothing.
 func checkFraming(head []byte) (framing, string) {
-	lines := strings.Split(string(head[:len(head)-4]), "\r\n")
-	method, rest, ok := strings.Cut(lines[0], " ")
-	target, version, ok2 := strings.Cut(rest, " ")
-	if !ok || !ok2 || !isToken(method) || target == "" || strings.ContainsAny(target, " \t") || hasCTL(target) ||
-		(version != "HTTP/1.1" && version != "HTTP/1.0") {
+	crlf := []byte("\r\n")
+	requestLine, rest, _ := bytes.Cut(head[:len(head)-4], crlf)
+	method, line, ok := bytes.Cut(requestLine, []byte(" "))
+	target, version, ok2 := bytes.Cut(line, []byte(" "))
+	if !ok || !ok2 || !isToken(method) || len(target) == 0 || bytes.ContainsAny(target, " \t") || hasCTL(target) ||
+		(string(version) != "HTTP/1.1" && string(version) != "HTTP/1.0") {
 		return framing{}, "request-line"
 	}
-	var lengths, encodings []string
-	for _, line := range lines[1:] {
+	f := framing{post: string(method) == http.MethodPost}
+	var lengths, encodings int
+	var length, encoding []byte
+	for len(rest) > 0 {
+		line, rest, _ = bytes.Cut(rest, crlf)
 		if line[0] == ' ' || line[0] == '\t' {
-			return framing{}, "fold"
+			return f, "fold"
 		}
-		if !validFieldLine([]byte(line)) {
-			return framing{}, "header"
+		if !validFieldLine(line) {
+			return f, "header"
 		}
-		name, value, _ := strings.Cut(line, ":")
-		value = strings.Trim(value, " \t")
+		name, value, _ := bytes.Cut(line, []byte(":"))
+		value = bytes.Trim(value, " \t")
 		switch {
-		case strings.EqualFold(name, "Content-Length"):
-			lengths = append(lengths, value)
-		case strings.EqualFold(name, "Transfer-Encoding"):
-			encodings = append(encodings, value)
+		case bytes.EqualFold(name, []byte("Content-Length")):
+			lengths++
+			length = value
+		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
+			encodings++
+			encoding = value
 		}
 	}
-	f := framing{post: method == http.MethodPost}
 	switch {
-	case len(lengths) > 0 && len(encodings) > 0:
+	case lengths > 0 && encodings > 0:
 		return f, "cl-te"
-	case len(lengths) > 1:
+	case lengths > 1:
 		return f, "cl-twice"
-	case len(encodings) > 1:
+	case encodings > 1:
 		return f, "te-twice"
-	case len(encodings) == 1 && version == "HTTP/1.0":
+	case encodings == 1 && string(version) == "HTTP/1.0":
 		return f, "te-http10"
-	case len(encodings) == 1 && !strings.EqualFold(encodings[0], "chunked"):
+	case encodings == 1 && !bytes.EqualFold(encoding, []byte("chunked")):
 		return f, "te-bad"
-	case len(encodings) == 1:
+	case encodings == 1:
 		f.chunked = true
-	case len(lengths) == 1:
-		n, err := strconv.ParseInt(lengths[0], 10, 64)
-		if err != nil || n < 0 || lengths[0] == "" || strings.Trim(lengths[0], "0123456789") != "" {
+	case lengths == 1:
+		n, ok := decimal(length)
+		if !ok {
 			return f, "cl-bad"
 		}
 		f.length = n
@@ -393,20 +398,27 @@ func checkFraming(head []byte) (framing, string) {
 	return f, ""
 }
 
+// decimal parses 1 to 18 ASCII digits (no sign, no spaces).
+func decimal(b []byte) (int64, bool) {
+	if len(b) == 0 || len(b) > 18 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
+}
+
 // validFieldLine reports whether line (without CRLF) is name ":" value
 // with a token name (no whitespace before the colon) and a value without
 // control characters other than HTAB.
 func validFieldLine(line []byte) bool {
 	i := bytes.IndexByte(line, ':')
-	if i <= 0 || !isToken(string(line[:i])) {
-		return false
-	}
-	for _, b := range line[i+1:] {
-		if (b < 0x20 && b != '\t') || b == 0x7f {
-			return false
-		}
-	}
-	return true
+	return i > 0 && isToken(line[:i]) && !hasCTL(line[i+1:])
 }
 
 // chunkSize parses a chunk-size line (with CRLF): hex digits, then
@@ -417,7 +429,7 @@ func chunkSize(line []byte) (int64, bool) {
 	}
 	line = line[:len(line)-2]
 	if i := bytes.IndexByte(line, ';'); i >= 0 {
-		if hasCTL(string(line[i:])) {
+		if hasCTL(line[i:]) {
 			return 0, false
 		}
 		line = line[:i]
@@ -425,19 +437,27 @@ func chunkSize(line []byte) (int64, bool) {
 	if len(line) == 0 || len(line) > 15 {
 		return 0, false
 	}
-	n, err := strconv.ParseInt(string(line), 16, 64)
-	if err != nil || strings.Trim(string(line), "0123456789abcdefABCDEF") != "" {
-		return 0, false
+	var n int64
+	for _, c := range line {
+		switch {
+		case c >= '0' && c <= '9':
+			n = n<<4 | int64(c-'0')
+		case c >= 'a' && c <= 'f':
+			n = n<<4 | int64(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			n = n<<4 | int64(c-'A'+10)
+		default:
+			return 0, false
+		}
 	}
 	return n, true
 }
 
-func isToken(s string) bool {
-	if s == "" {
+func isToken(b []byte) bool {
+	if len(b) == 0 {
 		return false
 	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
+	for _, c := range b {
 		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
 			return false
 		}
@@ -445,9 +465,9 @@ func isToken(s string) bool {
 	return true
 }
 
-func hasCTL(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; (c < 0x20 && c != '\t') || c == 0x7f {
+func hasCTL(b []byte) bool {
+	for _, c := range b {
+		if (c < 0x20 && c != '\t') || c == 0x7f {
 			return true
 		}
 	}
