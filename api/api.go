@@ -26,6 +26,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/switchyard/switchyard/broadcast"
+	"github.com/switchyard/switchyard/receipts"
 	"github.com/switchyard/switchyard/shadow"
 )
 
@@ -49,8 +50,12 @@ type App struct {
 	// GrantSecret verifies room grants on GET /v1/realtime/token; empty
 	// disables that path for the app.
 	GrantSecret []byte
-	// Origins are the CORS origins allowed on the token path.
+	// Origins are the CORS origins allowed on the token and receipts
+	// paths.
 	Origins []string
+	// Sequenced is true for an app whose envelopes carry the sequence
+	// ("sy"): its token answers carry the room's sequence start.
+	Sequenced bool
 	// Parties are the PartyKit parties the drop-in path may address, the
 	// app's default party first (the one of /apps/{app}/party/{room} and of
 	// /v1/broadcast). Empty means DefaultParty only.
@@ -86,6 +91,9 @@ type Config struct {
 	// GuardListener (default http.DefaultMaxHeaderBytes, 1 MiB; the gateway
 	// passes server.maxHeaderBytes).
 	MaxHeaderBytes int
+	// Receipts limits POST /v1/receipts (zero fields take the defaults of
+	// ReceiptLimits).
+	Receipts ReceiptLimits
 }
 
 // Deps are the collaborators of the API; nil ones disable their endpoints
@@ -110,6 +118,33 @@ type Deps struct {
 	StatusPage http.Handler
 	// Recorder, when set, is told about every accepted message.
 	Recorder func(m *broadcast.Message)
+
+	// What the token answer tells browsers (token answer version 2), each
+	// nil-safe: Topic maps an app's configured channel to its realtime
+	// topic (nil: the channel name); Events maps each configured event
+	// name to its channel; Sequence returns a sequenced room's epoch and
+	// last sequence number (the multicaster's RoomSequence).
+	Topic  func(app, channel string) string
+	Events func() map[string]string
+	// RealtimeURL is an app's Inngest API base URL (its realtime.url), for
+	// the browser's subscription; nil leaves it out.
+	RealtimeURL func(app string) string
+	Sequence    func(app, room string) (epoch string, last uint64)
+	// SequenceChannel resolves the channel of a sequenced message a
+	// receipt names (the multicaster's SequenceChannel); nil trusts the
+	// channel the browser reports.
+	SequenceChannel func(app, room, epoch string, seq uint64) (string, bool)
+	// Receipts counts validated browser receipts; nil disables
+	// POST /v1/receipts (404) and the admin receipts summary.
+	Receipts ReceiptSink
+	// ReceiptsSummary serves GET /v1/admin/receipts/summary.
+	ReceiptsSummary func() []receipts.ChannelSummary
+}
+
+// ReceiptSink takes the validated receipts of one report. Record must be
+// safe for concurrent use and must not block on I/O.
+type ReceiptSink interface {
+	Record(app string, rs []receipts.Receipt)
 }
 
 // Server holds the handlers of both listeners. Its handlers are safe for
@@ -127,6 +162,8 @@ type Server struct {
 	leaving  atomic.Bool
 	draining atomic.Bool
 	apps     []App // for constant-time key lookup over every app
+	// rcptLimits rate-limits receipt reports per grant and room.
+	rcptLimits *grantLimiter
 	// refusedPrefix starts the path of GuardListener's marker requests.
 	refusedPrefix string
 	public        http.Handler
@@ -157,7 +194,9 @@ func New(cfg Config, deps Deps, m *Metrics, logger *zap.Logger, now func() time.
 	if cfg.ChannelOf == nil {
 		cfg.ChannelOf = func(string) string { return broadcast.DefaultChannel }
 	}
-	s := &Server{cfg: cfg, deps: deps, m: m, log: logger, now: now, refusedPrefix: newRefusedPrefix()}
+	cfg.Receipts = cfg.Receipts.withDefaults()
+	s := &Server{cfg: cfg, deps: deps, m: m, log: logger, now: now, rcptLimits: newGrantLimiter(cfg.Receipts),
+		refusedPrefix: newRefusedPrefix()}
 	for _, a := range cfg.Apps {
 		s.apps = append(s.apps, a)
 	}
@@ -379,17 +418,23 @@ func NewRequestID() string {
 
 // ---- bodies ----
 
-// readBody reads the whole request body up to the limit; over it the error
-// is ETOOLARGE.
+// readBody reads the whole request body up to server.maxBodyBytes; over it
+// the error is ETOOLARGE.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	if r.ContentLength > s.cfg.MaxBodyBytes {
-		return nil, broadcast.Errorf(broadcast.ETOOLARGE, "request body is %d bytes, over the %d byte limit", r.ContentLength, s.cfg.MaxBodyBytes)
+	return readBodyLimit(w, r, s.cfg.MaxBodyBytes)
+}
+
+// readBodyLimit reads the whole request body up to limit bytes; over it
+// the error is ETOOLARGE.
+func readBodyLimit(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	if r.ContentLength > limit {
+		return nil, broadcast.Errorf(broadcast.ETOOLARGE, "request body is %d bytes, over the %d byte limit", r.ContentLength, limit)
 	}
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, broadcast.Errorf(broadcast.ETOOLARGE, "request body is over the %d byte limit", s.cfg.MaxBodyBytes)
+			return nil, broadcast.Errorf(broadcast.ETOOLARGE, "request body is over the %d byte limit", limit)
 		}
 		return nil, &broadcast.Error{Code: broadcast.EINVALID, Message: "reading the request body failed", Err: err}
 	}
@@ -405,6 +450,7 @@ type Metrics struct {
 	rejects  *prometheus.CounterVec
 	tokens   *prometheus.CounterVec
 	tokenErr *prometheus.CounterVec
+	rcptErr  *prometheus.CounterVec
 	ready    prometheus.Gauge
 }
 
@@ -427,12 +473,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		tokenErr: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchyard_token_errors_total", Help: "Token requests refused or failed, by app and reason.",
 		}, []string{"app", "reason"}),
+		rcptErr: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchyard_browser_receipts_refused_total", Help: "Browser receipt reports (POST /v1/receipts) refused, by app and reason.",
+		}, []string{"app", "reason"}),
 		ready: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "switchyard_ready", Help: "1 when /readyz answers 200.",
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.rejects, m.tokens, m.tokenErr, m.ready)
+		reg.MustRegister(m.requests, m.duration, m.rejects, m.tokens, m.tokenErr, m.rcptErr, m.ready)
 	}
 	return m
 }
@@ -482,6 +531,8 @@ func statusLabel(status int) string {
 	switch status {
 	case http.StatusOK:
 		return "200"
+	case http.StatusAccepted:
+		return "202"
 	case http.StatusBadRequest:
 		return "400"
 	case http.StatusUnauthorized:

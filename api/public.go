@@ -27,6 +27,8 @@ func (s *Server) publicMux() http.Handler {
 	mux.Handle("POST /v1/realtime/token", s.instrument("public", "token_server", s.handleTokenServer))
 	mux.Handle("GET /v1/realtime/token", s.instrument("public", "token_grant", s.handleTokenGrant))
 	mux.Handle("OPTIONS /v1/realtime/token", s.instrument("public", "token_preflight", s.handleTokenPreflight))
+	mux.Handle("POST /v1/receipts", s.instrument("public", "receipts", s.handleReceipts))
+	mux.Handle("OPTIONS /v1/receipts", s.instrument("public", "receipts_preflight", s.handleReceiptsPreflight))
 	mux.Handle("/", s.instrument("public", "other", s.notFound(mux)))
 	return mux
 }

@@ -498,7 +498,7 @@ func TestTokenServer(t *testing.T) {
 }
 
 // TestTokenServerAnswerShape checks the exact JSON keys the Inngest browser
-// client's token refresh takes.
+// client's token refresh takes, and the version 2 members beside them.
 func TestTokenServerAnswerShape(t *testing.T) {
 	f := newTokenFixture(t, nil)
 	a := do(t, "POST", f.pub.URL+"/v1/realtime/token", "Bearer "+testKey, `{"room":"video-1","topics":["ai-stream"]}`)
@@ -506,7 +506,14 @@ func TestTokenServerAnswerShape(t *testing.T) {
 	if err := json.Unmarshal([]byte(a.body), &got); err != nil || a.status != 200 {
 		t.Fatalf("%d %s: %v", a.status, a.body, err)
 	}
-	want := map[string]any{"key": "rt-jwt-ai-hero-video-1", "channel": "video-1", "topics": []any{"ai-stream"}, "expiresAt": "2026-11-23T12:01:00Z"}
+	want := map[string]any{"key": "rt-jwt-ai-hero-video-1", "channel": "video-1", "topics": []any{"ai-stream"}, "expiresAt": "2026-11-23T12:01:00Z",
+		"version": 2.0, "app": "ai-hero", "room": "video-1", "serverTime": float64(tokenNow.UnixMilli()), "killSwitch": false,
+		"events": map[string]any{},
+		"channels": []any{
+			map[string]any{"name": "video-ready", "stage": "shadow", "topic": "video-ready", "realtimeChannel": "", "subscribed": false},
+			map[string]any{"name": "ai-stream", "stage": "shadow", "topic": "ai-stream", "realtimeChannel": "video-1", "subscribed": true},
+			map[string]any{"name": "default", "stage": "shadow", "topic": "default", "realtimeChannel": "", "subscribed": false},
+		}}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("answer = %v, want %v", got, want)
 	}

@@ -65,6 +65,11 @@ type Message struct {
 	// room (it is drawn from one adapter-wide counter, so it has gaps per
 	// room and never restarts); zero until the adapter accepts the message.
 	Seq uint64
+	// Sequence is set by the adapter for an app configured as sequenced
+	// (Config.Sequenced), under the room's lock, before the message is
+	// shared: the room's own gap-free number, and the "sy" member that
+	// Envelope then carries. Nil for other apps.
+	Sequence *Sequence
 }
 
 // NewMessage validates the parts of a message and renders its envelope. body
@@ -245,6 +250,8 @@ type Envelope struct {
 	Body      json.RawMessage `json:"body"`
 	RequestID string          `json:"requestId"`
 	Name      string          `json:"name"`
+	// Sy is present in the envelopes of sequenced apps.
+	Sy *Sequence `json:"sy,omitempty"`
 }
 
 // DecodeEnvelope parses a frame received from either transport. It fails

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,6 +53,19 @@ type Config struct {
 	// BatchParallelism bounds how many rooms of one BroadcastBatch are
 	// published at the same time (default 8).
 	BatchParallelism int
+	// Sequenced names the apps whose envelopes carry the "sy" member
+	// (Sequence): a per-message id and a gap-free per-room sequence number
+	// that browsers use to deliver each message once and in order through
+	// stage changes (docs/browser.md). Other apps' envelopes are the plain
+	// {body, requestId, name} of today.
+	Sequenced map[string]bool
+	// SequenceRooms bounds the rooms whose sequence is remembered (default
+	// DefaultSequenceRooms); beyond it the least recently used room is
+	// forgotten and starts a new epoch.
+	SequenceRooms int
+	// SequenceIdleTTL is how long a room without messages keeps its
+	// sequence (default DefaultSequenceIdleTTL).
+	SequenceIdleTTL time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -75,6 +89,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.BatchParallelism <= 0 {
 		c.BatchParallelism = 8
+	}
+	if c.SequenceRooms <= 0 {
+		c.SequenceRooms = DefaultSequenceRooms
+	}
+	if c.SequenceIdleTTL <= 0 {
+		c.SequenceIdleTTL = DefaultSequenceIdleTTL
 	}
 	return c
 }
@@ -179,6 +199,7 @@ type Multicaster struct {
 	dedup   *dedupWindow
 	limiter *rateLimiter
 	seq     atomic.Uint64
+	seqr    *sequencer
 
 	// Off-path side, per transport index: rooms with queued messages wait
 	// in ready (each at most once, so it never fills: a room is there only
@@ -266,6 +287,7 @@ func NewMulticaster(cfg Config, legacy, realtime Publisher, resolver StageResolv
 		rooms:   newRooms(),
 		dedup:   newDedupWindow(cfg.DedupWindow, cfg.DedupMaxEntries),
 		limiter: newRateLimiter(cfg.Apps),
+		seqr:    newSequencer(cfg.SequenceRooms, cfg.SequenceIdleTTL, cfg.Channels),
 		idle:    make(chan struct{}, 1),
 
 		drainedCh:   make(chan struct{}, 1),
@@ -404,7 +426,7 @@ func (mc *Multicaster) Broadcast(ctx context.Context, m *Message) (Outcome, erro
 		return out, nil
 	}
 	cm := am.channel(m.Channel)
-	out, err := mc.publish(ctx, m, stage, out, cm)
+	out, err := mc.publish(ctx, m, route, out, cm)
 	if err != nil && m.IdempotencyKey != "" {
 		mc.dedup.release(m.App, m.IdempotencyKey, gen)
 	}
@@ -412,7 +434,8 @@ func (mc *Multicaster) Broadcast(ctx context.Context, m *Message) (Outcome, erro
 }
 
 // publish runs the accepted m under its room's lock.
-func (mc *Multicaster) publish(ctx context.Context, m *Message, stage Stage, out Outcome, cm *chanMetrics) (Outcome, error) {
+func (mc *Multicaster) publish(ctx context.Context, m *Message, route Route, out Outcome, cm *chanMetrics) (Outcome, error) {
+	stage := route.Stage
 	ans := stage.Answering()
 	ai := tIndex(ans)
 	off, hasOff := stage.OffPath()
@@ -449,6 +472,9 @@ func (mc *Multicaster) publish(ctx context.Context, m *Message, stage Stage, out
 	defer st.unlock()
 
 	m.Seq = mc.seq.Add(1)
+	if mc.cfg.Sequenced[m.App] {
+		mc.sequence(m, route)
+	}
 	expected := false
 	if mc.observer != nil && stage.Compared() && mc.sampled(m) {
 		mc.observer.Expect(m, stage)
@@ -498,6 +524,37 @@ func (mc *Multicaster) publish(ctx context.Context, m *Message, stage Stage, out
 		return out, &Error{Code: code, Transport: ans, Message: string(ans) + " transport refused the message: " + del.Reason, Err: err}
 	}
 	return out, &Error{Code: EUPSTREAM, Transport: ans, Message: string(ans) + " transport failed: " + del.Reason, Err: err}
+}
+
+// sequence gives m its room's next sequence number and renders its
+// sequenced envelope. The caller holds the room lock.
+func (mc *Multicaster) sequence(m *Message, route Route) {
+	epoch, n := mc.seqr.next(m.App, m.Room, m.Channel, m.AcceptedAt)
+	sq := &Sequence{
+		ID: epoch + "-" + strconv.FormatUint(n, 10), Epoch: epoch, Seq: n, TS: m.AcceptedAt.UnixMilli(),
+		Stage: route.Stage, Channel: m.Channel, KillSwitch: route.KillSwitch,
+	}
+	m.Sequence = sq
+	m.Envelope = AppendSequencedEnvelope(make([]byte, 0, len(m.Envelope)+len(epoch)*2+len(m.Channel)+96), m.Body, m.RequestID, m.Name, sq)
+}
+
+// RoomSequence returns the current epoch of (app, room) and the last
+// sequence number assigned in it (0 when none yet); the state is created
+// when absent, so the epoch returned is the one the room's next message
+// carries unless the room is forgotten meanwhile. The token endpoint hands
+// it to browsers as their starting point. Safe for concurrent use; it does
+// not block on I/O.
+func (mc *Multicaster) RoomSequence(app, room string) (epoch string, last uint64) {
+	return mc.seqr.peek(app, room, mc.now())
+}
+
+// SequenceChannel returns the channel of the message numbered seq in epoch
+// of (app, room), while it is among the room's last 128 sequenced
+// messages; ok is false otherwise. Receipts that name a message the
+// browser never received are counted under this channel. Safe for
+// concurrent use.
+func (mc *Multicaster) SequenceChannel(app, room, epoch string, seq uint64) (channel string, ok bool) {
+	return mc.seqr.channelOf(app, room, epoch, seq)
 }
 
 // sampled reports whether m is passed to the Observer. A message to a

@@ -57,10 +57,11 @@ type Result struct {
 	// subscribe, publish).
 	err error
 	// checks are the transports checked, in the order legacy, realtime.
-	checks []Check
+	checks []check
 }
 
-type Check struct {
+// check is the outcome of one transport in a run.
+type check struct {
 	transport broadcast.Transport
 	latency   time.Duration // publish start to receipt; valid when received
 	received  bool
@@ -256,7 +257,7 @@ func Run(ctx context.Context, o Options, app config.App, c *adminclient.Client, 
 		if !slices.Contains(want, t) {
 			continue
 		}
-		c := Check{transport: t}
+		c := check{transport: t}
 		if at, ok := arr.get(t); ok {
 			c.received, c.latency = true, max(0, at.Sub(sent))
 		} else {

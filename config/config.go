@@ -111,8 +111,15 @@ type App struct {
 	// GrantSecret signs the room grants browsers present to
 	// GET /v1/realtime/token. Secret. Empty disables that path.
 	GrantSecret string `yaml:"grantSecret"`
-	// Origins are the browser origins allowed by CORS on the token path.
+	// Origins are the browser origins allowed by CORS on the token and
+	// receipts paths.
 	Origins []string `yaml:"origins"`
+	// Sequence adds the "sy" member (message id, per-room sequence number,
+	// stage, channel, acceptance time) to every envelope of the app, on
+	// both transports, so that the browser client delivers each message
+	// once and in order through stage changes (docs/browser.md). Off by
+	// default: it changes the bytes today's PartyKit clients receive.
+	Sequence bool `yaml:"sequence"`
 }
 
 // DropIn is the optional shared secret of the PartyKit-compatible path.
@@ -205,6 +212,8 @@ type Multicast struct {
 	OffPathTimeout  time.Duration `yaml:"offPathTimeout"`
 	DedupWindow     time.Duration `yaml:"dedupWindow"`
 	DedupMaxEntries int           `yaml:"dedupMaxEntries"`
+	SequenceRooms   int           `yaml:"sequenceRooms"`
+	SequenceIdleTTL time.Duration `yaml:"sequenceIdleTTL"`
 }
 
 // Record configures the opt-in traffic recorder.
@@ -466,6 +475,8 @@ func (c *Config) applyDefaults() {
 	setZero(&m.OffPathTimeout, md.OffPathTimeout)
 	setZero(&m.DedupWindow, md.DedupWindow)
 	setZero(&m.DedupMaxEntries, md.DedupMaxEntries)
+	setZero(&m.SequenceRooms, md.SequenceRooms)
+	setZero(&m.SequenceIdleTTL, md.SequenceIdleTTL)
 	if c.Record.File != "" {
 		setZero(&c.Record.MaxBytes, int64(recording.DefaultMaxBytes))
 	}
@@ -884,12 +895,17 @@ func (c *Config) FlagsConfig() flags.Config {
 func (c *Config) MulticastConfig() broadcast.Config {
 	m := c.Multicast
 	apps := make(map[string]broadcast.AppLimits, len(c.Apps))
+	sequenced := map[string]bool{}
 	for name, a := range c.Apps {
 		apps[name] = broadcast.AppLimits{RatePerSecond: a.RateLimit.PerSecond, Burst: a.RateLimit.Burst}
+		if a.Sequence {
+			sequenced[name] = true
+		}
 	}
 	return broadcast.Config{Apps: apps, Channels: c.ChannelNames(),
 		OffPathQueue: m.OffPathQueue, OffPathWorkers: m.OffPathWorkers, OffPathTimeout: m.OffPathTimeout,
-		DedupWindow: m.DedupWindow, DedupMaxEntries: m.DedupMaxEntries, SampleRate: c.SampleRate}
+		DedupWindow: m.DedupWindow, DedupMaxEntries: m.DedupMaxEntries, SampleRate: c.SampleRate,
+		Sequenced: sequenced, SequenceRooms: m.SequenceRooms, SequenceIdleTTL: m.SequenceIdleTTL}
 }
 
 // UpstreamPolicy returns the deadline and retry policy both transports

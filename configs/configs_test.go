@@ -17,6 +17,7 @@ import (
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/broadcast"
 	"github.com/switchyard/switchyard/flags"
+	"github.com/switchyard/switchyard/receipts"
 	"github.com/switchyard/switchyard/shadow"
 	"github.com/switchyard/switchyard/upstream"
 )
@@ -72,6 +73,7 @@ func registeredMetrics(tb testing.TB) map[string]metricInfo {
 	flags.NewMetrics(reg)
 	upstream.NewMetrics(reg)
 	api.NewMetrics(reg)
+	receipts.NewMetrics(reg)
 	out := map[string]metricInfo{}
 	for _, col := range reg.collectors {
 		var histogram bool
@@ -580,6 +582,7 @@ func TestDashboardUsesOnlyRegisteredMetrics(t *testing.T) {
 		"switchyard_offpath_dropped_total", "switchyard_token_errors_total", "switchyard_flag_errors_total",
 		"switchyard_rate_limited_total", "switchyard_killswitch_active", "switchyard_flag_file_valid",
 		"switchyard_http_requests_total", "switchyard_http_request_duration_seconds",
+		"switchyard_browser_receipts_total", "switchyard_browser_receive_latency_seconds", "switchyard_browser_receipts_refused_total",
 	} {
 		if !used[want] {
 			t.Errorf("no panel reads %s", want)

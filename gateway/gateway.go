@@ -30,6 +30,7 @@ import (
 	"github.com/switchyard/switchyard/flags"
 	"github.com/switchyard/switchyard/legacyparty"
 	"github.com/switchyard/switchyard/realtime"
+	"github.com/switchyard/switchyard/receipts"
 	"github.com/switchyard/switchyard/recording"
 	"github.com/switchyard/switchyard/shadow"
 	"github.com/switchyard/switchyard/status"
@@ -53,6 +54,7 @@ type Gateway struct {
 	lgWatch  *legacyparty.Watcher
 	resolver *flags.Resolver
 	recorder *recording.Recorder
+	receipts *receipts.Aggregator
 
 	publicLn, adminLn   net.Listener
 	publicSrv, adminSrv *http.Server
@@ -131,7 +133,7 @@ func newPlan(cfg *config.Config) (*plan, error) {
 		a := cfg.Apps[name]
 		p.party[name], p.realtime[name] = cfg.PartyConfig(name), cfg.RealtimeConfig(name)
 		aa := api.App{Name: name, DropInHeader: a.DropIn.Header, DropInSecret: a.DropIn.Secret, Origins: a.Origins,
-			Parties: p.realtime[name].Parties}
+			Sequenced: a.Sequence, Parties: p.realtime[name].Parties}
 		for _, k := range a.APIKeys {
 			aa.KeyHashes = append(aa.KeyHashes, api.HashKey(k))
 		}
@@ -249,6 +251,10 @@ func New(cfg *config.Config, logger *zap.Logger, opts Options) (_ *Gateway, err 
 		}
 	}
 
+	// Receipts: what users' browsers report receiving.
+	g.receipts = receipts.New(receipts.Config{Apps: cfg.AppNames(), Channels: p.channels.Names()},
+		receipts.NewMetrics(g.reg), opts.Now)
+
 	minter := &api.TokenCache{}
 	deps := api.Deps{
 		Broadcaster: g.mc, Resolver: g.resolver, Gatherer: g.reg,
@@ -256,6 +262,23 @@ func New(cfg *config.Config, logger *zap.Logger, opts Options) (_ *Gateway, err 
 		ShadowMismatches: g.cmp.Mismatches,
 		Tokens:           minter.Wrap(realtimeMinter(rtClients), logger),
 		Channels:         p.channels.Names,
+		Topic: func(app, channel string) string {
+			if c, ok := rtClients[app]; ok {
+				return c.Topic(channel)
+			}
+			return channel
+		},
+		Events: p.channels.Events,
+		RealtimeURL: func(app string) string {
+			if c, ok := rtClients[app]; ok {
+				return c.URL()
+			}
+			return ""
+		},
+		Sequence:        g.mc.RoomSequence,
+		SequenceChannel: g.mc.SequenceChannel,
+		Receipts:        g.receipts,
+		ReceiptsSummary: g.receipts.Summary,
 	}
 	if g.recorder != nil {
 		deps.Recorder = g.recorder.Record
@@ -268,6 +291,7 @@ func New(cfg *config.Config, logger *zap.Logger, opts Options) (_ *Gateway, err 
 		Env: cfg.Env, Version: opts.Version, Started: started,
 		Apps: cfg.AppNames(), Channels: append(cfg.ChannelNames(), broadcast.DefaultChannel), FlagFile: flagFile,
 		Resolve: g.resolver.Resolve, Summary: g.cmp.Summary, Mismatches: g.cmp.Mismatches,
+		Receipts: g.receipts.Summary,
 		Gatherer: g.reg, Now: opts.Now, Log: logger.Named("status"),
 	})
 	g.api = api.New(api.Config{Env: cfg.Env, Apps: p.apiApps, ChannelOf: p.channels.Of, MaxBodyBytes: cfg.Server.MaxBodyBytes,
@@ -323,6 +347,9 @@ func (g *Gateway) AdminURL() string { return "http://" + g.adminLn.Addr().String
 // Comparator is the gateway's shadow comparator (the demo reads its
 // summary).
 func (g *Gateway) Comparator() *shadow.Comparator { return g.cmp }
+
+// Receipts is the gateway's aggregator of browser receipts.
+func (g *Gateway) Receipts() *receipts.Aggregator { return g.receipts }
 
 // Resolver is the gateway's stage resolver.
 func (g *Gateway) Resolver() *flags.Resolver { return g.resolver }

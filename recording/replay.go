@@ -500,7 +500,6 @@ func fetchSummary(ctx context.Context, c *adminclient.Client, app string) ([]sha
 	return s.For(app), nil
 }
 
-
 // settleSummary polls the summary until the replayed messages of compared
 // stages have an outcome each (the comparator decides a missing copy only
 // at its timeout) or o.Settle has passed, and returns the last summary.

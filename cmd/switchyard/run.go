@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"runtime/debug"
-	"sort"
 	"strings"
 	"time"
 
@@ -59,8 +58,6 @@ func usageError(cmd, format string, a ...any) error {
 type env struct {
 	getenv         func(string) string
 	stdout, stderr io.Writer
-	// help is set while a command prints its own help instead of running.
-	help bool
 }
 
 // run is the whole program behind main: it parses args, runs the
@@ -321,14 +318,4 @@ func cmdDemo(ctx context.Context, e *env, args []string) error {
 		return usageError("demo", "%v", err)
 	}
 	return demo.Run(ctx, o, e.stdout)
-}
-
-// sortedKeys lists a map's keys in order.
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
