@@ -54,7 +54,9 @@ const maxChunkLine = 4096
 // passes on (the request line, the header fields and the blank line); the
 // http.Server's own MaxHeaderBytes, which Go exceeds by 4 KiB of slack, is
 // then only a backstop. Safe for concurrent use; the wrapped connections
-// follow net.Conn's rules.
+// follow net.Conn's rules. The connections speak HTTP/1.x only: a handler
+// that took a connection over (Upgrade, WebSocket) would need the guard to
+// step aside first; none does.
 func (s *Server) GuardListener(ln net.Listener) net.Listener {
 	return &guardListener{Listener: ln, max: s.cfg.MaxHeaderBytes, marker: s.refusedPrefix}
 }
