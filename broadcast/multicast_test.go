@@ -1052,23 +1052,22 @@ func TestFailedAnswerHasNoOffPathCopy(t *testing.T) {
 // TestOffPathStartsAfterTheAnswer: the off-path copy is queued once the
 // answering publish returned, never before.
 func TestOffPathStartsAfterTheAnswer(t *testing.T) {
-	var answered atomic.Bool
+	var answered sync.Map // requestId -> its answering publish returned
 	var early atomic.Int32
 	r := newRig(t, rigOpts{
 		resolver: fixedStage(StageShadow),
 		legacy: func(ctx context.Context, m *Message) (PublishResult, error) {
-			defer answered.Store(true)
+			defer answered.Store(m.RequestID, true)
 			return PublishResult{Attempts: 1}, nil
 		},
 		realtime: func(ctx context.Context, m *Message) (PublishResult, error) {
-			if !answered.Load() {
+			if _, ok := answered.Load(m.RequestID); !ok {
 				early.Add(1)
 			}
 			return PublishResult{Attempts: 1}, nil
 		},
 	})
 	for i := range 20 {
-		answered.Store(false)
 		if _, err := r.mc.Broadcast(context.Background(), mustMessage(t, "app", "room", "e", fmt.Sprintf("req-%d", i))); err != nil {
 			t.Fatal(err)
 		}
