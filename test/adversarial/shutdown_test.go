@@ -16,9 +16,9 @@ import (
 // a request that still arrives on an open connection gets 503 draining.
 func TestFinding7ShutdownDrainsPolitely(t *testing.T) {
 	partyURL := pk.URL(t)
-	const delay = 500 * time.Millisecond
+	const delay = time.Second
 	g := startGW(t, "legacy", func(flags string) string {
-		return suiteConfig(flags, appYAML("ai-hero", keyA, partyURL, "http://127.0.0.1:1", "", ""), "shutdown: {delay: 500ms}\n")
+		return suiteConfig(flags, appYAML("ai-hero", keyA, partyURL, "http://127.0.0.1:1", "", ""), "shutdown: {delay: 1s}\n")
 	})
 	// A connection opened before the shutdown that sends its request only
 	// after the listener closed (a keep-alive connection of a client that
