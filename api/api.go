@@ -56,6 +56,22 @@ type App struct {
 	// Sequenced is true for an app whose envelopes carry the sequence
 	// ("sy"): its token answers carry the room's sequence start.
 	Sequenced bool
+	// Parties are the PartyKit parties the drop-in path may address, the
+	// app's default party first (the one of /apps/{app}/party/{room} and of
+	// /v1/broadcast). Empty means DefaultParty only.
+	Parties []string
+}
+
+// DefaultParty is PartyKit's default party ("main"), the only one an App
+// without Parties accepts.
+const DefaultParty = "main"
+
+// parties returns a.Parties, or DefaultParty alone.
+func (a App) parties() []string {
+	if len(a.Parties) == 0 {
+		return []string{DefaultParty}
+	}
+	return a.Parties
 }
 
 // Config is the API's own configuration, built from the gateway config.
@@ -71,6 +87,10 @@ type Config struct {
 	AdminToken string
 	// MaxBatch bounds POST /v1/broadcasts (default 100).
 	MaxBatch int
+	// MaxHeaderBytes bounds a request head on connections of
+	// GuardListener (default http.DefaultMaxHeaderBytes, 1 MiB; the gateway
+	// passes server.maxHeaderBytes).
+	MaxHeaderBytes int
 	// Receipts limits POST /v1/receipts (zero fields take the defaults of
 	// ReceiptLimits).
 	Receipts ReceiptLimits
@@ -128,7 +148,8 @@ type ReceiptSink interface {
 }
 
 // Server holds the handlers of both listeners. Its handlers are safe for
-// concurrent use; SetReady may be called at any time.
+// concurrent use; SetReady, SetLeaving and SetDraining may be called at any
+// time.
 type Server struct {
 	cfg   Config
 	deps  Deps
@@ -136,11 +157,17 @@ type Server struct {
 	log   *zap.Logger
 	now   func() time.Time
 	ready atomic.Bool
-	apps  []App // for constant-time key lookup over every app
+	// leaving and draining are the shutdown's two phases (SetLeaving,
+	// SetDraining).
+	leaving  atomic.Bool
+	draining atomic.Bool
+	apps     []App // for constant-time key lookup over every app
 	// rcptLimits rate-limits receipt reports per grant and room.
 	rcptLimits *grantLimiter
-	public     http.Handler
-	admin      http.Handler
+	// refusedPrefix starts the path of GuardListener's marker requests.
+	refusedPrefix string
+	public        http.Handler
+	admin         http.Handler
 }
 
 // New builds the server. logger nil is a no-op logger; now nil is
@@ -161,16 +188,20 @@ func New(cfg Config, deps Deps, m *Metrics, logger *zap.Logger, now func() time.
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 100
 	}
+	if cfg.MaxHeaderBytes <= 0 {
+		cfg.MaxHeaderBytes = http.DefaultMaxHeaderBytes
+	}
 	if cfg.ChannelOf == nil {
 		cfg.ChannelOf = func(string) string { return broadcast.DefaultChannel }
 	}
 	cfg.Receipts = cfg.Receipts.withDefaults()
-	s := &Server{cfg: cfg, deps: deps, m: m, log: logger, now: now, rcptLimits: newGrantLimiter(cfg.Receipts)}
+	s := &Server{cfg: cfg, deps: deps, m: m, log: logger, now: now, rcptLimits: newGrantLimiter(cfg.Receipts),
+		refusedPrefix: newRefusedPrefix()}
 	for _, a := range cfg.Apps {
 		s.apps = append(s.apps, a)
 	}
-	s.public = s.publicMux()
-	s.admin = s.adminMux()
+	s.public = s.framed("public", s.lifecycle(s.publicMux()))
+	s.admin = s.framed("admin", s.adminMux())
 	return s
 }
 
@@ -178,6 +209,42 @@ func New(cfg Config, deps Deps, m *Metrics, logger *zap.Logger, now func() time.
 func (s *Server) SetReady(ready bool) {
 	s.ready.Store(ready)
 	s.m.ready.Set(b2f(ready))
+}
+
+// SetLeaving starts the first phase of a shutdown: every public answer
+// carries Connection: close, so that a keep-alive client opens its next
+// connection through the load balancer (to another replica, once this one
+// is out of its endpoints); requests are still served. Call it with
+// SetReady(false). It cannot be undone.
+func (s *Server) SetLeaving() { s.leaving.Store(true) }
+
+// SetDraining starts the second phase: every public request that still
+// arrives is answered 503 draining with Connection: close, and served no
+// further (the gateway calls it when shutdown.delay is over, just before
+// the listener stops accepting). Requests already in their handler finish.
+// It cannot be undone.
+func (s *Server) SetDraining() {
+	s.leaving.Store(true)
+	s.draining.Store(true)
+}
+
+// lifecycle applies the shutdown phases to the public handler h.
+func (s *Server) lifecycle(h http.Handler) http.Handler {
+	refuse := s.instrument("public", "draining", func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, "", "", broadcast.Errorf(broadcast.EDRAINING, "the gateway is shutting down: retry on another connection"))
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.leaving.Load() {
+			h.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Connection", "close")
+		if s.draining.Load() {
+			refuse.ServeHTTP(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // Public is the handler of the public listener.
@@ -215,6 +282,8 @@ func statusOf(code string) int {
 		return http.StatusBadGateway
 	case broadcast.EDRAINING:
 		return http.StatusServiceUnavailable
+	case eHeaderTooLarge:
+		return http.StatusRequestHeaderFieldsTooLarge
 	case "method_not_allowed":
 		return http.StatusMethodNotAllowed
 	}

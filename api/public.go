@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -64,10 +65,14 @@ type messageRequest struct {
 	RequestID *string         `json:"requestId"`
 }
 
-// decodeStrict decodes one JSON object into v, refusing unknown fields and
-// trailing data, and turns decoder errors into EINVALID messages naming the
-// field (prefixed by prefix, e.g. "messages[2].").
+// decodeStrict decodes one JSON object into v, refusing text that is not
+// valid UTF-8 (checkUTF8), unknown fields and trailing data, and turns
+// decoder errors into EINVALID messages naming the field (prefixed by
+// prefix, e.g. "messages[2].").
 func decodeStrict(b []byte, v any, prefix string) error {
+	if err := checkUTF8(b, prefix); err != nil {
+		return err
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -338,8 +343,12 @@ type dropInRequest struct {
 }
 
 // handleDropIn is the PartyKit-compatible publish: an app migrates by
-// pointing its party URL at {switchyard}/apps/{app}. The room is taken as
-// the raw path segment, as PartyKit does.
+// pointing its party URL at {switchyard}/apps/{app}. As PartyKit does, the
+// room is the raw last path segment (never percent-decoded), and so is the
+// party of /apps/{app}/parties/{party}/{room}, which must be one the app
+// declared (App.Parties): another party is 404, as PartyKit answers an
+// unknown party. The app's default party is published as Party "" (the
+// same message as /apps/{app}/party/{room}).
 func (s *Server) handleDropIn(w http.ResponseWriter, r *http.Request) {
 	app := r.PathValue("app")
 	a, ok := s.cfg.Apps[app]
@@ -351,12 +360,23 @@ func (s *Server) handleDropIn(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, app, "", broadcast.Errorf(broadcast.EUNAUTH, "missing or wrong %s header", a.DropInHeader))
 		return
 	}
-	segs := strings.Split(r.URL.EscapedPath(), "/")
+	segs := strings.Split(rawPath(r), "/")
 	room := segs[len(segs)-1]
-	party := r.PathValue("party")
-	if party != "" && !validParty(party) {
-		s.writeError(w, r, app, "", broadcast.Errorf(broadcast.EINVALID, "party: %q must be letters, digits, '_' or '-'", party))
-		return
+	party := ""
+	if r.PathValue("party") != "" {
+		party = segs[len(segs)-2]
+		if !validParty(party) {
+			s.writeError(w, r, app, "", broadcast.Errorf(broadcast.EINVALID, "party: %q must be letters, digits, '_' or '-'", party))
+			return
+		}
+		parties := a.parties()
+		switch {
+		case party == parties[0]:
+			party = ""
+		case !slices.Contains(parties[1:], party):
+			s.writeError(w, r, app, "", broadcast.Errorf(broadcast.ENOTFOUND, "app %q has no party %q (declared: %s)", app, party, strings.Join(parties, ", ")))
+			return
+		}
 	}
 	b, err := s.readBody(w, r)
 	if err != nil {
@@ -386,6 +406,20 @@ func (s *Server) handleDropIn(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain;charset=UTF-8")
 	w.WriteHeader(http.StatusOK)
 	_, _ = io.WriteString(w, "ok")
+}
+
+// rawPath is the path of the request-target exactly as the caller wrote
+// it (r.URL.EscapedPath would re-escape some characters), without the
+// query.
+func rawPath(r *http.Request) string {
+	p := r.RequestURI
+	if p == "" { // a request built in-process
+		return r.URL.EscapedPath()
+	}
+	if i := strings.IndexByte(p, '?'); i >= 0 {
+		p = p[:i]
+	}
+	return p
 }
 
 func validParty(p string) bool {

@@ -140,6 +140,12 @@ type BatchResult struct {
 //     answers with realtime and queues PartyKit. Only the answering
 //     transport's failure is returned; off-path failures are counted and
 //     logged (sampled).
+//   - The off-path copy is queued only once the answering publish
+//     succeeded: a message the caller is told failed (and may retry) is
+//     published nowhere else (Skipped, "not published: the answering
+//     transport failed first"; a DropObserver hears Dropped with reason
+//     "answer_failed"). So the off-path copy starts after the answer: its
+//     latency includes the answering publish (docs/shadow.md).
 //   - Isolation: the off-path side has its own queue and workers per
 //     transport, its own deadline (OffPathTimeout) and a context detached
 //     from the caller's. Queuing never blocks: when OffPathQueue messages
@@ -162,9 +168,8 @@ type BatchResult struct {
 //   - Idempotency: a requestId seen for the same app within DedupWindow is
 //     not published again; the answer marks every transport Duplicate and
 //     no error is returned. A requestId whose answering publish failed is
-//     forgotten so that the app's retry goes through; its off-path copy,
-//     already queued, may then be published twice (subscribers dedupe by
-//     requestId).
+//     forgotten so that the app's retry goes through (it had no off-path
+//     copy, so the retry publishes each side once).
 //   - Lifecycle: NewMulticaster starts nothing. Run(ctx) runs the off-path
 //     workers (2*OffPathWorkers goroutines) and returns once they stopped.
 //     Broadcast works before Run: the answering side publishes at once and
@@ -373,7 +378,8 @@ func (mc *Multicaster) leave() {
 // Broadcast publishes m, a message built by NewMessage, to the transports of
 // its stage and returns the caller's answer. It blocks until the answering
 // transport accepted or refused m (at most AnswerTimeout, less if ctx ends
-// sooner); the off-path copy is only queued. It sets m.Seq, so m must not
+// sooner); then, if it accepted, the off-path copy is queued (never
+// blocking). It sets m.Seq, so m must not
 // be passed to concurrent Broadcast calls; afterwards m is shared read-only
 // with the off-path worker and the Observer.
 //
@@ -474,12 +480,10 @@ func (mc *Multicaster) publish(ctx context.Context, m *Message, route Route, out
 		mc.observer.Expect(m, stage)
 		expected = true
 	}
-	if hasOff {
-		out.Deliveries[off] = mc.enqueue(offJob{m: m, st: st, h: h, t: tIndex(off), stage: stage, cm: cm, expected: expected})
-	} else {
-		other := transportsByIndex[1-ai]
-		cm.deliveries[1-ai][mSkipped].Inc()
-		out.Deliveries[other] = Delivery{Status: Skipped, Reason: reasonNotInStage}
+	oi := 1 - ai
+	if !hasOff {
+		cm.deliveries[oi][mSkipped].Inc()
+		out.Deliveries[transportsByIndex[oi]] = Delivery{Status: Skipped, Reason: reasonNotInStage}
 	}
 
 	start := mc.now()
@@ -493,12 +497,27 @@ func (mc *Multicaster) publish(ctx context.Context, m *Message, route Route, out
 		cm.accepted[stageIndex(stage)].Inc()
 		cm.deliveries[ai][mDelivered].Inc()
 		out.Deliveries[ans] = del
+		if hasOff {
+			// Only now, still under the room lock (so the room's order
+			// holds on the off-path side too): a message whose answer
+			// failed has no off-path copy.
+			out.Deliveries[off] = mc.enqueue(offJob{m: m, st: st, h: h, t: oi, stage: stage, cm: cm, expected: expected})
+		}
 		return out, nil
 	}
 	cm.deliveries[ai][mFailed].Inc()
 	del.Status = Failed
 	del.Reason = ErrorMessage(err)
 	out.Deliveries[ans] = del
+	if hasOff {
+		// The caller gets an error and may retry: a copy published on the
+		// other side would then be a duplicate there.
+		cm.deliveries[oi][mSkipped].Inc()
+		out.Deliveries[off] = Delivery{Status: Skipped, Reason: reasonNotSent}
+		if expected && mc.dropObs != nil {
+			mc.dropObs.Dropped(m, off, "answer_failed")
+		}
+	}
 	code := ErrorCode(err)
 	switch code {
 	case EINVALID, ETOOLARGE, EROOM:
@@ -538,8 +557,14 @@ func (mc *Multicaster) SequenceChannel(app, room, epoch string, seq uint64) (cha
 	return mc.seqr.channelOf(app, room, epoch, seq)
 }
 
-// sampled reports whether m is passed to the Observer.
+// sampled reports whether m is passed to the Observer. A message to a
+// party other than the app's default (m.Party set) never is: the
+// comparator watches each room in the default party only, and would count
+// its copies missing.
 func (mc *Multicaster) sampled(m *Message) bool {
+	if m.Party != "" {
+		return false
+	}
 	if mc.cfg.SampleRate == nil {
 		return true
 	}

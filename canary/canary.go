@@ -286,7 +286,7 @@ func contains(ts []broadcast.Transport, t broadcast.Transport) bool {
 func subscribeRealtime(setupCtx, runCtx context.Context, bg *sync.WaitGroup, o Options, app config.App, channel string, arr *arrivals, logger *zap.Logger) (func() bool, error) {
 	c, err := realtime.NewClient(o.App, realtime.Config{URL: app.Realtime.URL, SigningKey: app.Realtime.SigningKey,
 		FallbackSigningKey: app.Realtime.FallbackSigningKey, ChannelTemplate: app.Realtime.Channel,
-		Topics: app.Realtime.Topics}, nil, nil, logger.Named("canary.realtime"))
+		Party: app.Party.Party, Topics: app.Realtime.Topics}, nil, nil, logger.Named("canary.realtime"))
 	if err != nil {
 		return nil, err
 	}

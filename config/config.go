@@ -48,6 +48,7 @@ type Config struct {
 	Apps      map[string]App       `yaml:"apps"`
 	Shadow    Shadow               `yaml:"shadow"`
 	Server    Server               `yaml:"server"`
+	Shutdown  Shutdown             `yaml:"shutdown"`
 	Upstream  Upstream             `yaml:"upstream"`
 	Multicast Multicast            `yaml:"multicast"`
 	Record    Record               `yaml:"record"`
@@ -129,11 +130,15 @@ type DropIn struct {
 
 // Party is the app's PartyKit upstream.
 type Party struct {
-	URL          string `yaml:"url"`
-	Party        string `yaml:"party"`
-	PathPrefix   string `yaml:"pathPrefix"`
-	SecretHeader string `yaml:"secretHeader"`
-	Secret       string `yaml:"secret"` // Secret
+	URL   string `yaml:"url"`
+	Party string `yaml:"party"`
+	// Parties are the other parties the app publishes to, besides Party:
+	// the drop-in path /apps/{app}/parties/{party}/{room} accepts Party and
+	// these only (another is 404).
+	Parties      []string `yaml:"parties"`
+	PathPrefix   string   `yaml:"pathPrefix"`
+	SecretHeader string   `yaml:"secretHeader"`
+	Secret       string   `yaml:"secret"` // Secret
 }
 
 // Realtime is the app's Inngest Realtime upstream.
@@ -141,7 +146,7 @@ type Realtime struct {
 	URL                string            `yaml:"url"`
 	SigningKey         string            `yaml:"signingKey"`         // Secret
 	FallbackSigningKey string            `yaml:"fallbackSigningKey"` // Secret
-	Channel            string            `yaml:"channel"`            // template: {room} {app} {channel}
+	Channel            string            `yaml:"channel"`            // template: {room} {app} {party} {channel}
 	Topics             map[string]string `yaml:"topics"`             // channel name -> topic
 }
 
@@ -170,6 +175,24 @@ type Server struct {
 	MaxHeaderBytes    int           `yaml:"maxHeaderBytes"`
 	MaxBodyBytes      int64         `yaml:"maxBodyBytes"`
 	ShutdownTimeout   time.Duration `yaml:"shutdownTimeout"`
+}
+
+// Shutdown is how the gateway leaves a load balancer on SIGTERM.
+type Shutdown struct {
+	// Delay is how long the public listener keeps serving after readyz
+	// turned 503, so that the load balancer stops sending before the
+	// listener closes. Nil takes the env's default: DefaultShutdownDelay in
+	// staging and prod, none in dev and test; an explicit 0s means none.
+	// Delay reads it.
+	Delay *time.Duration `yaml:"delay"`
+}
+
+// DelayOrZero is Delay, or 0 when unset.
+func (s Shutdown) DelayOrZero() time.Duration {
+	if s.Delay == nil {
+		return 0
+	}
+	return *s.Delay
 }
 
 // Upstream is the deadline and retry policy shared by both transports.
@@ -364,6 +387,11 @@ const (
 	// DefaultDropInHeader carries the drop-in path's shared secret when
 	// apps.*.dropIn.secret is set without a header.
 	DefaultDropInHeader = "X-Switchyard-Secret"
+	// DefaultShutdownDelay is shutdown.delay in staging and prod: long
+	// enough for Kubernetes to take the pod out of the Service's endpoints
+	// (the endpoints controller, then every kube-proxy and ingress, react
+	// within a few seconds of the pod turning not ready / terminating).
+	DefaultShutdownDelay = 5 * time.Second
 	// DefaultMaxConnsPerHost is upstream.maxConnsPerHost when unset; it
 	// equals what upstream.NewTransport applies to 0, which that package
 	// does not export.
@@ -427,6 +455,13 @@ func (c *Config) applyDefaults() {
 	setZero(&v.MaxHeaderBytes, 16<<10)
 	setZero(&v.MaxBodyBytes, 256<<10)
 	setZero(&v.ShutdownTimeout, 15*time.Second)
+	if c.Shutdown.Delay == nil {
+		d := time.Duration(0)
+		if c.Env == "staging" || c.Env == "prod" {
+			d = DefaultShutdownDelay
+		}
+		c.Shutdown.Delay = &d
+	}
 	u, ud := &c.Upstream, upstream.Policy{}.WithDefaults()
 	setZero(&u.Timeout, ud.Timeout)
 	setZero(&u.AttemptTimeout, ud.AttemptTimeout)
@@ -445,6 +480,22 @@ func (c *Config) applyDefaults() {
 	if c.Record.File != "" {
 		setZero(&c.Record.MaxBytes, int64(recording.DefaultMaxBytes))
 	}
+}
+
+// effectiveParties is p.Parties with the default party (p.Party, or
+// legacyparty.DefaultParty with the alias prefix) first, each once.
+func effectiveParties(p Party) []string {
+	def := p.Party
+	if def == "" {
+		def = legacyparty.DefaultParty
+	}
+	out := []string{def}
+	for _, x := range p.Parties {
+		if !slices.Contains(out, x) {
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 // setZero sets *p to def when *p is the zero value.
@@ -595,7 +646,22 @@ func (c *Config) Validate() error {
 			pc.Policy = upstream.Policy{}
 		}
 		errs = append(errs, under(f+".party.", pc.Validate())...)
-		errs = append(errs, under(f+".realtime.", c.RealtimeConfig(name).Validate(), "channelTemplate", "channel")...)
+		for i, p := range a.Party.Parties {
+			pf := fmt.Sprintf("%s.party.parties[%d]", f, i)
+			if err := legacyparty.ValidateParty(p); err != nil {
+				bad(pf, "%v", err)
+			} else if pc.WithDefaults().PathPrefix == legacyparty.AliasPathPrefix && p != legacyparty.DefaultParty {
+				bad(pf, "%q cannot be addressed through the %q alias (only %q)", p, legacyparty.AliasPathPrefix, legacyparty.DefaultParty)
+			}
+		}
+		rc := c.RealtimeConfig(name)
+		rcErr := rc.Validate()
+		errs = append(errs, under(f+".realtime.", rcErr, "channelTemplate", "channel")...)
+		if rcErr == nil {
+			if err := c.realtimeScope(name).Collision(); err != nil {
+				bad(f+".realtime.channel", "%v: one subscriber would receive the other's messages", err)
+			}
+		}
 		topics := make([]string, 0, len(a.Realtime.Topics))
 		for ch := range a.Realtime.Topics {
 			topics = append(topics, ch)
@@ -619,6 +685,8 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+
+	errs = append(errs, c.channelCollisions()...)
 
 	if !isRate(c.Shadow.SampleRate) {
 		bad("shadow.sampleRate", "must be between 0 and 1")
@@ -645,6 +713,9 @@ func (c *Config) Validate() error {
 			bad("server."+d.field, "%v is negative", d.v)
 		}
 	}
+	if d := c.Shutdown.DelayOrZero(); d < 0 || d > 5*time.Minute {
+		bad("shutdown.delay", "%v is outside 0..5m", d)
+	}
 	errs = append(errs, c.upstreamProblems()...)
 	errs = append(errs, under("multicast.", c.MulticastConfig().Validate())...)
 	if c.Record.File != "" {
@@ -653,6 +724,64 @@ func (c *Config) Validate() error {
 		errs = append(errs, under("record.", err)...) // kept for when a file is set
 	}
 	return errors.Join(errs...)
+}
+
+// realtimeScope is every Inngest channel name app's template can yield.
+func (c *Config) realtimeScope(app string) realtime.Scope {
+	a := c.Apps[app]
+	return realtime.Scope{Template: a.Realtime.Channel, App: app, Parties: effectiveParties(a.Party),
+		Channels: append(c.ChannelNames(), broadcast.DefaultChannel)}
+}
+
+// realtimeEnv identifies the Inngest environment an app publishes into,
+// as far as the config tells: the realtime URL (scheme and host, case
+// folded, without a trailing slash) and the env part of the signing key
+// ("" without a key: the dev server). Different keys of one env part may
+// still be one environment (a rotation, or two keys of one account), so the
+// env part, not the key, decides.
+func (c *Config) realtimeEnv(app string) (url, keyEnv string) {
+	r := c.Apps[app].Realtime
+	return strings.ToLower(strings.TrimRight(r.URL, "/")), realtime.SigningKeyEnv(r.SigningKey)
+}
+
+// channelCollisions refuses two apps on one realtime environment whose
+// channel templates can yield the same Inngest channel: a token of one app
+// for some room would then receive the other app's messages. The error is
+// reported on the later app (in name order), with a channel name both
+// yield.
+func (c *Config) channelCollisions() []error {
+	var errs []error
+	names := c.AppNames()
+	for j, b := range names {
+		if c.RealtimeConfig(b).Validate() != nil {
+			continue // reported above
+		}
+		ub, eb := c.realtimeEnv(b)
+		for _, a := range names[:j] {
+			if ua, ea := c.realtimeEnv(a); ua != ub || ea != eb || c.RealtimeConfig(a).Validate() != nil {
+				continue
+			}
+			w, ok, err := realtime.Overlap(c.realtimeScope(a), c.realtimeScope(b))
+			if err != nil || !ok {
+				continue
+			}
+			env := eb
+			if env == "" {
+				env = "none"
+			}
+			errs = append(errs, fmt.Errorf("apps.%s.realtime.channel: %q can yield the channel %q, as can apps.%s.realtime.channel %q, on one realtime environment (url %s, signing key env %s): a token of one app would receive the other's messages; namespace both, e.g. with the default %q",
+				b, tmplName(c.Apps[b].Realtime.Channel), w, a, tmplName(c.Apps[a].Realtime.Channel), ub, env, realtime.DefaultChannelTemplate))
+			break
+		}
+	}
+	return errs
+}
+
+func tmplName(t string) string {
+	if t == "" {
+		return realtime.DefaultChannelTemplate
+	}
+	return t
 }
 
 // upstreamProblems checks the upstream section (the upstream package has
@@ -801,9 +930,10 @@ func (c *Config) PartyConfig(app string) legacyparty.Config {
 // the shared upstream policy. An unknown app gives a config without URL,
 // which its Validate refuses.
 func (c *Config) RealtimeConfig(app string) realtime.Config {
-	r := c.Apps[app].Realtime
+	a := c.Apps[app]
+	r, parties := a.Realtime, effectiveParties(a.Party)
 	return realtime.Config{URL: r.URL, SigningKey: r.SigningKey, FallbackSigningKey: r.FallbackSigningKey,
-		ChannelTemplate: r.Channel, Topics: r.Topics, Policy: c.UpstreamPolicy()}
+		ChannelTemplate: r.Channel, Party: parties[0], Parties: parties, Topics: r.Topics, Policy: c.UpstreamPolicy()}
 }
 
 // RecordConfig is the recorder's configuration (record.*); meaningful when

@@ -4,6 +4,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 const example = `
@@ -179,5 +180,93 @@ func TestUnknownNestedKeysNameTheField(t *testing.T) {
 	}
 	if got, want := c.Shadow.Timeout.String(), "4s"; got != want {
 		t.Errorf("merged shadow.timeout = %s, want %s", got, want)
+	}
+}
+
+// TestRealtimeChannelCollisions: two apps on one realtime environment (the
+// same URL and signing key env) may not have templates that can yield one
+// Inngest channel; the default template namespaces app and party.
+func TestRealtimeChannelCollisions(t *testing.T) {
+	doc := func(a, b string) string {
+		return `
+channels: [{name: video, events: [video.ready]}]
+flags: {provider: memory}
+apps:
+  ai-hero:
+    apiKeys: ["key-ai-hero-0123456789"]
+    party: {url: "http://127.0.0.1:1999"}
+    realtime: {url: "http://127.0.0.1:8288", ` + a + `}
+  course-builder:
+    apiKeys: ["key-course-builder-0123"]
+    party: {url: "http://127.0.0.1:1999", parties: [chat]}
+    realtime: {url: "HTTP://127.0.0.1:8288/", ` + b + `}
+`
+	}
+	for _, tt := range []struct {
+		name, a, b, want string
+	}{
+		{"defaults", `signingKey: signkey-prod-00`, `signingKey: signkey-prod-11`, ""},
+		{"the old default against a party prefix", `channel: "{room}"`, `channel: "{party}-{room}"`, `apps.course-builder.realtime.channel: "{party}-{room}" can yield the channel "main-x", as can apps.ai-hero.realtime.channel "{room}"`},
+		{"a room cannot hold '/'", `channel: "{room}"`, `channel: "{party}/{room}"`, ""},
+		{"same env, different keys", `channel: "{room}", signingKey: signkey-prod-00`, `channel: "{party}-{room}", signingKey: signkey-prod-11`, `can yield the channel`},
+		{"different key env", `channel: "{room}", signingKey: signkey-prod-00`, `channel: "{party}-{room}", signingKey: signkey-branch-11`, ""},
+		{"app namespaces", `channel: "{app}:{room}"`, `channel: "{app}:{party}:{room}"`, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse([]byte(doc(tt.a, tt.b)), env(nil))
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("error %v, want one containing %q", err, tt.want)
+			case tt.want == "":
+				rc := c.RealtimeConfig("course-builder")
+				if rc.Party != "main" || strings.Join(rc.Parties, ",") != "main,chat" {
+					t.Errorf("RealtimeConfig party %q parties %v, want main and main,chat", rc.Party, rc.Parties)
+				}
+			}
+		})
+	}
+}
+
+func TestShutdownDelayDefaults(t *testing.T) {
+	doc := func(env, extra string) string {
+		return `env: ` + env + `
+admin: {token: "admin-token-0123456789"}
+channels: [{name: video, events: [video.ready]}]
+flags: {provider: memory}
+apps:
+  ai-hero:
+    apiKeys: ["key-ai-hero-0123456789"]
+    party: {url: "http://127.0.0.1:1999"}
+    realtime: {url: "http://127.0.0.1:8288"}
+` + extra
+	}
+	for _, tt := range []struct {
+		env, extra string
+		want       time.Duration
+		err        string
+	}{
+		{"prod", "", DefaultShutdownDelay, ""},
+		{"staging", "", DefaultShutdownDelay, ""},
+		{"dev", "", 0, ""},
+		{"test", "", 0, ""},
+		{"prod", "shutdown: {delay: 0s}", 0, ""},
+		{"dev", "shutdown: {delay: 250ms}", 250 * time.Millisecond, ""},
+		{"dev", "shutdown: {delay: -1s}", 0, "shutdown.delay: -1s is outside 0..5m"},
+		{"dev", "shutdown: {delay: 10m}", 0, "shutdown.delay: 10m0s is outside 0..5m"},
+		{"dev", "shutdown: {wait: 1s}", 0, "shutdown.wait: unknown key"},
+	} {
+		c, err := Parse([]byte(doc(tt.env, tt.extra)), env(nil))
+		switch {
+		case tt.err != "":
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("%s %q: error %v, want %q", tt.env, tt.extra, err, tt.err)
+			}
+		case err != nil:
+			t.Errorf("%s %q: %v", tt.env, tt.extra, err)
+		case c.Shutdown.DelayOrZero() != tt.want:
+			t.Errorf("%s %q: delay %v, want %v", tt.env, tt.extra, c.Shutdown.DelayOrZero(), tt.want)
+		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"github.com/open-feature/go-sdk/openfeature"
@@ -57,7 +58,11 @@ type Gateway struct {
 
 	publicLn, adminLn   net.Listener
 	publicSrv, adminSrv *http.Server
-	started             time.Time
+	// publicConns counts the public listener's open connections;
+	// publicClosed is set when the shutdown closed that listener itself.
+	publicConns  atomic.Int64
+	publicClosed atomic.Bool
+	started      time.Time
 }
 
 // Options adjust a Gateway without a second wiring path. The zero value is
@@ -127,7 +132,8 @@ func newPlan(cfg *config.Config) (*plan, error) {
 	for _, name := range cfg.AppNames() {
 		a := cfg.Apps[name]
 		p.party[name], p.realtime[name] = cfg.PartyConfig(name), cfg.RealtimeConfig(name)
-		aa := api.App{Name: name, DropInHeader: a.DropIn.Header, DropInSecret: a.DropIn.Secret, Origins: a.Origins, Sequenced: a.Sequence}
+		aa := api.App{Name: name, DropInHeader: a.DropIn.Header, DropInSecret: a.DropIn.Secret, Origins: a.Origins,
+			Sequenced: a.Sequence, Parties: p.realtime[name].Parties}
 		for _, k := range a.APIKeys {
 			aa.KeyHashes = append(aa.KeyHashes, api.HashKey(k))
 		}
@@ -290,16 +296,28 @@ func New(cfg *config.Config, logger *zap.Logger, opts Options) (_ *Gateway, err 
 		Gatherer: g.reg, Now: opts.Now, Log: logger.Named("status"),
 	})
 	g.api = api.New(api.Config{Env: cfg.Env, Apps: p.apiApps, ChannelOf: p.channels.Of, MaxBodyBytes: cfg.Server.MaxBodyBytes,
-		AdminToken: cfg.Admin.Token}, deps, api.NewMetrics(g.reg), logger.Named("api"), opts.Now)
+		AdminToken: cfg.Admin.Token, MaxHeaderBytes: cfg.Server.MaxHeaderBytes}, deps, api.NewMetrics(g.reg), logger.Named("api"), opts.Now)
 	g.api.SetReady(false)
 
+	// Both listeners frame requests strictly before net/http parses them
+	// (api.Server.GuardListener: request smuggling).
 	if g.publicLn, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
+	g.publicLn = g.api.GuardListener(g.publicLn)
 	if g.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
 		return nil, fmt.Errorf("admin.listen: %w", err)
 	}
+	g.adminLn = g.api.GuardListener(g.adminLn)
 	g.publicSrv = g.server(g.api.Public())
+	g.publicSrv.ConnState = func(_ net.Conn, st http.ConnState) {
+		switch st {
+		case http.StateNew:
+			g.publicConns.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			g.publicConns.Add(-1)
+		}
+	}
 	g.adminSrv = g.server(g.api.Admin())
 	return g, nil
 }
@@ -346,11 +364,15 @@ type component struct {
 	run  func(context.Context) error
 }
 
-// Run serves until ctx ends or a component fails, then shuts down in order
-// within server.shutdownTimeout: readyz goes 503, the public listener stops
-// taking requests and waits for in-flight ones, the off-path queues drain,
-// the background components (comparator, watchers, resolver, recorder) are
-// stopped, the flag provider shuts down, the admin listener stops last.
+// Run serves until ctx ends or a component fails, then shuts down in order.
+// First, for the load balancer: readyz goes 503 at once and the public
+// listener keeps serving for shutdown.delay, every answer with
+// Connection: close (api.Server.SetLeaving). Then, within
+// server.shutdownTimeout: requests still arriving on open connections get
+// 503 draining (SetDraining), the public listener stops accepting and waits
+// for in-flight requests, the off-path queues drain, the background
+// components (comparator, watchers, resolver, recorder) are stopped, the
+// flag provider shuts down, the admin listener stops last.
 //
 // Every long-lived component runs under one errgroup; the first one to fail
 // (return an error while it was meant to run) is logged at once and starts
@@ -389,6 +411,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}{{"public listener", g.publicSrv, g.publicLn}, {"admin listener", g.adminSrv, g.adminLn}} {
 		srv.Go(func() error {
 			err := s.srv.Serve(s.ln)
+			if s.srv == g.publicSrv && g.publicClosed.Load() && errors.Is(err, net.ErrClosed) {
+				err = nil // the shutdown closed it (see drainPublic)
+			}
 			if err != nil && !errors.Is(err, http.ErrServerClosed) {
 				err = fmt.Errorf("serve %s: %w", s.ln.Addr(), err)
 				g.log.Error("listener failed; shutting down", zap.String("component", s.name), zap.Error(err))
@@ -406,9 +431,17 @@ func (g *Gateway) Run(ctx context.Context) error {
 	<-trigger.Done()
 	cause := context.Cause(trigger)
 	g.api.SetReady(false)
+	g.api.SetLeaving()
+	delay := g.cfg.Shutdown.DelayOrZero()
+	if delay > 0 {
+		g.log.Info("shutting down: readyz 503, serving for shutdown.delay", zap.Duration("delay", delay))
+		t := time.NewTimer(delay)
+		<-t.C
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), g.cfg.Server.ShutdownTimeout)
 	defer cancel()
 	g.log.Info("shutting down", zap.Duration("deadline", g.cfg.Server.ShutdownTimeout))
+	g.drainPublic(sctx, min(delay, maxDrainGrace))
 	if err := g.publicSrv.Shutdown(sctx); err != nil {
 		g.log.Warn("public listener did not drain", zap.Error(err))
 	}
@@ -429,6 +462,41 @@ func (g *Gateway) Run(ctx context.Context) error {
 		return cause
 	}
 	return nil
+}
+
+// maxDrainGrace bounds drainPublic's wait for open connections.
+const maxDrainGrace = time.Second
+
+// drainPublic is the end of shutdown.delay: from now on every request on
+// the public listener is answered 503 draining with Connection: close, and
+// the listener stops accepting. The connections still open (idle
+// keep-alive ones, or one whose request is on its way) get grace, at most
+// until ctx ends, to send it and be answered rather than be cut
+// (http.Server.Shutdown would close an idle connection, and drop a request
+// it reads after it began, without an answer); then Shutdown closes what
+// is left.
+func (g *Gateway) drainPublic(ctx context.Context, grace time.Duration) {
+	g.api.SetDraining()
+	g.publicClosed.Store(true)
+	if err := g.publicLn.Close(); err != nil {
+		g.log.Warn("closing the public listener", zap.Error(err))
+	}
+	if grace <= 0 {
+		return
+	}
+	deadline := time.NewTimer(grace)
+	defer deadline.Stop()
+	poll := time.NewTicker(10 * time.Millisecond)
+	defer poll.Stop()
+	for g.publicConns.Load() > 0 {
+		select {
+		case <-deadline.C:
+			return
+		case <-ctx.Done():
+			return
+		case <-poll.C:
+		}
+	}
 }
 
 // components lists the long-lived parts Run starts, each with its own

@@ -85,9 +85,15 @@ func (r metricsReg) counter(tb testing.TB, name string, want map[string]string) 
 	return total
 }
 
+// mustClient builds the client of app1. The tests of subscription and
+// publish mechanics name Inngest channels by room, so an empty template is
+// "{room}" here; TestDefaultChannelTemplate covers the real default.
 func mustClient(tb testing.TB, url string, cfg Config, m *upstream.Metrics) *Client {
 	tb.Helper()
 	cfg.URL = url
+	if cfg.ChannelTemplate == "" {
+		cfg.ChannelTemplate = "{room}"
+	}
 	if cfg.Policy == (upstream.Policy{}) {
 		cfg.Policy = fastPolicy()
 	}

@@ -36,7 +36,8 @@ if [ ! -x "$gobin/staticcheck" ]; then
   go install honnef.co/go/tools/cmd/staticcheck@${STATICCHECK_VERSION:-v0.7.0}
 fi
 
-# The browser test (web/e2e) runs the real Inngest dev server; building it
+# The browser test (web/e2e) and the hardening suite (test/adversarial,
+# through realtime/inngestdev) run the real Inngest dev server; building it
 # takes minutes once, then it is cached.
 if [ -z "${SWITCHYARD_INNGEST_DEV:-}" ] && [ -f ../shared/tools/inngest-dev.sh ]; then
   bash ../shared/tools/inngest-dev.sh >/dev/null

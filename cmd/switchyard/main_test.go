@@ -416,7 +416,9 @@ func TestServeEndToEndRealPartyKit(t *testing.T) {
 
 // TestSigtermDrainsInFlight builds the binary, starts it, and sends
 // SIGTERM while a publish is in flight against a slow PartyKit: the caller
-// still gets its 200, readyz turns 503, and the process exits 0.
+// still gets its 200, readyz turns 503 at once, a caller arriving during
+// shutdown.delay (1s here; 5s in staging and prod) is still served, with
+// Connection: close, and the process exits 0.
 func TestSigtermDrainsInFlight(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
@@ -446,7 +448,8 @@ func TestSigtermDrainsInFlight(t *testing.T) {
 	defer free() // before party.Close, which waits for the handler
 	rt := realtimetest.NewServer(realtimetest.Config{})
 	t.Cleanup(rt.Close) // after the gateway's own cleanup (LIFO)
-	path := writeE2EConfig(t, party.URL, rt.URL(), "legacy", "")
+	// shutdown.delay: the public listener keeps serving 1 s after SIGTERM.
+	path := writeE2EConfig(t, party.URL, rt.URL(), "legacy", "shutdown: {delay: 1s}\n")
 	// The publish is held until released: its deadlines are long against
 	// the hold, and the drain deadline (server.shutdownTimeout) longer
 	// than the wait for readyz below.
@@ -505,6 +508,7 @@ func TestSigtermDrainsInFlight(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the publish never reached PartyKit")
 	}
+	signalled := time.Now()
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -517,10 +521,28 @@ func TestSigtermDrainsInFlight(t *testing.T) {
 			resp.Body.Close()
 		}
 		if !sawNotReady {
-			time.Sleep(10 * time.Millisecond)
+			time.Sleep(5 * time.Millisecond)
 		}
 	}
+	// Release the held publish; the drain goes on for shutdown.delay.
 	free()
+	// A load balancer that has not caught up yet: its request, on a new
+	// connection, is served.
+	if since := time.Since(signalled); since < 500*time.Millisecond {
+		req, _ := http.NewRequest(http.MethodPost, public+"/v1/broadcast", strings.NewReader(`{"room":"r2","name":"video.asset.ready","body":{"id":2}}`))
+		req.Header.Set("Authorization", "Bearer "+e2eKey)
+		resp, err := (&http.Client{Transport: &http.Transport{}}).Do(req)
+		if err != nil {
+			t.Fatalf("publish during shutdown.delay (%s after SIGTERM): %v", since, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !resp.Close {
+			t.Errorf("publish during shutdown.delay: %d (Connection: close %v), want 200 and close", resp.StatusCode, resp.Close)
+		}
+	} else {
+		t.Errorf("readyz took %s to turn 503, half of shutdown.delay", since)
+	}
 	r := <-inflight
 	if r.status != 200 {
 		t.Fatalf("in-flight publish answered %d %s during shutdown", r.status, r.body)
@@ -534,7 +556,7 @@ func TestSigtermDrainsInFlight(t *testing.T) {
 	if !sawNotReady {
 		t.Error("readyz never answered 503 during the drain")
 	}
-	if n := publishes.Load(); n != 1 {
-		t.Errorf("PartyKit got %d publishes, want 1", n)
+	if n := publishes.Load(); n != 2 {
+		t.Errorf("PartyKit got %d publishes, want 2", n)
 	}
 }

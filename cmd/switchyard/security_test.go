@@ -116,7 +116,7 @@ apps:
     apiKeySha256: [%q]
     dropIn: {secret: "${AI_HERO_DROPIN}"}
     party: {url: %q, party: main, secret: "${PARTY_SECRET}"}
-    realtime: {url: %q, signingKey: "${INNGEST_SIGNING_KEY}", fallbackSigningKey: "${INNGEST_SIGNING_KEY_FALLBACK}", channel: "{room}"}
+    realtime: {url: %q, signingKey: "${INNGEST_SIGNING_KEY}", fallbackSigningKey: "${INNGEST_SIGNING_KEY_FALLBACK}", channel: "{app}:{room}"}
     grantSecret: "${AI_HERO_GRANT_SECRET}"
     origins: [%q]
   other:
@@ -460,7 +460,7 @@ func TestSecurityTokenEndToEnd(t *testing.T) {
 	if err := json.Unmarshal([]byte(a.body), &byKey); err != nil {
 		t.Fatal(err)
 	}
-	if byKey.Channel != "chat-1" || !slices.Equal(byKey.Topics, []string{"ai-stream"}) || time.Until(byKey.ExpiresAt) < 30*time.Second {
+	if byKey.Channel != "ai-hero:chat-1" || !slices.Equal(byKey.Topics, []string{"ai-stream"}) || time.Until(byKey.ExpiresAt) < 30*time.Second {
 		t.Fatalf("server token = %+v", byKey)
 	}
 	// Browser direct: every channel of the room that is past legacy.
@@ -473,8 +473,8 @@ func TestSecurityTokenEndToEnd(t *testing.T) {
 	if err := json.Unmarshal([]byte(a.body), &byGrant); err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"video-ready", "ai-stream", "default"}; byGrant.Channel != "chat-1" || !slices.Equal(byGrant.Topics, want) {
-		t.Fatalf("grant token = %+v, want channel chat-1 topics %v", byGrant, want)
+	if want := []string{"video-ready", "ai-stream", "default"}; byGrant.Channel != "ai-hero:chat-1" || !slices.Equal(byGrant.Topics, want) {
+		t.Fatalf("grant token = %+v, want channel ai-hero:chat-1 topics %v", byGrant, want)
 	}
 	// The tokens are the realtime server's, for exactly these topics.
 	for _, tk := range []broadcast.Token{byKey, byGrant} {
@@ -485,7 +485,7 @@ func TestSecurityTokenEndToEnd(t *testing.T) {
 		}
 		var names []string
 		for _, tc := range c.Topics {
-			if tc.Channel != "chat-1" {
+			if tc.Channel != "ai-hero:chat-1" {
 				t.Errorf("token covers channel %q", tc.Channel)
 			}
 			names = append(names, tc.Name)
@@ -503,7 +503,7 @@ func TestSecurityTokenEndToEnd(t *testing.T) {
 	wsKey := secDial(t, sg.rt.URL(), byKey.Key)
 	wsGrant := secDial(t, sg.rt.URL(), byGrant.Key)
 	secWait(t, 3*time.Second, "subscriptions", func() bool {
-		return sg.rt.Subscribed("chat-1", "ai-stream") >= 2 && sg.rt.Subscribed("chat-1", "default") >= 1
+		return sg.rt.Subscribed("ai-hero:chat-1", "ai-stream") >= 2 && sg.rt.Subscribed("ai-hero:chat-1", "default") >= 1
 	})
 
 	// Another room's message first: no subscriber of chat-1 may see it.
@@ -566,8 +566,8 @@ func secNext(t *testing.T, ws *websocket.Conn) secFrame {
 		if f.Kind != "data" {
 			continue
 		}
-		if f.Channel != "chat-1" {
-			t.Fatalf("subscriber of chat-1 got a frame of channel %q: %s", f.Channel, b)
+		if f.Channel != "ai-hero:chat-1" {
+			t.Fatalf("subscriber of ai-hero:chat-1 got a frame of channel %q: %s", f.Channel, b)
 		}
 		return f
 	}

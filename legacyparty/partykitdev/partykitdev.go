@@ -40,6 +40,7 @@ const FixtureDir = "test/partykit"
 // concurrent use.
 type Server struct {
 	url  string
+	port int
 	cmd  *exec.Cmd
 	out  *tailBuffer
 	done chan struct{}
@@ -48,6 +49,9 @@ type Server struct {
 
 // URL is the base URL, e.g. http://127.0.0.1:PORT.
 func (s *Server) URL() string { return s.url }
+
+// Port is the loopback port the server listens on (for LaunchOn).
+func (s *Server) Port() int { return s.port }
 
 // Output returns the last 64 KiB the process wrote (stdout and stderr).
 func (s *Server) Output() string {
@@ -81,14 +85,22 @@ func (s *Server) Close() {
 // (at most ReadyTimeout, or until ctx ends). The caller owns the Server and
 // must Close it. It fails if the fixture's node_modules is missing.
 func Launch(ctx context.Context, moduleRoot string) (*Server, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, fmt.Errorf("partykitdev: %w", err)
+	}
+	return LaunchOn(ctx, moduleRoot, port)
+}
+
+// LaunchOn is Launch on a given loopback port: a test that crashes the
+// server (Close) starts it again on the port of the first one, so that the
+// gateway under test, configured with that URL, sees a restart. It fails
+// when the port is taken.
+func LaunchOn(ctx context.Context, moduleRoot string, port int) (*Server, error) {
 	dir := filepath.Join(moduleRoot, FixtureDir)
 	bin := filepath.Join(dir, "node_modules", ".bin", "partykit")
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("partykitdev: %s not installed: run `make test-deps` (npm ci in test/partykit): %w", bin, err)
-	}
-	port, err := freePort()
-	if err != nil {
-		return nil, fmt.Errorf("partykitdev: %w", err)
 	}
 	cmd := exec.Command(bin, "dev", "--port", strconv.Itoa(port), "--no-hotkeys",
 		"--disable-request-cf-fetch", "--persist", "false")
@@ -101,7 +113,7 @@ func Launch(ctx context.Context, moduleRoot string) (*Server, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("partykitdev: start %s: %w", bin, err)
 	}
-	s := &Server{url: "http://127.0.0.1:" + strconv.Itoa(port), cmd: cmd, out: out, done: make(chan struct{})}
+	s := &Server{url: "http://127.0.0.1:" + strconv.Itoa(port), port: port, cmd: cmd, out: out, done: make(chan struct{})}
 	var waitErr error
 	go func() {
 		waitErr = cmd.Wait()
