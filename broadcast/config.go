@@ -36,10 +36,14 @@ func (c Config) Validate() error {
 		v    time.Duration
 	}{
 		{"offPathTimeout", c.OffPathTimeout}, {"answerTimeout", c.AnswerTimeout}, {"dedupWindow", c.DedupWindow},
+		{"sharedDedupTimeout", c.SharedDedupTimeout}, {"sharedDedupBackoff", c.SharedDedupBackoff},
 	} {
 		if f.v < 0 {
 			errs = append(errs, fmt.Errorf("%s: %v is negative", f.name, f.v))
 		}
+	}
+	if c.SharedDedupTimeout > time.Second {
+		errs = append(errs, fmt.Errorf("sharedDedupTimeout: %v is over 1s: it delays every answer while the store is slow", c.SharedDedupTimeout))
 	}
 	return errors.Join(errs...)
 }

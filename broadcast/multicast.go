@@ -52,6 +52,21 @@ type Config struct {
 	// BatchParallelism bounds how many rooms of one BroadcastBatch are
 	// published at the same time (default 8).
 	BatchParallelism int
+	// SharedDedup, when set, is the idempotency window shared with the
+	// other replicas, asked (for DedupWindow) after the in-memory window
+	// lets a requestId through. Nil: the in-memory window alone (one
+	// replica). A check that fails or takes longer than SharedDedupTimeout
+	// fails open: the message is published as if the id were new, counted
+	// in switchyard_idempotency_fail_open_total; after a failure the store
+	// is not asked again for SharedDedupBackoff (those messages fail open
+	// too, reason backoff), so a slow store costs at most one timeout per
+	// backoff period.
+	SharedDedup IdempotencyStore
+	// SharedDedupTimeout bounds one call to SharedDedup (default 50ms).
+	SharedDedupTimeout time.Duration
+	// SharedDedupBackoff is how long SharedDedup is left alone after a
+	// failure (default 1s).
+	SharedDedupBackoff time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -75,6 +90,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.BatchParallelism <= 0 {
 		c.BatchParallelism = 8
+	}
+	if c.SharedDedupTimeout <= 0 {
+		c.SharedDedupTimeout = 50 * time.Millisecond
+	}
+	if c.SharedDedupBackoff <= 0 {
+		c.SharedDedupBackoff = time.Second
 	}
 	return c
 }
@@ -141,7 +162,9 @@ type BatchResult struct {
 //     one at a time per transport; different rooms proceed in parallel.
 //   - Idempotency: a requestId seen for the same app within DedupWindow is
 //     not published again; the answer marks every transport Duplicate and
-//     no error is returned. A requestId whose answering publish failed is
+//     no error is returned. The window is in memory, and also shared with
+//     the other replicas when Config.SharedDedup is set (a failed or slow
+//     shared check fails open: see there). A requestId whose answering publish failed is
 //     forgotten so that the app's retry goes through; its off-path copy,
 //     already queued, may then be published twice (subscribers dedupe by
 //     requestId).
@@ -172,6 +195,7 @@ type Multicaster struct {
 
 	rooms   *rooms
 	dedup   *dedupWindow
+	shared  *sharedDedup // nil without Config.SharedDedup
 	limiter *rateLimiter
 	seq     atomic.Uint64
 
@@ -268,6 +292,10 @@ func NewMulticaster(cfg Config, legacy, realtime Publisher, resolver StageResolv
 		stopped:     make(chan struct{}),
 	}
 	mc.dropObs, _ = observer.(DropObserver)
+	if cfg.SharedDedup != nil {
+		mc.shared = &sharedDedup{store: cfg.SharedDedup, window: cfg.DedupWindow, timeout: cfg.SharedDedupTimeout,
+			backoff: cfg.SharedDedupBackoff, now: now, log: mc.offLog, metrics: mc.metrics}
+	}
 	for t := range mc.ready {
 		mc.ready[t] = make(chan *roomState, cfg.OffPathQueue+1)
 	}
@@ -385,9 +413,14 @@ func (mc *Multicaster) Broadcast(ctx context.Context, m *Message) (Outcome, erro
 	// Only messages with an idempotency key are deduplicated: the drop-in
 	// path has none (apps reuse requestId as a correlation id there).
 	var gen uint64
-	dup := false
+	var token string
+	dup, sharedClaimed := false, false
 	if m.IdempotencyKey != "" {
 		gen, dup = mc.dedup.claim(m.App, m.IdempotencyKey, now)
+		if !dup && mc.shared != nil {
+			token, dup, sharedClaimed = mc.shared.claim(ctx, m.App, m.IdempotencyKey)
+			sharedClaimed = sharedClaimed && !dup
+		}
 	}
 	if dup {
 		am.duplicates.Inc()
@@ -401,6 +434,9 @@ func (mc *Multicaster) Broadcast(ctx context.Context, m *Message) (Outcome, erro
 	out, err := mc.publish(ctx, m, stage, out, cm)
 	if err != nil && m.IdempotencyKey != "" {
 		mc.dedup.release(m.App, m.IdempotencyKey, gen)
+		if sharedClaimed {
+			mc.shared.release(ctx, m.App, m.IdempotencyKey, token)
+		}
 	}
 	return out, err
 }
