@@ -74,8 +74,9 @@ type Log struct {
 
 // Flags selects the OpenFeature provider.
 type Flags struct {
-	Provider     string        `yaml:"provider"` // file (default), flagd, memory
+	Provider     string        `yaml:"provider"` // file (default), blob, flagd, memory
 	File         string        `yaml:"file"`
+	Source       string        `yaml:"source"` // blob: s3://, gs://, azblob://, file:/// URL
 	Host         string        `yaml:"host"`
 	Port         int           `yaml:"port"`
 	TargetURI    string        `yaml:"targetUri"`
@@ -792,7 +793,7 @@ func (c *Config) shadowChannel(ch Channel) shadow.ChannelConfig {
 // the config file (Load resolves it).
 func (c *Config) FlagsConfig() flags.Config {
 	f := c.Flags
-	return flags.Config{Provider: f.Provider, File: f.File, FlagdHost: f.Host, FlagdPort: f.Port,
+	return flags.Config{Provider: f.Provider, File: f.File, Source: f.Source, FlagdHost: f.Host, FlagdPort: f.Port,
 		FlagdTargetURI: f.TargetURI, Env: c.Env, Channels: c.ChannelNames(), PollInterval: f.PollInterval}
 }
 

@@ -269,8 +269,11 @@ func New(cfg *config.Config, logger *zap.Logger, opts Options) (_ *Gateway, err 
 		deps.Recorder = g.recorder.Record
 	}
 	flagFile := ""
-	if cfg.Flags.Provider == "" || cfg.Flags.Provider == flags.ProviderFile {
+	switch cfg.Flags.Provider {
+	case "", flags.ProviderFile:
 		flagFile = cfg.Flags.File
+	case flags.ProviderBlob:
+		flagFile = cfg.Flags.Source
 	}
 	deps.StatusPage = status.New(status.Config{
 		Env: cfg.Env, Version: opts.Version, Started: started,
