@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh machine (idempotent):
-# the PartyKit npm fixture, Debian's prometheus (promtool) and chromium, and
-# staticcheck. Run by `make test` and so by .ci/run.
+# the PartyKit npm fixture, Debian's prometheus (promtool), chromium, haproxy
+# and redis-server (none of them started as a service: tests run their own),
+# and staticcheck. Run by `make test` and so by .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,8 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v jq >/dev/null 2>&1 || need+=(jq)       # the runbook's commands (TestRunbookCommands)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v haproxy >/dev/null 2>&1 || need+=(haproxy)            # test/replicas: the load balancer
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)  # shared idempotency (dedupredis, test/replicas)
 if [ ${#need[@]} -gt 0 ]; then
   echo "test-deps: apt-get install ${need[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
