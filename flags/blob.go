@@ -221,7 +221,6 @@ type blobSource struct {
 	metrics  *Metrics
 	logger   *zap.Logger
 	inner    *blobsync.Sync
-	store    *BlobStore
 	v        *schemaValidator
 
 	mu       sync.Mutex
