@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"time"
 
@@ -269,14 +270,12 @@ func New(cfg *config.Config, logger *zap.Logger, opts Options) (_ *Gateway, err 
 		deps.Recorder = g.recorder.Record
 	}
 	flagFile := ""
-	switch cfg.Flags.Provider {
-	case "", flags.ProviderFile:
+	if cfg.Flags.Provider == "" || cfg.Flags.Provider == flags.ProviderFile {
 		flagFile = cfg.Flags.File
-	case flags.ProviderBlob:
-		flagFile = cfg.Flags.Source
 	}
+	instance, _ := os.Hostname()
 	deps.StatusPage = status.New(status.Config{
-		Env: cfg.Env, Version: opts.Version, Started: started,
+		Env: cfg.Env, Version: opts.Version, Instance: instance, Started: started,
 		Apps: cfg.AppNames(), Channels: append(cfg.ChannelNames(), broadcast.DefaultChannel), FlagFile: flagFile,
 		Resolve: g.resolver.Resolve, Summary: g.cmp.Summary, Mismatches: g.cmp.Mismatches,
 		Gatherer: g.reg, Now: opts.Now, Log: logger.Named("status"),
