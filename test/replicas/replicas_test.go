@@ -168,10 +168,13 @@ type roomPlan struct {
 	room, event, stage string
 	path               string // dropin, roomPath, header
 	legacy, realtime   *received
-	ok                 map[int]string // seq -> requestId answered 200
-	fivexx, attempts   int
-	noAnswer           int
-	servedBy           map[string]int
+	// mu guards the sender's figures below (read by the killer while the
+	// sender runs).
+	mu               sync.Mutex
+	ok               map[int]string // seq -> requestId answered 200
+	fivexx, attempts int
+	noAnswer         int
+	servedBy         map[string]int
 }
 
 func (rp *roomPlan) answering() *received {
@@ -299,21 +302,27 @@ func TestMultiReplica(t *testing.T) {
 				id := fmt.Sprintf("%s-%d", rp.room, seq)
 				for attempt := 0; ; attempt++ {
 					status, served, err := publish(runCtx, lbURL, rp, seq, id)
+					rp.mu.Lock()
 					rp.attempts++
 					if err == nil && status == http.StatusOK {
 						rp.ok[seq] = id
 						rp.servedBy[served]++
+						rp.mu.Unlock()
 						break
 					}
 					if err == nil && status >= 500 && attempt < 20 {
 						rp.fivexx++
+						rp.mu.Unlock()
 						continue
 					}
+					rp.mu.Unlock()
 					// A connection closed without an answer (the replica
 					// died, HAProxy closed the keep-alive connection): no
 					// answer is no false 200; the app retries.
 					if err != nil && runCtx.Err() == nil && attempt < 20 {
+						rp.mu.Lock()
 						rp.noAnswer++
+						rp.mu.Unlock()
 						continue
 					}
 					unexpected.Store(id, fmt.Sprintf("status %d, err %v", status, err))
@@ -478,11 +487,13 @@ func mostServing(rooms []*roomPlan) int {
 	count := map[string]int{}
 	for _, rp := range rooms {
 		best, n := "", -1
+		rp.mu.Lock()
 		for name, k := range rp.servedBy {
 			if k > n {
 				best, n = name, k
 			}
 		}
+		rp.mu.Unlock()
 		count[best]++
 	}
 	names := make([]string, 0, len(count))
