@@ -302,7 +302,9 @@ func TestFlagsProviderNotReadyThenError(t *testing.T) {
 	if got.Stage != broadcast.StageLegacy || !strings.HasPrefix(got.Error, ReasonProviderNotReady) {
 		t.Fatalf("Resolve while initialising (state %s) = %+v, want legacy, provider not ready", client.State(), got)
 	}
-	waitFor(t, 5*time.Second, "provider init to fail", func() bool { return client.State() != openfeature.NotReadyState })
+	// flagd gives up after its init deadline (initDeadlineMs); allow for a
+	// loaded machine beyond it.
+	waitFor(t, 3*initDeadlineMs*time.Millisecond, "provider init to fail", func() bool { return client.State() != openfeature.NotReadyState })
 	got = r.Resolve(q)
 	if got.Stage != broadcast.StageLegacy || got.Error == "" {
 		t.Fatalf("Resolve after failed init (state %s) = %+v, want legacy with an error", client.State(), got)
