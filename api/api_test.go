@@ -640,3 +640,58 @@ func TestShutdownPhases(t *testing.T) {
 		t.Errorf("healthz = %d, want 200 (the admin listener keeps serving)", a.status)
 	}
 }
+
+// The room-addressed forms a load balancer hashes on: the path form takes
+// its room from the path (a body room must agree), the header form must
+// agree with the body (and with every message of a batch), and the plain
+// form without a header is unchanged.
+func TestRoomAffinityForms(t *testing.T) {
+	fb := &fakeBroadcaster{}
+	srv := newTestServer(t, fb)
+	bearer := "Bearer " + testKey
+	tests := []struct {
+		name, path, body string
+		hdr              []string
+		status           int
+		room, msg        string
+	}{
+		{"path form, no body room", "/v1/rooms/video-7/broadcast", `{"name":"n","body":1}`, nil, 200, "video-7", ""},
+		{"path form, same body room", "/v1/rooms/video-7/broadcast", `{"room":"video-7","name":"n","body":1}`, nil, 200, "video-7", ""},
+		{"path form, escaped room", "/v1/rooms/video%3A7/broadcast", `{"name":"n","body":1}`, nil, 200, "video:7", ""},
+		{"path form, other body room", "/v1/rooms/video-7/broadcast", `{"room":"video-8","name":"n","body":1}`, nil, 400, "", `room: "video-8" differs from the room "video-7" named by the path`},
+		{"path form, bad room", "/v1/rooms/a%20b/broadcast", `{"name":"n","body":1}`, nil, 422, "", "whitespace"},
+		{"header form, same room", "/v1/broadcast", `{"room":"video-9","name":"n","body":1}`, []string{RoomHeader, "video-9"}, 200, "video-9", ""},
+		{"header form, other room", "/v1/broadcast", `{"room":"video-9","name":"n","body":1}`, []string{RoomHeader, "video-1"}, 400, "", "named by the X-Switchyard-Room header"},
+		{"header form, no body room", "/v1/broadcast", `{"name":"n","body":1}`, []string{RoomHeader, "video-9"}, 400, "", "room: required"},
+		{"plain form", "/v1/broadcast", `{"room":"video-3","name":"n","body":1}`, nil, 200, "video-3", ""},
+		{"batch header, agreeing", "/v1/broadcasts", `{"messages":[{"room":"b","name":"n","body":1},{"room":"b","name":"n","body":2}]}`, []string{RoomHeader, "b"}, 200, "b", ""},
+		{"batch header, one other room", "/v1/broadcasts", `{"messages":[{"room":"b","name":"n","body":1},{"room":"c","name":"n","body":2}]}`, []string{RoomHeader, "b"}, 400, "", `messages[1].room: "c" differs`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(fb.sent())
+			a := do(t, "POST", srv.URL+tt.path, bearer, tt.body, tt.hdr...)
+			if a.status != tt.status {
+				t.Fatalf("status = %d, want %d (%s)", a.status, tt.status, a.body)
+			}
+			sent := fb.sent()[before:]
+			if tt.status != 200 {
+				if _, msg := errorOf(t, a); !strings.Contains(msg, tt.msg) {
+					t.Fatalf("message %q, want it to contain %q", msg, tt.msg)
+				}
+				if len(sent) != 0 {
+					t.Fatalf("%d refused messages were forwarded", len(sent))
+				}
+				return
+			}
+			if len(sent) == 0 {
+				t.Fatal("nothing forwarded")
+			}
+			for _, m := range sent {
+				if m.Room != tt.room || m.IdempotencyKey == "" {
+					t.Fatalf("forwarded room %q idem %q, want room %q with an idempotency key", m.Room, m.IdempotencyKey, tt.room)
+				}
+			}
+		})
+	}
+}

@@ -21,6 +21,7 @@ import (
 func (s *Server) publicMux() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("POST /v1/broadcast", s.instrument("public", "broadcast", s.handleBroadcast))
+	mux.Handle("POST /v1/rooms/{room}/broadcast", s.instrument("public", "room_broadcast", s.handleBroadcast))
 	mux.Handle("POST /v1/broadcasts", s.instrument("public", "broadcasts", s.handleBatch))
 	mux.Handle("POST /apps/{app}/party/{room}", s.instrument("public", "dropin", s.handleDropIn))
 	mux.Handle("POST /apps/{app}/parties/{party}/{room}", s.instrument("public", "dropin", s.handleDropIn))
@@ -203,10 +204,58 @@ func (s *Server) decodeAuthed(w http.ResponseWriter, r *http.Request, v any) (ap
 	return app, true
 }
 
+// RoomHeader is the request header that names the room of a
+// POST /v1/broadcast (and of every message of a POST /v1/broadcasts), so a
+// load balancer can route by room without reading the body. It is
+// optional; when present it must equal the body's room(s).
+const RoomHeader = "X-Switchyard-Room"
+
+// affinityRoom returns the room a request names outside its body: the
+// {room} path segment of POST /v1/rooms/{room}/broadcast (decoded), else
+// the RoomHeader, else "" (none). fromPath tells which.
+func affinityRoom(r *http.Request) (room string, fromPath bool) {
+	if p := r.PathValue("room"); p != "" {
+		return p, true
+	}
+	return r.Header.Get(RoomHeader), false
+}
+
+// checkAffinity reconciles a message's room with the room named outside
+// the body (the path or RoomHeader): an absent body room takes the path's;
+// a body room that differs is refused, so that a load balancer that routed
+// by one room never carries a message of another.
+func checkAffinity(req *messageRequest, room string, fromPath bool, prefix string) error {
+	if room == "" {
+		return nil
+	}
+	if req.Room == nil {
+		if fromPath {
+			req.Room = &room
+			return nil
+		}
+		return broadcast.Errorf(broadcast.EINVALID, "%sroom: required", prefix)
+	}
+	if *req.Room != room {
+		where := "the " + RoomHeader + " header"
+		if fromPath {
+			where = "the path"
+		}
+		return broadcast.Errorf(broadcast.EINVALID, "%sroom: %q differs from the room %q named by %s", prefix, *req.Room, room, where)
+	}
+	return nil
+}
+
+// handleBroadcast serves POST /v1/broadcast and its room-addressed form
+// POST /v1/rooms/{room}/broadcast (same body, room optional there).
 func (s *Server) handleBroadcast(w http.ResponseWriter, r *http.Request) {
 	var req messageRequest
 	app, ok := s.decodeAuthed(w, r, &req)
 	if !ok {
+		return
+	}
+	room, fromPath := affinityRoom(r)
+	if err := checkAffinity(&req, room, fromPath, ""); err != nil {
+		s.writeError(w, r, app, "", err)
 		return
 	}
 	m, err := s.newMessage(app, &req, "", true)
@@ -264,10 +313,15 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
 	// Validate every message before any is forwarded.
 	msgs := make([]*broadcast.Message, len(req.Messages))
 	seen := make(map[string]int, len(req.Messages))
+	room := r.Header.Get(RoomHeader)
 	for i, raw := range req.Messages {
 		prefix := fmt.Sprintf("messages[%d].", i)
 		var mr messageRequest
 		if err := decodeStrict(raw, &mr, prefix); err != nil {
+			s.writeError(w, r, app, "", err)
+			return
+		}
+		if err := checkAffinity(&mr, room, false, prefix); err != nil {
 			s.writeError(w, r, app, "", err)
 			return
 		}

@@ -38,10 +38,14 @@ func (c Config) Validate() error {
 	}{
 		{"offPathTimeout", c.OffPathTimeout}, {"answerTimeout", c.AnswerTimeout}, {"dedupWindow", c.DedupWindow},
 		{"sequenceIdleTTL", c.SequenceIdleTTL},
+		{"sharedDedupTimeout", c.SharedDedupTimeout}, {"sharedDedupBackoff", c.SharedDedupBackoff},
 	} {
 		if f.v < 0 {
 			errs = append(errs, fmt.Errorf("%s: %v is negative", f.name, f.v))
 		}
+	}
+	if c.SharedDedupTimeout > time.Second {
+		errs = append(errs, fmt.Errorf("sharedDedupTimeout: %v is over 1s: it delays every answer while the store is slow", c.SharedDedupTimeout))
 	}
 	return errors.Join(errs...)
 }

@@ -66,6 +66,21 @@ type Config struct {
 	// SequenceIdleTTL is how long a room without messages keeps its
 	// sequence (default DefaultSequenceIdleTTL).
 	SequenceIdleTTL time.Duration
+	// SharedDedup, when set, is the idempotency window shared with the
+	// other replicas, asked (for DedupWindow) after the in-memory window
+	// lets a requestId through. Nil: the in-memory window alone (one
+	// replica). A check that fails or takes longer than SharedDedupTimeout
+	// fails open: the message is published as if the id were new, counted
+	// in switchyard_idempotency_fail_open_total; after a failure the store
+	// is not asked again for SharedDedupBackoff (those messages fail open
+	// too, reason backoff), so a slow store costs at most one timeout per
+	// backoff period.
+	SharedDedup IdempotencyStore
+	// SharedDedupTimeout bounds one call to SharedDedup (default 50ms).
+	SharedDedupTimeout time.Duration
+	// SharedDedupBackoff is how long SharedDedup is left alone after a
+	// failure (default 1s).
+	SharedDedupBackoff time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -95,6 +110,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SequenceIdleTTL <= 0 {
 		c.SequenceIdleTTL = DefaultSequenceIdleTTL
+	}
+	if c.SharedDedupTimeout <= 0 {
+		c.SharedDedupTimeout = 50 * time.Millisecond
+	}
+	if c.SharedDedupBackoff <= 0 {
+		c.SharedDedupBackoff = time.Second
 	}
 	return c
 }
@@ -167,9 +188,11 @@ type BatchResult struct {
 //     one at a time per transport; different rooms proceed in parallel.
 //   - Idempotency: a requestId seen for the same app within DedupWindow is
 //     not published again; the answer marks every transport Duplicate and
-//     no error is returned. A requestId whose answering publish failed is
-//     forgotten so that the app's retry goes through (it had no off-path
-//     copy, so the retry publishes each side once).
+//     no error is returned. The window is in memory, and also shared with
+//     the other replicas when Config.SharedDedup is set (a failed or slow
+//     shared check fails open: see there). A requestId whose answering
+//     publish failed is forgotten so that the app's retry goes through (it
+//     had no off-path copy, so the retry publishes each side once).
 //   - Lifecycle: NewMulticaster starts nothing. Run(ctx) runs the off-path
 //     workers (2*OffPathWorkers goroutines) and returns once they stopped.
 //     Broadcast works before Run: the answering side publishes at once and
@@ -197,6 +220,7 @@ type Multicaster struct {
 
 	rooms   *rooms
 	dedup   *dedupWindow
+	shared  *sharedDedup // nil without Config.SharedDedup
 	limiter *rateLimiter
 	seq     atomic.Uint64
 	seqr    *sequencer
@@ -295,6 +319,10 @@ func NewMulticaster(cfg Config, legacy, realtime Publisher, resolver StageResolv
 		stopped:     make(chan struct{}),
 	}
 	mc.dropObs, _ = observer.(DropObserver)
+	if cfg.SharedDedup != nil {
+		mc.shared = &sharedDedup{store: cfg.SharedDedup, window: cfg.DedupWindow, timeout: cfg.SharedDedupTimeout,
+			backoff: cfg.SharedDedupBackoff, now: now, log: mc.offLog, metrics: mc.metrics}
+	}
 	for t := range mc.ready {
 		mc.ready[t] = make(chan *roomState, cfg.OffPathQueue+1)
 	}
@@ -413,9 +441,14 @@ func (mc *Multicaster) Broadcast(ctx context.Context, m *Message) (Outcome, erro
 	// Only messages with an idempotency key are deduplicated: the drop-in
 	// path has none (apps reuse requestId as a correlation id there).
 	var gen uint64
-	dup := false
+	var token string
+	dup, sharedClaimed := false, false
 	if m.IdempotencyKey != "" {
 		gen, dup = mc.dedup.claim(m.App, m.IdempotencyKey, now)
+		if !dup && mc.shared != nil {
+			token, dup, sharedClaimed = mc.shared.claim(ctx, m.App, m.IdempotencyKey)
+			sharedClaimed = sharedClaimed && !dup
+		}
 	}
 	if dup {
 		am.duplicates.Inc()
@@ -429,6 +462,9 @@ func (mc *Multicaster) Broadcast(ctx context.Context, m *Message) (Outcome, erro
 	out, err := mc.publish(ctx, m, route, out, cm)
 	if err != nil && m.IdempotencyKey != "" {
 		mc.dedup.release(m.App, m.IdempotencyKey, gen)
+		if sharedClaimed {
+			mc.shared.release(ctx, m.App, m.IdempotencyKey, token)
+		}
 	}
 	return out, err
 }

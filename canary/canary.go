@@ -4,6 +4,12 @@
 // synthetic message through the gateway's public API and reports, per
 // transport, whether and how fast it arrived. Its result can be written as
 // a node_exporter textfile for alerting on a stale or failing canary.
+//
+// With several replicas one run checks one path: the stage as the replica
+// behind the admin URL resolves it, and the publish through whichever
+// replica the load balancer picks for the canary room (always the same one
+// while it is up, room affinity). It does not aggregate across replicas;
+// the dashboard does (docs/metrics.md, "Several replicas").
 package canary
 
 import (

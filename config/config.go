@@ -28,6 +28,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/switchyard/switchyard/broadcast"
+	"github.com/switchyard/switchyard/dedupredis"
 	"github.com/switchyard/switchyard/flags"
 	"github.com/switchyard/switchyard/legacyparty"
 	"github.com/switchyard/switchyard/realtime"
@@ -39,20 +40,23 @@ import (
 // Config is the whole gateway configuration. See docs/configuration.md for
 // every key.
 type Config struct {
-	Env       string               `yaml:"env"`
-	Listen    string               `yaml:"listen"`
-	Admin     Admin                `yaml:"admin"`
-	Log       Log                  `yaml:"log"`
-	Flags     Flags                `yaml:"flags"`
-	Channels  []Channel            `yaml:"channels"`
-	Apps      map[string]App       `yaml:"apps"`
-	Shadow    Shadow               `yaml:"shadow"`
-	Server    Server               `yaml:"server"`
-	Shutdown  Shutdown             `yaml:"shutdown"`
-	Upstream  Upstream             `yaml:"upstream"`
-	Multicast Multicast            `yaml:"multicast"`
-	Record    Record               `yaml:"record"`
-	Extra     map[string]yaml.Node `yaml:",inline"`
+	Env       string         `yaml:"env"`
+	Listen    string         `yaml:"listen"`
+	Admin     Admin          `yaml:"admin"`
+	Log       Log            `yaml:"log"`
+	Flags     Flags          `yaml:"flags"`
+	Channels  []Channel      `yaml:"channels"`
+	Apps      map[string]App `yaml:"apps"`
+	Shadow    Shadow         `yaml:"shadow"`
+	Server    Server         `yaml:"server"`
+	Shutdown  Shutdown       `yaml:"shutdown"`
+	Upstream  Upstream       `yaml:"upstream"`
+	Multicast Multicast      `yaml:"multicast"`
+	// Idempotency selects where the requestId window lives (in memory, or
+	// shared by the replicas on Redis).
+	Idempotency Idempotency          `yaml:"idempotency"`
+	Record      Record               `yaml:"record"`
+	Extra       map[string]yaml.Node `yaml:",inline"`
 }
 
 // Admin is the separate admin listener (metrics, health, admin API).
@@ -71,8 +75,9 @@ type Log struct {
 
 // Flags selects the OpenFeature provider.
 type Flags struct {
-	Provider     string        `yaml:"provider"` // file (default), flagd, memory
+	Provider     string        `yaml:"provider"` // file (default), blob, flagd, memory
 	File         string        `yaml:"file"`
+	Source       string        `yaml:"source"` // blob: s3://, gs://, azblob://, file:/// URL
 	Host         string        `yaml:"host"`
 	Port         int           `yaml:"port"`
 	TargetURI    string        `yaml:"targetUri"`
@@ -215,6 +220,36 @@ type Multicast struct {
 	SequenceRooms   int           `yaml:"sequenceRooms"`
 	SequenceIdleTTL time.Duration `yaml:"sequenceIdleTTL"`
 }
+
+// Idempotency selects the requestId window's store. The window's length
+// and in-memory bound stay multicast.dedupWindow and dedupMaxEntries.
+type Idempotency struct {
+	// Store is "memory" (default: one replica's window) or "redis" (the
+	// in-memory window plus one shared by every replica on Redis).
+	Store string `yaml:"store"`
+	// Timeout bounds one shared check; past it the message is published
+	// without it (fail open, counted).
+	Timeout time.Duration `yaml:"timeout"`
+	// Backoff is how long the shared store is not asked after a failure.
+	Backoff time.Duration `yaml:"backoff"`
+	Redis   Redis         `yaml:"redis"`
+}
+
+// Redis addresses the shared idempotency store.
+type Redis struct {
+	Addr      string `yaml:"addr"`
+	Username  string `yaml:"username"`
+	Password  string `yaml:"password"` // Secret
+	DB        int    `yaml:"db"`
+	TLS       bool   `yaml:"tls"`
+	KeyPrefix string `yaml:"keyPrefix"`
+}
+
+// Idempotency stores accepted in idempotency.store.
+const (
+	IdempotencyMemory = "memory"
+	IdempotencyRedis  = "redis"
+)
 
 // Record configures the opt-in traffic recorder.
 type Record struct {
@@ -477,6 +512,12 @@ func (c *Config) applyDefaults() {
 	setZero(&m.DedupMaxEntries, md.DedupMaxEntries)
 	setZero(&m.SequenceRooms, md.SequenceRooms)
 	setZero(&m.SequenceIdleTTL, md.SequenceIdleTTL)
+	setZero(&c.Idempotency.Store, IdempotencyMemory)
+	setZero(&c.Idempotency.Timeout, md.SharedDedupTimeout)
+	setZero(&c.Idempotency.Backoff, md.SharedDedupBackoff)
+	if c.Idempotency.Store == IdempotencyRedis {
+		setZero(&c.Idempotency.Redis.KeyPrefix, dedupredis.DefaultKeyPrefix)
+	}
 	if c.Record.File != "" {
 		setZero(&c.Record.MaxBytes, int64(recording.DefaultMaxBytes))
 	}
@@ -717,7 +758,15 @@ func (c *Config) Validate() error {
 		bad("shutdown.delay", "%v is outside 0..5m", d)
 	}
 	errs = append(errs, c.upstreamProblems()...)
-	errs = append(errs, under("multicast.", c.MulticastConfig().Validate())...)
+	errs = append(errs, under("multicast.", c.MulticastConfig().Validate(),
+		"sharedDedupTimeout", "idempotency.timeout", "sharedDedupBackoff", "idempotency.backoff")...)
+	switch c.Idempotency.Store {
+	case IdempotencyMemory:
+	case IdempotencyRedis:
+		errs = append(errs, under("idempotency.redis.", c.RedisConfig().Validate())...)
+	default:
+		bad("idempotency.store", "%q is not memory or redis", c.Idempotency.Store)
+	}
 	if c.Record.File != "" {
 		errs = append(errs, under("record.", c.RecordConfig().Validate())...)
 	} else if _, err := shadow.NewRedaction(c.Record.RedactPaths); err != nil {
@@ -884,7 +933,7 @@ func (c *Config) shadowChannel(ch Channel) shadow.ChannelConfig {
 // the config file (Load resolves it).
 func (c *Config) FlagsConfig() flags.Config {
 	f := c.Flags
-	return flags.Config{Provider: f.Provider, File: f.File, FlagdHost: f.Host, FlagdPort: f.Port,
+	return flags.Config{Provider: f.Provider, File: f.File, Source: f.Source, FlagdHost: f.Host, FlagdPort: f.Port,
 		FlagdTargetURI: f.TargetURI, Env: c.Env, Channels: c.ChannelNames(), PollInterval: f.PollInterval}
 }
 
@@ -905,7 +954,16 @@ func (c *Config) MulticastConfig() broadcast.Config {
 	return broadcast.Config{Apps: apps, Channels: c.ChannelNames(),
 		OffPathQueue: m.OffPathQueue, OffPathWorkers: m.OffPathWorkers, OffPathTimeout: m.OffPathTimeout,
 		DedupWindow: m.DedupWindow, DedupMaxEntries: m.DedupMaxEntries, SampleRate: c.SampleRate,
-		Sequenced: sequenced, SequenceRooms: m.SequenceRooms, SequenceIdleTTL: m.SequenceIdleTTL}
+		Sequenced: sequenced, SequenceRooms: m.SequenceRooms, SequenceIdleTTL: m.SequenceIdleTTL, SharedDedupTimeout: c.Idempotency.Timeout, SharedDedupBackoff: c.Idempotency.Backoff}
+}
+
+// RedisConfig returns the shared idempotency store's configuration
+// (idempotency.redis, with idempotency.timeout bounding each command);
+// meaningful when idempotency.store is redis.
+func (c *Config) RedisConfig() dedupredis.Config {
+	r := c.Idempotency.Redis
+	return dedupredis.Config{Addr: r.Addr, Username: r.Username, Password: r.Password, DB: r.DB, TLS: r.TLS,
+		KeyPrefix: r.KeyPrefix, Timeout: c.Idempotency.Timeout}
 }
 
 // UpstreamPolicy returns the deadline and retry policy both transports
@@ -981,6 +1039,7 @@ func (c *Config) Secrets() []string {
 		}
 	}
 	add(c.Admin.Token)
+	add(c.Idempotency.Redis.Password)
 	for _, a := range c.Apps {
 		for _, k := range a.APIKeys {
 			add(k)
@@ -1010,6 +1069,7 @@ func (c *Config) Redacted() *Config {
 	r := *c
 	r.Extra = nil
 	r.Admin.Token = redact(c.Admin.Token)
+	r.Idempotency.Redis.Password = redact(c.Idempotency.Redis.Password)
 	r.Apps = make(map[string]App, len(c.Apps))
 	for n, a := range c.Apps {
 		keys := make([]string, len(a.APIKeys))

@@ -2,6 +2,7 @@ package config
 
 import (
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -268,5 +269,37 @@ apps:
 		case c.Shutdown.DelayOrZero() != tt.want:
 			t.Errorf("%s %q: delay %v, want %v", tt.env, tt.extra, c.Shutdown.DelayOrZero(), tt.want)
 		}
+	}
+}
+
+// idempotency: memory is the default (one replica); redis takes its
+// address and secret password from the environment, fills the defaults,
+// feeds the Multicaster's bounds and the store's config, and never shows
+// the password.
+func TestIdempotencySection(t *testing.T) {
+	c, err := Parse([]byte(example), env(map[string]string{"AI_HERO_GATEWAY_KEY": "key-0123456789abcdef"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Idempotency.Store != IdempotencyMemory || c.MulticastConfig().SharedDedup != nil {
+		t.Errorf("default store %q, want memory and no shared store", c.Idempotency.Store)
+	}
+	doc := example + "idempotency: {store: redis, timeout: 80ms, redis: {addr: \"redis:6379\", password: \"${REDIS_PASSWORD}\"}}\n"
+	c, err = Parse([]byte(doc), env(map[string]string{"AI_HERO_GATEWAY_KEY": "key-0123456789abcdef", "REDIS_PASSWORD": "redis-secret-value"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := c.RedisConfig()
+	if rc.Addr != "redis:6379" || rc.Password != "redis-secret-value" || rc.Timeout != 80*time.Millisecond || rc.KeyPrefix == "" {
+		t.Errorf("redis config %+v", rc)
+	}
+	if mc := c.MulticastConfig(); mc.SharedDedupTimeout != 80*time.Millisecond || mc.SharedDedupBackoff != time.Second {
+		t.Errorf("multicast bounds %v / %v, want 80ms / 1s", mc.SharedDedupTimeout, mc.SharedDedupBackoff)
+	}
+	if got := c.Redacted().Idempotency.Redis.Password; got != "[redacted]" {
+		t.Errorf("redacted password %q", got)
+	}
+	if !slices.Contains(c.Secrets(), "redis-secret-value") {
+		t.Error("Secrets() lacks the redis password")
 	}
 }

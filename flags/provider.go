@@ -60,6 +60,10 @@ const DefaultStartDeadline = 5 * time.Second
 //     valid content to flagd: an invalid edit keeps the last good flags and
 //     sets switchyard_flag_file_valid to 0. An invalid or missing file at
 //     start makes initialisation fail with the validation error.
+//   - "blob": flagd's in-process evaluator fed by flagd's own blob sync
+//     source (gocloud.dev) polling cfg.Source every cfg.PollInterval, the
+//     document shared by every replica of an environment; each content is
+//     validated as for "file" before flagd sees it (blobSource).
 //   - "flagd": flagd's in-process evaluator synced over gRPC from a
 //     standalone flagd (cfg.FlagdHost:cfg.FlagdPort or cfg.FlagdTargetURI);
 //     several gateway instances then share one flag source.
@@ -107,6 +111,21 @@ func NewProvider(cfg Config, logger *zap.Logger, opts ...ProviderOption) (openfe
 		return p, nil
 	case ProviderMemory:
 		return newMemoryProvider(cfg)
+	case ProviderBlob:
+		src, err := newBlobSource(cfg.Source, cfg.Channels, cfg.PollInterval, o.metrics, logger.Named("flagsource"))
+		if err != nil {
+			return nil, fmt.Errorf("flags: source: %w", err)
+		}
+		p, err := newFlagdProvider(logger,
+			flagd.WithInProcessResolver(),
+			flagd.WithDeadline(deadlineMs),
+			flagd.WithOfflineFilePath(""),
+			flagd.WithCustomSyncProviderAndUri(src, cfg.Source),
+		)
+		if err != nil {
+			return nil, fmt.Errorf("flags: flagd provider for %s: %w", cfg.Source, err)
+		}
+		return p, nil
 	default:
 		abs, err := filepath.Abs(cfg.File)
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"sync/atomic"
 	"time"
@@ -27,6 +28,7 @@ import (
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/broadcast"
 	"github.com/switchyard/switchyard/config"
+	"github.com/switchyard/switchyard/dedupredis"
 	"github.com/switchyard/switchyard/flags"
 	"github.com/switchyard/switchyard/legacyparty"
 	"github.com/switchyard/switchyard/realtime"
@@ -55,6 +57,7 @@ type Gateway struct {
 	resolver *flags.Resolver
 	recorder *recording.Recorder
 	receipts *receipts.Aggregator
+	dedup    *dedupredis.Store // nil unless idempotency.store is redis
 
 	publicLn, adminLn   net.Listener
 	publicSrv, adminSrv *http.Server
@@ -191,6 +194,9 @@ func New(cfg *config.Config, logger *zap.Logger, opts Options) (_ *Gateway, err 
 		if g.recorder != nil {
 			_ = g.recorder.Close()
 		}
+		if g.dedup != nil {
+			_ = g.dedup.Close()
+		}
 		if g.resolver != nil {
 			_ = g.resolver.Close()
 		}
@@ -243,6 +249,15 @@ func New(cfg *config.Config, logger *zap.Logger, opts Options) (_ *Gateway, err 
 	g.rtWatch = realtime.NewWatcher(rtClients, p.channels.Names(), um, logger.Named("shadow.realtime"))
 	g.cmp = shadow.New(p.shadow, g.lgWatch, g.rtWatch, shadow.NewMetrics(g.reg), logger.Named("shadow"), opts.Now)
 
+	// Idempotency shared by the replicas (Redis), when configured; it
+	// connects lazily, so a Redis down at start fails open rather than
+	// stopping the gateway.
+	if cfg.Idempotency.Store == config.IdempotencyRedis {
+		if g.dedup, err = dedupredis.New(cfg.RedisConfig()); err != nil {
+			return nil, fmt.Errorf("idempotency.redis: %w", err)
+		}
+		p.multicast.SharedDedup = g.dedup
+	}
 	g.mc = broadcast.NewMulticaster(p.multicast, legacyRouter, realtimeRouter, g.resolver, g.cmp,
 		broadcast.NewMetrics(g.reg), logger.Named("multicast"), opts.Now)
 
@@ -288,8 +303,9 @@ func New(cfg *config.Config, logger *zap.Logger, opts Options) (_ *Gateway, err 
 	if cfg.Flags.Provider == "" || cfg.Flags.Provider == flags.ProviderFile {
 		flagFile = cfg.Flags.File
 	}
+	instance, _ := os.Hostname()
 	deps.StatusPage = status.New(status.Config{
-		Env: cfg.Env, Version: opts.Version, Started: started,
+		Env: cfg.Env, Version: opts.Version, Instance: instance, Started: started,
 		Apps: cfg.AppNames(), Channels: append(cfg.ChannelNames(), broadcast.DefaultChannel), FlagFile: flagFile,
 		Resolve: g.resolver.Resolve, Summary: g.cmp.Summary, Mismatches: g.cmp.Mismatches,
 		Receipts: g.receipts.Summary,
@@ -447,6 +463,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	rep := g.mc.Close(sctx)
 	g.log.Info("off-path queues drained", zap.Int("drained", rep.Drained), zap.Int("dropped", rep.Dropped), zap.Int("unfinished", rep.Unfinished))
+	if g.dedup != nil {
+		_ = g.dedup.Close()
+	}
 	stopBg()
 	_ = bg.Wait() // failures were logged when they happened
 	_ = g.resolver.Close()

@@ -2,8 +2,9 @@
 # Installs everything the test suite needs on a fresh machine (idempotent):
 # the PartyKit npm fixture, the browser client's npm packages (web/:
 # TypeScript, esbuild, playwright-core, partysocket, inngest), Debian's
-# prometheus (promtool) and chromium, the real Inngest dev server binary
-# (../shared/tools/inngest-dev.sh, cached), and staticcheck. Run by
+# prometheus (promtool), chromium, haproxy and redis-server (none of them
+# started as a service: tests run their own), the real Inngest dev server
+# binary (../shared/tools/inngest-dev.sh, cached), and staticcheck. Run by
 # `make test` and so by .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,8 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v jq >/dev/null 2>&1 || need+=(jq)       # the runbook's commands (TestRunbookCommands)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v haproxy >/dev/null 2>&1 || need+=(haproxy)            # test/replicas: the load balancer
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)  # shared idempotency (dedupredis, test/replicas)
 if [ ${#need[@]} -gt 0 ]; then
   echo "test-deps: apt-get install ${need[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -51,7 +51,10 @@ const (
 type Config struct {
 	// Env and Version are shown in the header; Started gives the uptime.
 	Env, Version string
-	Started      time.Time
+	// Instance names this replica (its host name) in the header, which
+	// says that the page shows this replica only.
+	Instance string
+	Started  time.Time
 	// Apps and Channels are the configured names; the page resolves a stage
 	// for each pair (Channels should include broadcast.DefaultChannel).
 	Apps, Channels []string
@@ -87,6 +90,7 @@ func New(cfg Config) http.Handler {
 	return &statusPage{
 		env:        cfg.Env,
 		version:    cfg.Version,
+		instance:   cfg.Instance,
 		started:    cfg.Started,
 		apps:       cfg.Apps,
 		channels:   cfg.Channels,
@@ -106,6 +110,7 @@ func New(cfg Config) http.Handler {
 // statusPage is the status page handler; see New.
 type statusPage struct {
 	env, version string
+	instance     string
 	started      time.Time
 	apps         []string
 	channels     []string
@@ -165,6 +170,7 @@ func (p *statusPage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // statusView is what the template renders.
 type statusView struct {
 	Env, Version, Generated, Uptime string
+	Instance                        string
 	KillSwitch                      bool
 	KillSwitchNote                  string
 	FlagFile                        string
@@ -271,7 +277,7 @@ func (p *statusPage) build() statusView {
 	statusOutcomes, otherOutcomes := splitOutcomes()
 	now := p.now()
 	v := statusView{
-		Env: p.env, Version: p.version, Generated: now.UTC().Format(time.RFC3339),
+		Env: p.env, Version: p.version, Instance: p.instance, Generated: now.UTC().Format(time.RFC3339),
 		Uptime: now.Sub(p.started).Truncate(time.Second).String(), Outcomes: statusOutcomes,
 		FlagFile: p.flagFile,
 	}
@@ -642,6 +648,7 @@ svg text{font:12px system-ui,sans-serif;fill:#1d2330}
 <body>
 <h1>Switchyard status</h1>
 <div class="meta">env <b>{{.Env}}</b> &middot; version {{.Version}} &middot; up {{.Uptime}} &middot; generated {{.Generated}} &middot; refreshes every 5 s &middot; stages resolved for room <code>status-page</code></div>
+<div class="meta" id="scope">This page shows <b>one replica</b>{{if .Instance}} (<code>{{.Instance}}</code>){{end}}: its own rooms, comparator window and counters. With several replicas the environment's figures (summed over all of them) are on the Grafana dashboard.</div>
 {{if .KillSwitch}}<div class="banner on" id="killswitch">Kill switch: ON &mdash; {{.KillSwitchNote}}</div>
 {{else}}<div class="banner off" id="killswitch">Kill switch: off</div>{{end}}
 {{if eq .FlagFileValid "INVALID"}}<div class="banner warn" id="flagfile">Flag file {{.FlagFile}}: last edit REFUSED &mdash; the last good flags stay in force until it is fixed</div>

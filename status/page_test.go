@@ -32,7 +32,7 @@ func TestStatusPageUnit(t *testing.T) {
 	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 	base := func() *statusPage {
 		return &statusPage{
-			env: "test", version: "v1", started: now.Add(-time.Hour), apps: []string{"ai-hero"},
+			env: "test", version: "v1", instance: "gw-7", started: now.Add(-time.Hour), apps: []string{"ai-hero"},
 			channels: []string{"transcript", "default"},
 			resolve: func(q broadcast.RouteQuery) broadcast.Route {
 				return broadcast.Route{Stage: broadcast.StageShadow, Channel: q.Channel, FlagKey: "realtime-" + q.Channel, Variant: "shadow", Reason: "STATIC"}
@@ -59,7 +59,8 @@ func TestStatusPageUnit(t *testing.T) {
 	}{
 		{
 			name: "figures",
-			want: []string{`<span class="stage stage-shadow">shadow</span>`, `50.0 %`, `parity-bad`, `-3.0 / 12.0`, `class="delta-bar"`, `No mismatch`, `Kill switch: off`},
+			want: []string{`<span class="stage stage-shadow">shadow</span>`, `50.0 %`, `parity-bad`, `-3.0 / 12.0`, `class="delta-bar"`, `No mismatch`, `Kill switch: off`,
+				`This page shows <b>one replica</b> (<code>gw-7</code>)`},
 		},
 		{
 			name: "browser receipts",

@@ -128,7 +128,7 @@ func TestCommandHelp(t *testing.T) {
 		{[]string{"serve", "--bogus"}, "Usage: switchyard serve --config FILE"},
 		{[]string{"canary", "--config"}, "-metrics-file"},
 		{[]string{"replay", "--speed", "fast"}, "Usage: switchyard replay"},
-		{[]string{"flags", "list", "extra", "--file", "x"}, "switchyard flags list --file FILE [--json]"},
+		{[]string{"flags", "list", "extra", "--file", "x"}, "switchyard flags list (--file FILE | --source URL) [--json]"},
 		{[]string{"demo", "--rate", "0"}, "-duration duration"},
 		{[]string{"help", "nope"}, "Usage: switchyard help"},
 		{[]string{"version", "extra"}, "Usage: switchyard version"},
