@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/switchyard/switchyard/flags"
 )
 
 // TestRunCommandLine covers the exit codes and messages of run itself.
@@ -150,11 +152,11 @@ func TestFlagsListJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var views []flagView
+	var views []flags.View
 	if err := json.Unmarshal([]byte(stdout), &views); err != nil {
 		t.Fatalf("not JSON: %v\n%s", err, stdout)
 	}
-	byName := map[string]flagView{}
+	byName := map[string]flags.View{}
 	for _, v := range views {
 		byName[v.Flag] = v
 	}

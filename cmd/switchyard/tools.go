@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,9 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/user"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/switchyard/switchyard/adminclient"
@@ -267,7 +266,12 @@ func runFlags(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		if err != nil {
 			return err
 		}
-		return flagsList(f, o.json, stdout)
+		if o.json {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(f.Views())
+		}
+		return f.WriteTable(stdout)
 	case "get":
 		if len(pos) != 1 {
 			return usageError("flags get", "want exactly one FLAG")
@@ -276,7 +280,7 @@ func runFlags(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		if err != nil {
 			return err
 		}
-		return flagsGet(f, pos[0], stdout)
+		return f.Describe(pos[0], stdout)
 	case "set":
 		if len(pos) != 2 {
 			return usageError("flags set", "want FLAG VARIANT")
@@ -288,15 +292,6 @@ func runFlags(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		}
 		return flagsSet(ctx, o, flags.KillSwitchKey, pos[0], stdout, stderr)
 	}
-}
-
-// flagView is one flag as `flags list` shows it.
-type flagView struct {
-	Flag      string          `json:"flag"`
-	State     string          `json:"state"`
-	Default   string          `json:"defaultVariant"`
-	Variants  []string        `json:"variants"`
-	Targeting json.RawMessage `json:"targeting,omitempty"`
 }
 
 // load reads and validates the flag file or the shared source's document.
@@ -325,44 +320,6 @@ func (o flagsOptions) load(ctx context.Context) (*flags.File, error) {
 
 // sourceTimeout bounds the reads of a shared flag source.
 const sourceTimeout = 30 * time.Second
-
-func flagsList(f *flags.File, asJSON bool, stdout io.Writer) error {
-	if asJSON {
-		views := make([]flagView, 0, len(f.Flags))
-		for _, k := range f.Keys() {
-			fl := f.Flags[k]
-			views = append(views, flagView{Flag: k, State: fl.State, Default: fl.DefaultVariant, Variants: fl.VariantNames(), Targeting: fl.Targeting})
-		}
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(views)
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "FLAG\tSTATE\tDEFAULT\tVARIANTS\tTARGETING")
-	for _, k := range f.Keys() {
-		fl := f.Flags[k]
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k, fl.State, orDash(fl.DefaultVariant),
-			strings.Join(fl.VariantNames(), ","), flags.TargetingSummary(fl.Targeting, 60))
-	}
-	return tw.Flush()
-}
-
-func flagsGet(f *flags.File, key string, stdout io.Writer) error {
-	fl, ok := f.Flags[key]
-	if !ok {
-		return fmt.Errorf("unknown flag %q (known: %s)", key, strings.Join(f.Keys(), ", "))
-	}
-	fmt.Fprintf(stdout, "flag:      %s\nstate:     %s\ndefault:   %s\nvariants:  %s\ntargeting: %s\n",
-		key, fl.State, orDash(fl.DefaultVariant), strings.Join(fl.VariantNames(), ", "), flags.TargetingSummary(fl.Targeting, 0))
-	return nil
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
 
 func flagsSet(ctx context.Context, o flagsOptions, key, variant string, stdout, stderr io.Writer) error {
 	if strings.TrimSpace(o.reason) == "" {
@@ -404,7 +361,7 @@ func flagsSet(ctx context.Context, o flagsOptions, key, variant string, stdout, 
 	if auditPath == "" && o.source == "" {
 		auditPath = flags.DefaultAuditFile(o.file)
 	}
-	rec := flags.AuditRecord{User: currentUser(o.getenv), Reason: o.reason}
+	rec := flags.AuditRecord{User: flags.CurrentUser(o.getenv), Reason: o.reason}
 	rec.Host, _ = os.Hostname()
 	if o.admin != "" {
 		token := o.adminToken
@@ -429,26 +386,13 @@ func flagsSet(ctx context.Context, o flagsOptions, key, variant string, stdout, 
 			auditPath = o.source + ".audit.jsonl"
 		}
 	}
-	fmt.Fprintf(stdout, "%s: %s -> %s (%s); audit: %s\n", key, orDash(ch.From), variant, where, auditPath)
+	fmt.Fprintf(stdout, "%s: %s -> %s (%s); audit: %s\n", key, cmp.Or(ch.From, "-"), variant, where, auditPath)
 	return nil
 }
 
-func currentUser(getenv func(string) string) string {
-	for _, k := range []string{"SUDO_USER", "USER"} {
-		if v := getenv(k); v != "" {
-			return v
-		}
-	}
-	if u, err := user.Current(); err == nil {
-		return u.Username
-	}
-	return "unknown"
-}
-
 // shadowSnapshot reads the admin shadow summary and returns what the audit
-// record keeps of it: for the kill switch the whole summary; for a stage
-// flag the rows of its channel (one row as an object, several, one per
-// app, as an array).
+// record keeps of it (shadow.Summary.Snapshot): the whole summary for the
+// kill switch, the flag's channel's rows otherwise.
 func shadowSnapshot(ctx context.Context, c *adminclient.Client, key string) (json.RawMessage, error) {
 	ctx, cancel := context.WithTimeout(ctx, adminTimeout)
 	defer cancel()
@@ -456,21 +400,13 @@ func shadowSnapshot(ctx context.Context, c *adminclient.Client, key string) (jso
 	if err != nil {
 		return nil, fmt.Errorf("shadow summary: %w", err)
 	}
-	if key == flags.KillSwitchKey {
-		return json.Marshal(sum)
+	channel := ""
+	if key != flags.KillSwitchKey {
+		channel = strings.TrimPrefix(key, flags.FlagPrefix)
 	}
-	channel := strings.TrimPrefix(key, flags.FlagPrefix)
-	var found []any
-	for _, row := range sum.Channels {
-		if row.Channel == channel {
-			found = append(found, row)
-		}
+	snap, err := sum.Snapshot(channel)
+	if err != nil {
+		return nil, fmt.Errorf("shadow summary: %w", err)
 	}
-	switch len(found) {
-	case 0:
-		return nil, fmt.Errorf("shadow summary: channel %q not in the summary", channel)
-	case 1:
-		return json.Marshal(found[0])
-	}
-	return json.Marshal(found)
+	return snap, nil
 }
