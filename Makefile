@@ -10,7 +10,7 @@ PKGS     ?= ./...
 STATICCHECK_VERSION ?= v0.7.0
 GOBIN    ?= $(shell $(GO) env GOPATH)/bin
 
-.PHONY: demo test test-deps lint vet staticcheck vulncheck build bench fuzz docker clean
+.PHONY: demo test stress test-deps lint vet staticcheck vulncheck build bench fuzz docker clean web-size
 
 ## demo: run the embedded demo (no outside service needed)
 demo:
@@ -18,11 +18,21 @@ demo:
 
 ## test: install test dependencies, then lint and run every test with -race
 test: test-deps lint vulncheck
+	cd web && npm test
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 	promtool check rules configs/prometheus/alerts.yml
 	promtool test rules configs/prometheus/alerts_test.yml
 
-## test-deps: the npm PartyKit fixture, promtool and chromium (Debian), staticcheck
+## stress: the whole suite with -race -count=$(STRESS_COUNT) while every core
+## is kept busy (stress-ng, installed with apt-get when missing), the
+## end-to-end and browser tests included; prints each failed test with its
+## output (scripts/stress.sh). Long: not part of test.
+STRESS_COUNT ?= 5
+stress:
+	STRESS_COUNT=$(STRESS_COUNT) PKGS='$(PKGS)' scripts/stress.sh
+
+## test-deps: the npm PartyKit fixture, web/'s npm packages, promtool and
+## chromium (Debian), the Inngest dev server binary, staticcheck
 test-deps:
 	scripts/test-deps.sh
 
@@ -50,6 +60,10 @@ bench:
 
 fuzz:
 	scripts/fuzz.sh 20s
+
+## web-size: the browser package's size, minified and gzipped (esbuild)
+web-size:
+	cd web && npm run --silent size
 
 docker:
 	docker build -t switchyard .

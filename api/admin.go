@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/switchyard/switchyard/broadcast"
+	"github.com/switchyard/switchyard/receipts"
 	"github.com/switchyard/switchyard/shadow"
 )
 
@@ -54,6 +55,17 @@ func (s *Server) adminMux() http.Handler {
 		doc := shadow.MismatchReport{Mismatches: s.deps.ShadowMismatches(limit)}
 		if doc.Mismatches == nil {
 			doc.Mismatches = []shadow.MismatchExample{}
+		}
+		writeJSON(w, http.StatusOK, &doc)
+	})).ServeHTTP))
+	mux.Handle("GET /v1/admin/receipts/summary", s.instrument("admin", "receipts_summary", s.adminAuth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.deps.ReceiptsSummary == nil {
+			s.writeError(w, r, "", "", broadcast.Errorf(broadcast.ENOTFOUND, "receipts are not collected"))
+			return
+		}
+		doc := receipts.Summary{Channels: s.deps.ReceiptsSummary()}
+		if doc.Channels == nil {
+			doc.Channels = []receipts.ChannelSummary{}
 		}
 		writeJSON(w, http.StatusOK, &doc)
 	})).ServeHTTP))

@@ -26,6 +26,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/switchyard/switchyard/broadcast"
+	"github.com/switchyard/switchyard/receipts"
 	"github.com/switchyard/switchyard/shadow"
 )
 
@@ -49,8 +50,28 @@ type App struct {
 	// GrantSecret verifies room grants on GET /v1/realtime/token; empty
 	// disables that path for the app.
 	GrantSecret []byte
-	// Origins are the CORS origins allowed on the token path.
+	// Origins are the CORS origins allowed on the token and receipts
+	// paths.
 	Origins []string
+	// Sequenced is true for an app whose envelopes carry the sequence
+	// ("sy"): its token answers carry the room's sequence start.
+	Sequenced bool
+	// Parties are the PartyKit parties the drop-in path may address, the
+	// app's default party first (the one of /apps/{app}/party/{room} and of
+	// /v1/broadcast). Empty means DefaultParty only.
+	Parties []string
+}
+
+// DefaultParty is PartyKit's default party ("main"), the only one an App
+// without Parties accepts.
+const DefaultParty = "main"
+
+// parties returns a.Parties, or DefaultParty alone.
+func (a App) parties() []string {
+	if len(a.Parties) == 0 {
+		return []string{DefaultParty}
+	}
+	return a.Parties
 }
 
 // Config is the API's own configuration, built from the gateway config.
@@ -66,6 +87,13 @@ type Config struct {
 	AdminToken string
 	// MaxBatch bounds POST /v1/broadcasts (default 100).
 	MaxBatch int
+	// MaxHeaderBytes bounds a request head on connections of
+	// GuardListener (default http.DefaultMaxHeaderBytes, 1 MiB; the gateway
+	// passes server.maxHeaderBytes).
+	MaxHeaderBytes int
+	// Receipts limits POST /v1/receipts (zero fields take the defaults of
+	// ReceiptLimits).
+	Receipts ReceiptLimits
 }
 
 // Deps are the collaborators of the API; nil ones disable their endpoints
@@ -96,20 +124,56 @@ type Deps struct {
 	// before the browser listens and the first message comes. It is called
 	// on the request goroutine and must not block.
 	Warm func(app, room string, channels []string)
+
+	// What the token answer tells browsers (token answer version 2), each
+	// nil-safe: Topic maps an app's configured channel to its realtime
+	// topic (nil: the channel name); Events maps each configured event
+	// name to its channel; Sequence returns a sequenced room's epoch and
+	// last sequence number (the multicaster's RoomSequence).
+	Topic  func(app, channel string) string
+	Events func() map[string]string
+	// RealtimeURL is an app's Inngest API base URL (its realtime.url), for
+	// the browser's subscription; nil leaves it out.
+	RealtimeURL func(app string) string
+	Sequence    func(app, room string) (epoch string, last uint64)
+	// SequenceChannel resolves the channel of a sequenced message a
+	// receipt names (the multicaster's SequenceChannel); nil trusts the
+	// channel the browser reports.
+	SequenceChannel func(app, room, epoch string, seq uint64) (string, bool)
+	// Receipts counts validated browser receipts; nil disables
+	// POST /v1/receipts (404) and the admin receipts summary.
+	Receipts ReceiptSink
+	// ReceiptsSummary serves GET /v1/admin/receipts/summary.
+	ReceiptsSummary func() []receipts.ChannelSummary
+}
+
+// ReceiptSink takes the validated receipts of one report. Record must be
+// safe for concurrent use and must not block on I/O.
+type ReceiptSink interface {
+	Record(app string, rs []receipts.Receipt)
 }
 
 // Server holds the handlers of both listeners. Its handlers are safe for
-// concurrent use; SetReady may be called at any time.
+// concurrent use; SetReady, SetLeaving and SetDraining may be called at any
+// time.
 type Server struct {
-	cfg    Config
-	deps   Deps
-	m      *Metrics
-	log    *zap.Logger
-	now    func() time.Time
-	ready  atomic.Bool
-	apps   []App // for constant-time key lookup over every app
-	public http.Handler
-	admin  http.Handler
+	cfg   Config
+	deps  Deps
+	m     *Metrics
+	log   *zap.Logger
+	now   func() time.Time
+	ready atomic.Bool
+	// leaving and draining are the shutdown's two phases (SetLeaving,
+	// SetDraining).
+	leaving  atomic.Bool
+	draining atomic.Bool
+	apps     []App // for constant-time key lookup over every app
+	// rcptLimits rate-limits receipt reports per grant and room.
+	rcptLimits *grantLimiter
+	// refusedPrefix starts the path of GuardListener's marker requests.
+	refusedPrefix string
+	public        http.Handler
+	admin         http.Handler
 }
 
 // New builds the server. logger nil is a no-op logger; now nil is
@@ -130,15 +194,20 @@ func New(cfg Config, deps Deps, m *Metrics, logger *zap.Logger, now func() time.
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 100
 	}
+	if cfg.MaxHeaderBytes <= 0 {
+		cfg.MaxHeaderBytes = http.DefaultMaxHeaderBytes
+	}
 	if cfg.ChannelOf == nil {
 		cfg.ChannelOf = func(string) string { return broadcast.DefaultChannel }
 	}
-	s := &Server{cfg: cfg, deps: deps, m: m, log: logger, now: now}
+	cfg.Receipts = cfg.Receipts.withDefaults()
+	s := &Server{cfg: cfg, deps: deps, m: m, log: logger, now: now, rcptLimits: newGrantLimiter(cfg.Receipts),
+		refusedPrefix: newRefusedPrefix()}
 	for _, a := range cfg.Apps {
 		s.apps = append(s.apps, a)
 	}
-	s.public = s.publicMux()
-	s.admin = s.adminMux()
+	s.public = s.framed("public", s.lifecycle(s.publicMux()))
+	s.admin = s.framed("admin", s.adminMux())
 	return s
 }
 
@@ -146,6 +215,42 @@ func New(cfg Config, deps Deps, m *Metrics, logger *zap.Logger, now func() time.
 func (s *Server) SetReady(ready bool) {
 	s.ready.Store(ready)
 	s.m.ready.Set(b2f(ready))
+}
+
+// SetLeaving starts the first phase of a shutdown: every public answer
+// carries Connection: close, so that a keep-alive client opens its next
+// connection through the load balancer (to another replica, once this one
+// is out of its endpoints); requests are still served. Call it with
+// SetReady(false). It cannot be undone.
+func (s *Server) SetLeaving() { s.leaving.Store(true) }
+
+// SetDraining starts the second phase: every public request that still
+// arrives is answered 503 draining with Connection: close, and served no
+// further (the gateway calls it when shutdown.delay is over, just before
+// the listener stops accepting). Requests already in their handler finish.
+// It cannot be undone.
+func (s *Server) SetDraining() {
+	s.leaving.Store(true)
+	s.draining.Store(true)
+}
+
+// lifecycle applies the shutdown phases to the public handler h.
+func (s *Server) lifecycle(h http.Handler) http.Handler {
+	refuse := s.instrument("public", "draining", func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, "", "", broadcast.Errorf(broadcast.EDRAINING, "the gateway is shutting down: retry on another connection"))
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.leaving.Load() {
+			h.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Connection", "close")
+		if s.draining.Load() {
+			refuse.ServeHTTP(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // Public is the handler of the public listener.
@@ -183,6 +288,8 @@ func statusOf(code string) int {
 		return http.StatusBadGateway
 	case broadcast.EDRAINING:
 		return http.StatusServiceUnavailable
+	case eHeaderTooLarge:
+		return http.StatusRequestHeaderFieldsTooLarge
 	case "method_not_allowed":
 		return http.StatusMethodNotAllowed
 	}
@@ -317,17 +424,23 @@ func NewRequestID() string {
 
 // ---- bodies ----
 
-// readBody reads the whole request body up to the limit; over it the error
-// is ETOOLARGE.
+// readBody reads the whole request body up to server.maxBodyBytes; over it
+// the error is ETOOLARGE.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	if r.ContentLength > s.cfg.MaxBodyBytes {
-		return nil, broadcast.Errorf(broadcast.ETOOLARGE, "request body is %d bytes, over the %d byte limit", r.ContentLength, s.cfg.MaxBodyBytes)
+	return readBodyLimit(w, r, s.cfg.MaxBodyBytes)
+}
+
+// readBodyLimit reads the whole request body up to limit bytes; over it
+// the error is ETOOLARGE.
+func readBodyLimit(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	if r.ContentLength > limit {
+		return nil, broadcast.Errorf(broadcast.ETOOLARGE, "request body is %d bytes, over the %d byte limit", r.ContentLength, limit)
 	}
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, broadcast.Errorf(broadcast.ETOOLARGE, "request body is over the %d byte limit", s.cfg.MaxBodyBytes)
+			return nil, broadcast.Errorf(broadcast.ETOOLARGE, "request body is over the %d byte limit", limit)
 		}
 		return nil, &broadcast.Error{Code: broadcast.EINVALID, Message: "reading the request body failed", Err: err}
 	}
@@ -343,6 +456,7 @@ type Metrics struct {
 	rejects  *prometheus.CounterVec
 	tokens   *prometheus.CounterVec
 	tokenErr *prometheus.CounterVec
+	rcptErr  *prometheus.CounterVec
 	ready    prometheus.Gauge
 }
 
@@ -365,12 +479,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		tokenErr: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchyard_token_errors_total", Help: "Token requests refused or failed, by app and reason.",
 		}, []string{"app", "reason"}),
+		rcptErr: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchyard_browser_receipts_refused_total", Help: "Browser receipt reports (POST /v1/receipts) refused, by app and reason.",
+		}, []string{"app", "reason"}),
 		ready: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "switchyard_ready", Help: "1 when /readyz answers 200.",
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.rejects, m.tokens, m.tokenErr, m.ready)
+		reg.MustRegister(m.requests, m.duration, m.rejects, m.tokens, m.tokenErr, m.rcptErr, m.ready)
 	}
 	return m
 }
@@ -420,6 +537,8 @@ func statusLabel(status int) string {
 	switch status {
 	case http.StatusOK:
 		return "200"
+	case http.StatusAccepted:
+		return "202"
 	case http.StatusBadRequest:
 		return "400"
 	case http.StatusUnauthorized:

@@ -64,7 +64,7 @@ func newTestServer(t *testing.T, fb *fakeBroadcaster) *httptest.Server {
 	s := New(Config{
 		Env: "test",
 		Apps: map[string]App{
-			"ai-hero": {Name: "ai-hero", KeyHashes: [][32]byte{HashKey(testKey)}, DropInHeader: "X-Switchyard-Secret", DropInSecret: dropInSec},
+			"ai-hero": {Name: "ai-hero", KeyHashes: [][32]byte{HashKey(testKey)}, DropInHeader: "X-Switchyard-Secret", DropInSecret: dropInSec, Parties: []string{"main", "chat"}},
 			"other":   {Name: "other", KeyHashes: [][32]byte{HashKey(otherKey)}},
 		},
 		ChannelOf: func(ev string) string {
@@ -253,8 +253,14 @@ func TestDropIn(t *testing.T) {
 		{"no secret", "/apps/ai-hero/party/video-1", body, nil, 401, "missing or wrong X-Switchyard-Secret header"},
 		{"wrong secret", "/apps/ai-hero/party/video-1", body, []string{"X-Switchyard-Secret", "nope"}, 401, "missing or wrong"},
 		{"unknown app", "/apps/nope/party/video-1", body, sec, 404, `unknown app \"nope\"`},
+		{"declared party", "/apps/ai-hero/parties/chat/video-1", body, sec, 200, "ok"},
+		{"room as written", "/apps/ai-hero/party/a(b)!*'", body, sec, 200, "ok"},
 		{"escaped room", "/apps/ai-hero/party/a%20b", body, sec, 422, "character '%'"},
+		{"escaped party", "/apps/ai-hero/parties/ma%69n/video-1", body, sec, 400, "party:"},
 		{"bad party", "/apps/ai-hero/parties/ma.in/video-1", body, sec, 400, "party:"},
+		{"undeclared party", "/apps/ai-hero/parties/other/video-1", body, sec, 404, `app \"ai-hero\" has no party \"other\" (declared: main, chat)`},
+		{"other app: default party only", "/apps/other/parties/chat/video-1", body, nil, 404, `has no party \"chat\" (declared: main)`},
+		{"invalid UTF-8 in the body", "/apps/ai-hero/party/video-1", `{"body":{"t":"caf` + "\xe9" + `"},"requestId":"r1","name":"n"}`, sec, 400, "body.t: not valid UTF-8"},
 		{"invalid JSON", "/apps/ai-hero/party/video-1", `{"body":`, sec, 400, "malformed JSON"},
 		{"missing name", "/apps/ai-hero/party/video-1", `{"body":1,"requestId":"r"}`, sec, 400, "name: required"},
 		{"other app needs no secret", "/apps/other/party/video-1", body, nil, 200, "ok"},
@@ -268,11 +274,16 @@ func TestDropIn(t *testing.T) {
 		})
 	}
 	msgs := fb.sent()
-	if len(msgs) != 3 {
-		t.Fatalf("forwarded %d messages, want 3", len(msgs))
+	if len(msgs) != 5 {
+		t.Fatalf("forwarded %d messages, want 5", len(msgs))
 	}
-	if msgs[1].Party != "main" || msgs[0].Party != "" || msgs[0].IdempotencyKey != "" {
-		t.Errorf("party = %q/%q, idempotency key %q; want \"\"/main and none on the drop-in path", msgs[0].Party, msgs[1].Party, msgs[0].IdempotencyKey)
+	// The default party, named or not, is Party ""; a declared other party
+	// is named; the room is the raw segment.
+	if msgs[0].Party != "" || msgs[1].Party != "" || msgs[2].Party != "chat" || msgs[0].IdempotencyKey != "" {
+		t.Errorf("party = %q/%q/%q, idempotency key %q; want \"\"/\"\"/chat and none on the drop-in path", msgs[0].Party, msgs[1].Party, msgs[2].Party, msgs[0].IdempotencyKey)
+	}
+	if msgs[3].Room != "a(b)!*'" {
+		t.Errorf("room = %q, want the raw segment a(b)!*'", msgs[3].Room)
 	}
 	if string(msgs[0].Envelope) != body {
 		t.Errorf("envelope = %s, want %s", msgs[0].Envelope, body)
@@ -551,5 +562,136 @@ func TestBatchItemFailuresAreLogged(t *testing.T) {
 		if seen[id] != 1 {
 			t.Errorf("%s: logged %d times, want once", id, seen[id])
 		}
+	}
+}
+
+func TestCheckUTF8NamesThePath(t *testing.T) {
+	for _, tt := range []struct {
+		name, body, prefix, want string
+	}{
+		{"valid", `{"a":"café"}`, "", ""},
+		{"top-level field", `{"name":"x` + "\xff" + `"}`, "", "name: not valid UTF-8 (byte 10)"},
+		{"nested value", `{"body":{"items":[1,{"t":"` + "\xe9" + `"}]}}`, "", "body.items[1].t: not valid UTF-8"},
+		{"field name in body", `{"body":{"k` + "\xc3" + `":1}}`, "", "body: a field name is not valid UTF-8"},
+		{"top-level field name", `{"k` + "\xc3" + `":1}`, "", "a field name is not valid UTF-8"},
+		{"batch item prefix", `{"body":["` + "\x80" + `"]}`, "messages[2].", "messages[2].body[0]: not valid UTF-8"},
+		{"item itself", `"` + "\x80" + `"`, "messages[2].", "messages[2]: not valid UTF-8"},
+		{"surrogate half", `{"s":"` + "\xed\xa0\x80" + `"}`, "", "s: not valid UTF-8"},
+		{"not JSON before the bad byte", `{"a":` + "\xff", "", "request body: not valid UTF-8 at byte 5"},
+		{"escaped lone surrogate is JSON's business", `{"s":"\ud800"}`, "", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := checkUTF8([]byte(tt.body), tt.prefix)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("checkUTF8 = %v, want nil", err)
+				}
+				return
+			}
+			if broadcast.ErrorCode(err) != broadcast.EINVALID || !strings.Contains(broadcast.ErrorMessage(err), tt.want) {
+				t.Fatalf("checkUTF8 = %v, want EINVALID containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestShutdownPhases: while leaving, public answers close their
+// connection; while draining, every public request is 503 draining; the
+// admin listener is not affected.
+func TestShutdownPhases(t *testing.T) {
+	fb := &fakeBroadcaster{}
+	s := New(Config{Apps: map[string]App{"ai-hero": {Name: "ai-hero", KeyHashes: [][32]byte{HashKey(testKey)}}}}, Deps{Broadcaster: fb}, nil, nil, nil)
+	s.SetReady(true)
+	pub, adm := httptest.NewServer(s.Public()), httptest.NewServer(s.Admin())
+	t.Cleanup(pub.Close)
+	t.Cleanup(adm.Close)
+	body := `{"room":"r","name":"n","body":1}`
+	publish := func() (answer, bool) {
+		req, _ := http.NewRequest("POST", pub.URL+"/v1/broadcast", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+testKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return answer{resp.StatusCode, resp.Header, string(b)}, resp.Close
+	}
+	if a, closed := publish(); a.status != 200 || closed {
+		t.Fatalf("serving: %d, Connection: close %v", a.status, closed)
+	}
+	s.SetReady(false)
+	s.SetLeaving()
+	if a, closed := publish(); a.status != 200 || !closed {
+		t.Errorf("leaving: %d, Connection: close %v; want 200 and close", a.status, closed)
+	}
+	s.SetDraining()
+	a, closed := publish()
+	if code, _ := errorOf(t, a); a.status != 503 || code != broadcast.EDRAINING || !closed {
+		t.Errorf("draining: %d %s, Connection: close %v; want 503 draining and close", a.status, a.body, closed)
+	}
+	if n := len(fb.sent()); n != 2 {
+		t.Errorf("%d messages forwarded, want 2 (none while draining)", n)
+	}
+	if a := do(t, "GET", adm.URL+"/readyz", "", ""); a.status != 503 {
+		t.Errorf("readyz = %d, want 503", a.status)
+	}
+	if a := do(t, "GET", adm.URL+"/healthz", "", ""); a.status != 200 {
+		t.Errorf("healthz = %d, want 200 (the admin listener keeps serving)", a.status)
+	}
+}
+
+// The room-addressed forms a load balancer hashes on: the path form takes
+// its room from the path (a body room must agree), the header form must
+// agree with the body (and with every message of a batch), and the plain
+// form without a header is unchanged.
+func TestRoomAffinityForms(t *testing.T) {
+	fb := &fakeBroadcaster{}
+	srv := newTestServer(t, fb)
+	bearer := "Bearer " + testKey
+	tests := []struct {
+		name, path, body string
+		hdr              []string
+		status           int
+		room, msg        string
+	}{
+		{"path form, no body room", "/v1/rooms/video-7/broadcast", `{"name":"n","body":1}`, nil, 200, "video-7", ""},
+		{"path form, same body room", "/v1/rooms/video-7/broadcast", `{"room":"video-7","name":"n","body":1}`, nil, 200, "video-7", ""},
+		{"path form, escaped room", "/v1/rooms/video%3A7/broadcast", `{"name":"n","body":1}`, nil, 200, "video:7", ""},
+		{"path form, other body room", "/v1/rooms/video-7/broadcast", `{"room":"video-8","name":"n","body":1}`, nil, 400, "", `room: "video-8" differs from the room "video-7" named by the path`},
+		{"path form, bad room", "/v1/rooms/a%20b/broadcast", `{"name":"n","body":1}`, nil, 422, "", "whitespace"},
+		{"header form, same room", "/v1/broadcast", `{"room":"video-9","name":"n","body":1}`, []string{RoomHeader, "video-9"}, 200, "video-9", ""},
+		{"header form, other room", "/v1/broadcast", `{"room":"video-9","name":"n","body":1}`, []string{RoomHeader, "video-1"}, 400, "", "named by the X-Switchyard-Room header"},
+		{"header form, no body room", "/v1/broadcast", `{"name":"n","body":1}`, []string{RoomHeader, "video-9"}, 400, "", "room: required"},
+		{"plain form", "/v1/broadcast", `{"room":"video-3","name":"n","body":1}`, nil, 200, "video-3", ""},
+		{"batch header, agreeing", "/v1/broadcasts", `{"messages":[{"room":"b","name":"n","body":1},{"room":"b","name":"n","body":2}]}`, []string{RoomHeader, "b"}, 200, "b", ""},
+		{"batch header, one other room", "/v1/broadcasts", `{"messages":[{"room":"b","name":"n","body":1},{"room":"c","name":"n","body":2}]}`, []string{RoomHeader, "b"}, 400, "", `messages[1].room: "c" differs`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(fb.sent())
+			a := do(t, "POST", srv.URL+tt.path, bearer, tt.body, tt.hdr...)
+			if a.status != tt.status {
+				t.Fatalf("status = %d, want %d (%s)", a.status, tt.status, a.body)
+			}
+			sent := fb.sent()[before:]
+			if tt.status != 200 {
+				if _, msg := errorOf(t, a); !strings.Contains(msg, tt.msg) {
+					t.Fatalf("message %q, want it to contain %q", msg, tt.msg)
+				}
+				if len(sent) != 0 {
+					t.Fatalf("%d refused messages were forwarded", len(sent))
+				}
+				return
+			}
+			if len(sent) == 0 {
+				t.Fatal("nothing forwarded")
+			}
+			for _, m := range sent {
+				if m.Room != tt.room || m.IdempotencyKey == "" {
+					t.Fatalf("forwarded room %q idem %q, want room %q with an idempotency key", m.Room, m.IdempotencyKey, tt.room)
+				}
+			}
+		})
 	}
 }

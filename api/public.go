@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -20,12 +21,15 @@ import (
 func (s *Server) publicMux() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("POST /v1/broadcast", s.instrument("public", "broadcast", s.handleBroadcast))
+	mux.Handle("POST /v1/rooms/{room}/broadcast", s.instrument("public", "room_broadcast", s.handleBroadcast))
 	mux.Handle("POST /v1/broadcasts", s.instrument("public", "broadcasts", s.handleBatch))
 	mux.Handle("POST /apps/{app}/party/{room}", s.instrument("public", "dropin", s.handleDropIn))
 	mux.Handle("POST /apps/{app}/parties/{party}/{room}", s.instrument("public", "dropin", s.handleDropIn))
 	mux.Handle("POST /v1/realtime/token", s.instrument("public", "token_server", s.handleTokenServer))
 	mux.Handle("GET /v1/realtime/token", s.instrument("public", "token_grant", s.handleTokenGrant))
 	mux.Handle("OPTIONS /v1/realtime/token", s.instrument("public", "token_preflight", s.handleTokenPreflight))
+	mux.Handle("POST /v1/receipts", s.instrument("public", "receipts", s.handleReceipts))
+	mux.Handle("OPTIONS /v1/receipts", s.instrument("public", "receipts_preflight", s.handleReceiptsPreflight))
 	mux.Handle("/", s.instrument("public", "other", s.notFound(mux)))
 	return mux
 }
@@ -62,10 +66,14 @@ type messageRequest struct {
 	RequestID *string         `json:"requestId"`
 }
 
-// decodeStrict decodes one JSON object into v, refusing unknown fields and
-// trailing data, and turns decoder errors into EINVALID messages naming the
-// field (prefixed by prefix, e.g. "messages[2].").
+// decodeStrict decodes one JSON object into v, refusing text that is not
+// valid UTF-8 (checkUTF8), unknown fields and trailing data, and turns
+// decoder errors into EINVALID messages naming the field (prefixed by
+// prefix, e.g. "messages[2].").
 func decodeStrict(b []byte, v any, prefix string) error {
+	if err := checkUTF8(b, prefix); err != nil {
+		return err
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -196,10 +204,58 @@ func (s *Server) decodeAuthed(w http.ResponseWriter, r *http.Request, v any) (ap
 	return app, true
 }
 
+// RoomHeader is the request header that names the room of a
+// POST /v1/broadcast (and of every message of a POST /v1/broadcasts), so a
+// load balancer can route by room without reading the body. It is
+// optional; when present it must equal the body's room(s).
+const RoomHeader = "X-Switchyard-Room"
+
+// affinityRoom returns the room a request names outside its body: the
+// {room} path segment of POST /v1/rooms/{room}/broadcast (decoded), else
+// the RoomHeader, else "" (none). fromPath tells which.
+func affinityRoom(r *http.Request) (room string, fromPath bool) {
+	if p := r.PathValue("room"); p != "" {
+		return p, true
+	}
+	return r.Header.Get(RoomHeader), false
+}
+
+// checkAffinity reconciles a message's room with the room named outside
+// the body (the path or RoomHeader): an absent body room takes the path's;
+// a body room that differs is refused, so that a load balancer that routed
+// by one room never carries a message of another.
+func checkAffinity(req *messageRequest, room string, fromPath bool, prefix string) error {
+	if room == "" {
+		return nil
+	}
+	if req.Room == nil {
+		if fromPath {
+			req.Room = &room
+			return nil
+		}
+		return broadcast.Errorf(broadcast.EINVALID, "%sroom: required", prefix)
+	}
+	if *req.Room != room {
+		where := "the " + RoomHeader + " header"
+		if fromPath {
+			where = "the path"
+		}
+		return broadcast.Errorf(broadcast.EINVALID, "%sroom: %q differs from the room %q named by %s", prefix, *req.Room, room, where)
+	}
+	return nil
+}
+
+// handleBroadcast serves POST /v1/broadcast and its room-addressed form
+// POST /v1/rooms/{room}/broadcast (same body, room optional there).
 func (s *Server) handleBroadcast(w http.ResponseWriter, r *http.Request) {
 	var req messageRequest
 	app, ok := s.decodeAuthed(w, r, &req)
 	if !ok {
+		return
+	}
+	room, fromPath := affinityRoom(r)
+	if err := checkAffinity(&req, room, fromPath, ""); err != nil {
+		s.writeError(w, r, app, "", err)
 		return
 	}
 	m, err := s.newMessage(app, &req, "", true)
@@ -257,10 +313,15 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
 	// Validate every message before any is forwarded.
 	msgs := make([]*broadcast.Message, len(req.Messages))
 	seen := make(map[string]int, len(req.Messages))
+	room := r.Header.Get(RoomHeader)
 	for i, raw := range req.Messages {
 		prefix := fmt.Sprintf("messages[%d].", i)
 		var mr messageRequest
 		if err := decodeStrict(raw, &mr, prefix); err != nil {
+			s.writeError(w, r, app, "", err)
+			return
+		}
+		if err := checkAffinity(&mr, room, false, prefix); err != nil {
 			s.writeError(w, r, app, "", err)
 			return
 		}
@@ -336,8 +397,12 @@ type dropInRequest struct {
 }
 
 // handleDropIn is the PartyKit-compatible publish: an app migrates by
-// pointing its party URL at {switchyard}/apps/{app}. The room is taken as
-// the raw path segment, as PartyKit does.
+// pointing its party URL at {switchyard}/apps/{app}. As PartyKit does, the
+// room is the raw last path segment (never percent-decoded), and so is the
+// party of /apps/{app}/parties/{party}/{room}, which must be one the app
+// declared (App.Parties): another party is 404, as PartyKit answers an
+// unknown party. The app's default party is published as Party "" (the
+// same message as /apps/{app}/party/{room}).
 func (s *Server) handleDropIn(w http.ResponseWriter, r *http.Request) {
 	app := r.PathValue("app")
 	a, ok := s.cfg.Apps[app]
@@ -349,12 +414,23 @@ func (s *Server) handleDropIn(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, app, "", broadcast.Errorf(broadcast.EUNAUTH, "missing or wrong %s header", a.DropInHeader))
 		return
 	}
-	segs := strings.Split(r.URL.EscapedPath(), "/")
+	segs := strings.Split(rawPath(r), "/")
 	room := segs[len(segs)-1]
-	party := r.PathValue("party")
-	if party != "" && !validParty(party) {
-		s.writeError(w, r, app, "", broadcast.Errorf(broadcast.EINVALID, "party: %q must be letters, digits, '_' or '-'", party))
-		return
+	party := ""
+	if r.PathValue("party") != "" {
+		party = segs[len(segs)-2]
+		if !validParty(party) {
+			s.writeError(w, r, app, "", broadcast.Errorf(broadcast.EINVALID, "party: %q must be letters, digits, '_' or '-'", party))
+			return
+		}
+		parties := a.parties()
+		switch {
+		case party == parties[0]:
+			party = ""
+		case !slices.Contains(parties[1:], party):
+			s.writeError(w, r, app, "", broadcast.Errorf(broadcast.ENOTFOUND, "app %q has no party %q (declared: %s)", app, party, strings.Join(parties, ", ")))
+			return
+		}
 	}
 	b, err := s.readBody(w, r)
 	if err != nil {
@@ -384,6 +460,20 @@ func (s *Server) handleDropIn(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain;charset=UTF-8")
 	w.WriteHeader(http.StatusOK)
 	_, _ = io.WriteString(w, "ok")
+}
+
+// rawPath is the path of the request-target exactly as the caller wrote
+// it (r.URL.EscapedPath would re-escape some characters), without the
+// query.
+func rawPath(r *http.Request) string {
+	p := r.RequestURI
+	if p == "" { // a request built in-process
+		return r.URL.EscapedPath()
+	}
+	if i := strings.IndexByte(p, '?'); i >= 0 {
+		p = p[:i]
+	}
+	return p
 }
 
 func validParty(p string) bool {

@@ -101,34 +101,39 @@ func (s *Server) handleTokenGrant(w http.ResponseWriter, r *http.Request) {
 		s.tokenError(w, r, app, "origin", broadcast.Errorf(broadcast.EFORBIDDEN, "origin %q is not allowed for app %q", r.Header.Get("Origin"), app))
 		return
 	}
-	if len(a.GrantSecret) == 0 {
-		s.tokenError(w, r, app, "grants_disabled", broadcast.Errorf(broadcast.EFORBIDDEN, "app %q accepts no room grants", app))
+	if reason, err := s.checkGrant(bearer(r), a, room); err != nil {
+		s.tokenError(w, r, app, reason, err)
 		return
 	}
-	grant := bearer(r)
+	s.mint(w, r, app, room, q["topic"], "grant")
+}
+
+// checkGrant verifies grant, a room grant presented for room of app a, at
+// the server's clock: signature, times, life, app and room. It returns the
+// refusal's reason (a switchyard_token_errors_total reason) and its
+// client-safe error, or "" and nil when the grant covers the room.
+func (s *Server) checkGrant(grant string, a App, room string) (string, error) {
+	if len(a.GrantSecret) == 0 {
+		return "grants_disabled", broadcast.Errorf(broadcast.EFORBIDDEN, "app %q accepts no room grants", a.Name)
+	}
 	if grant == "" {
-		s.tokenError(w, r, app, "unauthorized", broadcast.Errorf(broadcast.EUNAUTH, "missing Authorization: Bearer <room grant>"))
-		return
+		return "unauthorized", broadcast.Errorf(broadcast.EUNAUTH, "missing Authorization: Bearer <room grant>")
 	}
 	now := s.now()
 	c, err := verifyGrant(grant, a.GrantSecret, now)
 	if err != nil {
-		s.tokenError(w, r, app, grantReason(err), &broadcast.Error{Code: broadcast.EUNAUTH, Message: "room grant refused: " + grantMessage(err), Err: err})
-		return
+		return grantReason(err), &broadcast.Error{Code: broadcast.EUNAUTH, Message: "room grant refused: " + grantMessage(err), Err: err}
 	}
 	if c.Iat == 0 || c.Exp-c.Iat > int64(MaxGrantLife/time.Second) || time.Unix(c.Exp, 0).After(now.Add(MaxGrantLife+GrantSkew)) {
-		s.tokenError(w, r, app, "grant_too_long", broadcast.Errorf(broadcast.EUNAUTH, "room grant refused: iat required and a grant may live at most %s", MaxGrantLife))
-		return
+		return "grant_too_long", broadcast.Errorf(broadcast.EUNAUTH, "room grant refused: iat required and a grant may live at most %s", MaxGrantLife)
 	}
-	if c.App != app {
-		s.tokenError(w, r, app, "wrong_app", broadcast.Errorf(broadcast.EFORBIDDEN, "room grant is for another app"))
-		return
+	if c.App != a.Name {
+		return "wrong_app", broadcast.Errorf(broadcast.EFORBIDDEN, "room grant is for another app")
 	}
 	if !slices.Contains(c.Rooms, room) {
-		s.tokenError(w, r, app, "wrong_room", broadcast.Errorf(broadcast.EFORBIDDEN, "room grant does not cover room %q", room))
-		return
+		return "wrong_room", broadcast.Errorf(broadcast.EFORBIDDEN, "room grant does not cover room %q", room)
 	}
-	s.mint(w, r, app, room, q["topic"], "grant")
+	return "", nil
 }
 
 // Grant refusals. verifyGrant's errors wrap exactly one of the first five
@@ -300,8 +305,66 @@ func (s *Server) cors(w http.ResponseWriter, r *http.Request, a App) bool {
 	return true
 }
 
+// TokenAnswerVersion is the version of the token answer: 2 adds, to the
+// Inngest client's {key, channel, topics, expiresAt}, what the browser
+// client needs to follow the stages (docs/api.md, "Realtime tokens").
+const TokenAnswerVersion = 2
+
+// TokenAnswer is the document both token endpoints answer. The members of
+// Token are at the top level when the room's topics are on one realtime
+// channel (the common case, so the Inngest client takes the answer as is);
+// otherwise Tokens lists one per realtime channel.
+type TokenAnswer struct {
+	*broadcast.Token
+	Tokens []broadcast.Token `json:"tokens,omitempty"`
+	// Version is TokenAnswerVersion.
+	Version int    `json:"version"`
+	App     string `json:"app"`
+	Room    string `json:"room"`
+	// ServerTime is the gateway's clock when it answered, Unix
+	// milliseconds: browsers estimate their clock offset from it to report
+	// receive latencies.
+	ServerTime int64 `json:"serverTime"`
+	// KillSwitch is true when the kill switch sends every channel of the
+	// room to PartyKit.
+	KillSwitch bool `json:"killSwitch"`
+	// Channels lists every channel a message of the room can have, with
+	// its stage for this room now, its realtime topic and channel.
+	Channels []ChannelRoute `json:"channels"`
+	// Events maps each configured event name to its channel; other events
+	// are in broadcast.DefaultChannel.
+	Events map[string]string `json:"events"`
+	// APIBaseURL is the Inngest API base the browser's realtime
+	// subscription connects to (the Inngest client's apiBaseUrl option),
+	// when known.
+	APIBaseURL string `json:"apiBaseUrl,omitempty"`
+	// Sequence is set for sequenced apps: where the room's sequence stands.
+	Sequence *SequenceStart `json:"sequence,omitempty"`
+}
+
+// ChannelRoute is one channel of a room as the token answer shows it.
+type ChannelRoute struct {
+	Name            string          `json:"name"`
+	Stage           broadcast.Stage `json:"stage"`
+	Topic           string          `json:"topic"`
+	RealtimeChannel string          `json:"realtimeChannel"`
+	// Subscribed is true when the answer's token covers the topic.
+	Subscribed bool `json:"subscribed"`
+}
+
+// SequenceStart is a sequenced room's epoch and the last sequence number
+// assigned in it when the token was answered: a browser that subscribes
+// now expects Last+1 next.
+type SequenceStart struct {
+	Epoch string `json:"epoch"`
+	Last  uint64 `json:"last"`
+}
+
 // mint decides which channels of the room are past legacy and answers the
-// token, or 404 realtime_disabled when none is.
+// token, or 404 realtime_disabled when none is. For a sequenced app the
+// token covers every channel's topic as soon as one channel is past
+// legacy, so that a later stage change of another channel needs no new
+// subscription.
 func (s *Server) mint(w http.ResponseWriter, r *http.Request, app, room string, topics []string, mode string) {
 	if err := broadcast.ValidateRoom(room); err != nil {
 		s.tokenError(w, r, app, "invalid_room", err)
@@ -311,23 +374,29 @@ func (s *Server) mint(w http.ResponseWriter, r *http.Request, app, room string, 
 		s.tokenError(w, r, app, "realtime_disabled", broadcast.Errorf(broadcast.EDISABLED, "realtime is not configured"))
 		return
 	}
-	var live, compared []string
-	for _, ch := range s.deps.Channels() {
+	all := s.deps.Channels()
+	for _, t := range topics {
+		if !slices.Contains(all, t) {
+			s.tokenError(w, r, app, "invalid_request", broadcast.Errorf(broadcast.EINVALID, "topics: unknown topic %q", t))
+			return
+		}
+	}
+	sequenced := s.cfg.Apps[app].Sequenced
+	ans := TokenAnswer{Version: TokenAnswerVersion, App: app, Room: room, Events: map[string]string{}}
+	var live, wanted, compared []string
+	for _, ch := range all {
+		route := s.deps.Resolver.Resolve(broadcast.RouteQuery{App: app, Room: room, Channel: ch})
+		ans.KillSwitch = ans.KillSwitch || route.KillSwitch
+		ans.Channels = append(ans.Channels, ChannelRoute{Name: ch, Stage: route.Stage, Topic: ch})
 		if len(topics) > 0 && !slices.Contains(topics, ch) {
 			continue
 		}
-		route := s.deps.Resolver.Resolve(broadcast.RouteQuery{App: app, Room: room, Channel: ch})
+		wanted = append(wanted, ch)
 		if route.Stage != broadcast.StageLegacy {
 			live = append(live, ch)
 		}
 		if route.Stage.Compared() {
 			compared = append(compared, ch)
-		}
-	}
-	for _, t := range topics {
-		if !slices.Contains(s.deps.Channels(), t) {
-			s.tokenError(w, r, app, "invalid_request", broadcast.Errorf(broadcast.EINVALID, "topics: unknown topic %q", t))
-			return
 		}
 	}
 	if len(live) == 0 {
@@ -339,17 +408,44 @@ func (s *Server) mint(w http.ResponseWriter, r *http.Request, app, room string, 
 		// watches open while the token is minted.
 		s.deps.Warm(app, room, compared)
 	}
+	if sequenced {
+		live = wanted
+	}
 	toks, err := s.deps.Tokens.Mint(r.Context(), app, room, live)
 	if err != nil {
 		s.tokenError(w, r, app, "upstream", err)
 		return
 	}
+	for i := range ans.Channels {
+		c := &ans.Channels[i]
+		if s.deps.Topic != nil {
+			c.Topic = s.deps.Topic(app, c.Name)
+		}
+		c.Subscribed = slices.Contains(live, c.Name)
+		for _, t := range toks {
+			if slices.Contains(t.Topics, c.Topic) {
+				c.RealtimeChannel = t.Channel
+			}
+		}
+	}
+	if s.deps.Events != nil {
+		ans.Events = s.deps.Events()
+	}
+	if s.deps.RealtimeURL != nil {
+		ans.APIBaseURL = s.deps.RealtimeURL(app)
+	}
+	if sequenced && s.deps.Sequence != nil {
+		epoch, last := s.deps.Sequence(app, room)
+		ans.Sequence = &SequenceStart{Epoch: epoch, Last: last}
+	}
 	s.m.tokens.WithLabelValues(app, mode).Inc()
 	if len(toks) == 1 {
-		writeJSON(w, http.StatusOK, toks[0])
-		return
+		ans.Token = &toks[0]
+	} else {
+		ans.Tokens = toks
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"tokens": toks})
+	ans.ServerTime = s.now().UnixMilli()
+	writeJSON(w, http.StatusOK, &ans)
 }
 
 func (s *Server) tokenError(w http.ResponseWriter, r *http.Request, app, reason string, err error) {

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -498,7 +499,7 @@ func TestTokenServer(t *testing.T) {
 }
 
 // TestTokenServerAnswerShape checks the exact JSON keys the Inngest browser
-// client's token refresh takes.
+// client's token refresh takes, and the version 2 members beside them.
 func TestTokenServerAnswerShape(t *testing.T) {
 	f := newTokenFixture(t, nil)
 	a := do(t, "POST", f.pub.URL+"/v1/realtime/token", "Bearer "+testKey, `{"room":"video-1","topics":["ai-stream"]}`)
@@ -506,7 +507,14 @@ func TestTokenServerAnswerShape(t *testing.T) {
 	if err := json.Unmarshal([]byte(a.body), &got); err != nil || a.status != 200 {
 		t.Fatalf("%d %s: %v", a.status, a.body, err)
 	}
-	want := map[string]any{"key": "rt-jwt-ai-hero-video-1", "channel": "video-1", "topics": []any{"ai-stream"}, "expiresAt": "2026-11-23T12:01:00Z"}
+	want := map[string]any{"key": "rt-jwt-ai-hero-video-1", "channel": "video-1", "topics": []any{"ai-stream"}, "expiresAt": "2026-11-23T12:01:00Z",
+		"version": 2.0, "app": "ai-hero", "room": "video-1", "serverTime": float64(tokenNow.UnixMilli()), "killSwitch": false,
+		"events": map[string]any{},
+		"channels": []any{
+			map[string]any{"name": "video-ready", "stage": "shadow", "topic": "video-ready", "realtimeChannel": "", "subscribed": false},
+			map[string]any{"name": "ai-stream", "stage": "shadow", "topic": "ai-stream", "realtimeChannel": "video-1", "subscribed": true},
+			map[string]any{"name": "default", "stage": "shadow", "topic": "default", "realtimeChannel": "", "subscribed": false},
+		}}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("answer = %v, want %v", got, want)
 	}
@@ -802,82 +810,115 @@ func FuzzTokenGrant(f *testing.F) {
 }
 
 // TestTokenCacheBurst: a burst of browsers of one room arriving together,
-// while the first mint is still in flight, costs one upstream call.
+// while the first mint is still in flight, costs one upstream call. The
+// test runs in a synctest bubble: synctest.Wait returns once every caller
+// is blocked, so all n callers provably overlap the one mint in flight
+// before it is released (a sleep could not tell a burst from callers that
+// arrive one by one and are served from the cache).
 func TestTokenCacheBurst(t *testing.T) {
-	var calls atomic.Int32
-	release := make(chan struct{})
-	c := &TokenCache{}
-	m := c.Wrap(TokenMinterFunc(func(ctx context.Context, app, room string, ch []string) ([]broadcast.Token, error) {
-		calls.Add(1)
-		select {
-		case <-release:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-		return []broadcast.Token{{Key: "k-" + room, Channel: room, ExpiresAt: time.Now().Add(time.Minute)}}, nil
-	}), nil)
-	const n = 20
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	keys := make([]string, n)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			toks, err := m.Mint(context.Background(), "a", "room", []string{"x"})
-			errs[i] = err
-			if len(toks) == 1 {
-				keys[i] = toks[0].Key
+	synctest.Test(t, func(t *testing.T) {
+		var calls, arrived atomic.Int32
+		release := make(chan struct{})
+		c := &TokenCache{}
+		m := c.Wrap(TokenMinterFunc(func(ctx context.Context, app, room string, ch []string) ([]broadcast.Token, error) {
+			calls.Add(1)
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return nil, ctx.Err()
 			}
-		}()
-	}
-	time.Sleep(50 * time.Millisecond) // let the burst pile up behind the first call
-	close(release)
-	wg.Wait()
-	for i := range n {
-		if errs[i] != nil || keys[i] != "k-room" {
-			t.Fatalf("caller %d: %q %v", i, keys[i], errs[i])
+			return []broadcast.Token{{Key: "k-" + room, Channel: room, ExpiresAt: time.Now().Add(time.Minute)}}, nil
+		}), nil)
+		const n = 20
+		var wg sync.WaitGroup
+		errs := make([]error, n)
+		keys := make([]string, n)
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				arrived.Add(1)
+				toks, err := m.Mint(context.Background(), "a", "room", []string{"x"})
+				errs[i] = err
+				if len(toks) == 1 {
+					keys[i] = toks[0].Key
+				}
+			}()
 		}
-	}
-	if got := calls.Load(); got != 1 {
-		t.Errorf("a burst of %d callers cost %d upstream calls, want 1", n, got)
-	}
+		synctest.Wait() // every caller is inside Mint and blocked: the burst has piled up
+		if got := arrived.Load(); got != n {
+			t.Errorf("%d callers arrived, want %d", got, n)
+		}
+		if got := calls.Load(); got != 1 {
+			t.Errorf("%d callers waiting together cost %d upstream calls, want 1", n, got)
+		}
+		close(release)
+		wg.Wait()
+		for i := range n {
+			if errs[i] != nil || keys[i] != "k-room" {
+				t.Fatalf("caller %d: %q %v", i, keys[i], errs[i])
+			}
+		}
+		if got := calls.Load(); got != 1 {
+			t.Errorf("a burst of %d callers cost %d upstream calls, want 1", n, got)
+		}
+	})
 }
 
 // TestTokenCacheCallerGone: a caller that gives up does not fail the
-// others waiting on the same mint.
+// others waiting on the same mint. In a synctest bubble, synctest.Wait
+// proves each caller is waiting on the mint before the next step.
 func TestTokenCacheCallerGone(t *testing.T) {
-	release := make(chan struct{})
-	c := &TokenCache{}
-	m := c.Wrap(TokenMinterFunc(func(ctx context.Context, app, room string, ch []string) ([]broadcast.Token, error) {
-		select {
-		case <-release:
-		case <-ctx.Done():
-			return nil, ctx.Err()
+	synctest.Test(t, func(t *testing.T) {
+		var calls atomic.Int32
+		release := make(chan struct{})
+		c := &TokenCache{}
+		m := c.Wrap(TokenMinterFunc(func(ctx context.Context, app, room string, ch []string) ([]broadcast.Token, error) {
+			calls.Add(1)
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			return []broadcast.Token{{Key: "k", ExpiresAt: time.Now().Add(time.Minute)}}, nil
+		}), nil)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		first := make(chan error, 1)
+		go func() {
+			_, err := m.Mint(ctx, "a", "room", []string{"x"})
+			first <- err
+		}()
+		synctest.Wait() // the first caller's mint is in flight
+		second := make(chan error, 1)
+		go func() {
+			_, err := m.Mint(context.Background(), "a", "room", []string{"x"})
+			second <- err
+		}()
+		synctest.Wait() // the second caller waits on the same mint
+		if got := calls.Load(); got != 1 {
+			t.Errorf("two callers of one key cost %d upstream calls, want 1", got)
 		}
-		return []broadcast.Token{{Key: "k", ExpiresAt: time.Now().Add(time.Minute)}}, nil
-	}), nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	first := make(chan error, 1)
-	go func() {
-		_, err := m.Mint(ctx, "a", "room", []string{"x"})
-		first <- err
-	}()
-	time.Sleep(20 * time.Millisecond)
-	second := make(chan error, 1)
-	go func() {
-		_, err := m.Mint(context.Background(), "a", "room", []string{"x"})
-		second <- err
-	}()
-	time.Sleep(20 * time.Millisecond)
-	cancel()
-	if err := <-first; err == nil {
-		t.Error("the caller that gave up got a token")
-	}
-	close(release)
-	if err := <-second; err != nil {
-		t.Errorf("the remaining caller failed: %v", err)
-	}
+		cancel()
+		if err := <-first; err == nil {
+			t.Error("the caller that gave up got a token")
+		}
+		synctest.Wait()
+		var err error
+		select {
+		case err = <-second:
+			t.Errorf("the remaining caller returned (%v) before the mint ended", err)
+		default:
+			close(release)
+			err = <-second
+		}
+		if err != nil {
+			t.Errorf("the remaining caller failed: %v", err)
+		}
+		if got := calls.Load(); got != 1 {
+			t.Errorf("upstream calls = %d, want 1", got)
+		}
+	})
 }
 
 // TestTokenWarmsComparedChannels: before minting, the token endpoint tells

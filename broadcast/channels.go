@@ -3,6 +3,7 @@ package broadcast
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"unicode/utf8"
 )
@@ -125,3 +126,8 @@ func (c *Channels) Of(event string) string {
 // by DefaultChannel: every value Of can return. The slice is a fresh copy the
 // caller owns.
 func (c *Channels) Names() []string { return slices.Clone(c.names) }
+
+// Events returns every configured event name mapped to its channel (events
+// not listed are in DefaultChannel). The map is a fresh copy the caller
+// owns.
+func (c *Channels) Events() map[string]string { return maps.Clone(c.byEvent) }

@@ -26,6 +26,7 @@ func (c Config) Validate() error {
 	}{
 		{"offPathQueue", c.OffPathQueue}, {"offPathWorkers", c.OffPathWorkers},
 		{"dedupMaxEntries", c.DedupMaxEntries}, {"batchParallelism", c.BatchParallelism},
+		{"sequenceRooms", c.SequenceRooms},
 	} {
 		if f.v < 0 {
 			errs = append(errs, fmt.Errorf("%s: %d is negative", f.name, f.v))
@@ -36,10 +37,15 @@ func (c Config) Validate() error {
 		v    time.Duration
 	}{
 		{"offPathTimeout", c.OffPathTimeout}, {"answerTimeout", c.AnswerTimeout}, {"dedupWindow", c.DedupWindow},
+		{"sequenceIdleTTL", c.SequenceIdleTTL},
+		{"sharedDedupTimeout", c.SharedDedupTimeout}, {"sharedDedupBackoff", c.SharedDedupBackoff},
 	} {
 		if f.v < 0 {
 			errs = append(errs, fmt.Errorf("%s: %v is negative", f.name, f.v))
 		}
+	}
+	if c.SharedDedupTimeout > time.Second {
+		errs = append(errs, fmt.Errorf("sharedDedupTimeout: %v is over 1s: it delays every answer while the store is slow", c.SharedDedupTimeout))
 	}
 	return errors.Join(errs...)
 }

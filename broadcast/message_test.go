@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func TestValidateRoom(t *testing.T) {
@@ -13,10 +14,13 @@ func TestValidateRoom(t *testing.T) {
 		room string
 		ok   bool
 	}{
-		{"video-42", true}, {"a:b@c", true}, {`"quote"`, true}, {"~x", true}, {"x.y", true},
+		{"video-42", true}, {"a:b@c", true}, {"~x", true}, {"x.y", true}, {"...", true},
+		{"AZaz09-._~!$&'()*+,;=:@", true},
 		{strings.Repeat("r", MaxRoomLen), true},
 		{"", false}, {".", false}, {"..", false}, {"a/b", false}, {"a?b", false}, {"a#b", false},
-		{"a%20b", false}, {"a b", false}, {"a\tb", false}, {"a\x00b", false}, {"café", false},
+		{"a%20b", false}, {"a%7Cb", false}, {"a b", false}, {"a\tb", false}, {"a\x00b", false}, {"café", false},
+		{`"quote"`, false}, {"a|b", false}, {"a[b", false}, {"a]b", false}, {"a^b", false}, {"a`b", false},
+		{"a{b", false}, {"a}b", false}, {"a<b", false}, {"a>b", false}, {`a\b`, false}, {"a\x7fb", false},
 		{strings.Repeat("r", MaxRoomLen+1), false},
 	} {
 		err := ValidateRoom(tt.room)
@@ -63,6 +67,9 @@ func TestNewMessageErrors(t *testing.T) {
 		{"bad body", "r", "e", "r", json.RawMessage(`{`), EINVALID, "body: not valid JSON"},
 		{"bad utf8 name", "r", "\xff", "r", json.RawMessage(`1`), EINVALID, "name: must be valid UTF-8"},
 		{"too large", "r", "e", "r", big, ETOOLARGE, "over the"},
+		{"bad utf8 body", "r", "e", "r", json.RawMessage(`"caf` + "\xe9" + `"`), EINVALID, "body: not valid UTF-8"},
+		{"too deep", "r", "e", "r", json.RawMessage(strings.Repeat("[", MaxBodyDepth+1) + strings.Repeat("]", MaxBodyDepth+1)), EINVALID, "body: nested 65 levels deep, more than 64"},
+		{"9,000 levels", "r", "e", "r", json.RawMessage(strings.Repeat(`{"a":`, 9000) + "1" + strings.Repeat("}", 9000)), EINVALID, "nested 9000 levels"},
 	} {
 		_, err := NewMessage("app", tt.room, tt.ev, tt.id, tt.body, "", time.Now())
 		if ErrorCode(err) != tt.code || !strings.Contains(ErrorMessage(err), tt.msg) {
@@ -79,9 +86,28 @@ func TestDecodeEnvelopeRefuses(t *testing.T) {
 	}
 }
 
+func TestBodyDepthLimit(t *testing.T) {
+	for _, tt := range []struct {
+		body string
+		ok   bool
+	}{
+		{strings.Repeat("[", MaxBodyDepth) + strings.Repeat("]", MaxBodyDepth), true},
+		{`{"s":"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\"[[["}`, true}, // brackets in strings do not count
+		{`"\\"`, true},
+		{strings.Repeat(`{"a":[`, 32) + strings.Repeat("]}", 32), true},
+		{strings.Repeat(`{"a":[`, 33) + strings.Repeat("]}", 33), false},
+	} {
+		_, err := NewMessage("app", "r", "e", "id", json.RawMessage(tt.body), "", time.Now())
+		if (err == nil) != tt.ok {
+			t.Errorf("body of %d bytes: err %v, want ok=%v", len(tt.body), err, tt.ok)
+		}
+	}
+}
+
 // FuzzMessage: an accepted message has a valid envelope that decodes back to
-// its parts, and its room survives the path-escape trip both transports
-// make.
+// its parts, its body is valid UTF-8 nested at most MaxBodyDepth levels,
+// and its room is its own path segment: it needs no escaping, so it
+// survives every parser's trip unchanged.
 func FuzzMessage(f *testing.F) {
 	f.Add("room-1", "video.asset.ready", "req-1", `{"a":[1,2.0,"\u00e9"]}`)
 	f.Add("a:b@c", "ai.message", "r\"1", `"chunk"`)
@@ -98,12 +124,12 @@ func FuzzMessage(f *testing.F) {
 		if err != nil || e.RequestID != id || e.Name != name {
 			t.Fatalf("envelope %q decodes to %+v, %v", m.Envelope, e, err)
 		}
-		esc := url.PathEscape(room)
-		if strings.Contains(esc, "/") {
-			t.Fatalf("room %q escapes to %q with a slash", room, esc)
+		if !utf8.Valid(m.Body) || jsonDepth(m.Body) > MaxBodyDepth {
+			t.Fatalf("body %q accepted", m.Body)
 		}
-		if back, err := url.PathUnescape(esc); err != nil || back != room {
-			t.Fatalf("room %q does not survive the path-escape trip: %q, %v", room, back, err)
+		u, err := url.Parse("http://h/parties/main/" + room)
+		if err != nil || u.EscapedPath() != "/parties/main/"+room || u.Path != "/parties/main/"+room {
+			t.Fatalf("room %q is not its own path segment: %v %v", room, u, err)
 		}
 	})
 }

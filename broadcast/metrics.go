@@ -19,6 +19,9 @@ type Metrics struct {
 	dropped     *prometheus.CounterVec
 	duplicates  *prometheus.CounterVec
 	rateLimited *prometheus.CounterVec
+	idemChecks  *prometheus.CounterVec
+	idemFail    *prometheus.CounterVec
+	idemSeconds prometheus.Histogram
 }
 
 // NewMetrics creates the adapter's collectors and registers them on reg. A
@@ -56,9 +59,23 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "switchyard_rate_limited_total",
 			Help: "Messages refused by the per-app publish rate limit, by app.",
 		}, []string{"app"}),
+		idemChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchyard_idempotency_shared_checks_total",
+			Help: "RequestIds checked against the shared idempotency store, by result (claimed, duplicate, failed_open).",
+		}, []string{"result"}),
+		idemFail: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchyard_idempotency_fail_open_total",
+			Help: "RequestIds published without the shared idempotency check, by reason (timeout, error, backoff).",
+		}, []string{"reason"}),
+		idemSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "switchyard_idempotency_shared_check_seconds",
+			Help:    "Time of one shared idempotency check (claim), failed ones included.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25},
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.accepted, m.deliveries, m.duration, m.queueDepth, m.dropped, m.duplicates, m.rateLimited)
+		reg.MustRegister(m.accepted, m.deliveries, m.duration, m.queueDepth, m.dropped, m.duplicates, m.rateLimited,
+			m.idemChecks, m.idemFail, m.idemSeconds)
 	}
 	return m
 }
@@ -133,6 +150,10 @@ type boundMetrics struct {
 	depth    [2]prometheus.Gauge
 	dropped  [2][numDropReasons]prometheus.Counter
 
+	idemChecks  [numIdemResults]prometheus.Counter
+	idemFail    [numFailOpen]prometheus.Counter
+	idemSeconds prometheus.Observer
+
 	mu     sync.Mutex // serialises writers of byApp and appMetrics.byChannel
 	byApp  atomic.Pointer[map[string]*appMetrics]
 	noneAM *appMetrics // for the "unknown" app
@@ -177,6 +198,13 @@ func newBoundMetrics(m *Metrics, apps, channels []string) *boundMetrics {
 			b.dropped[ti][r] = m.dropped.WithLabelValues(string(t), rn)
 		}
 	}
+	for r, rn := range idemResultNames {
+		b.idemChecks[r] = m.idemChecks.WithLabelValues(rn)
+	}
+	for r, rn := range failOpenNames {
+		b.idemFail[r] = m.idemFail.WithLabelValues(rn)
+	}
+	b.idemSeconds = m.idemSeconds
 	empty := map[string]*appMetrics{}
 	b.byApp.Store(&empty)
 	for _, a := range apps {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,6 +55,34 @@ type Config struct {
 	// BatchParallelism bounds how many rooms of one BroadcastBatch are
 	// published at the same time (default 8).
 	BatchParallelism int
+	// Sequenced names the apps whose envelopes carry the "sy" member
+	// (Sequence): a per-message id and a gap-free per-room sequence number
+	// that browsers use to deliver each message once and in order through
+	// stage changes (docs/browser.md). Other apps' envelopes are the plain
+	// {body, requestId, name} of today.
+	Sequenced map[string]bool
+	// SequenceRooms bounds the rooms whose sequence is remembered (default
+	// DefaultSequenceRooms); beyond it the least recently used room is
+	// forgotten and starts a new epoch.
+	SequenceRooms int
+	// SequenceIdleTTL is how long a room without messages keeps its
+	// sequence (default DefaultSequenceIdleTTL).
+	SequenceIdleTTL time.Duration
+	// SharedDedup, when set, is the idempotency window shared with the
+	// other replicas, asked (for DedupWindow) after the in-memory window
+	// lets a requestId through. Nil: the in-memory window alone (one
+	// replica). A check that fails or takes longer than SharedDedupTimeout
+	// fails open: the message is published as if the id were new, counted
+	// in switchyard_idempotency_fail_open_total; after a failure the store
+	// is not asked again for SharedDedupBackoff (those messages fail open
+	// too, reason backoff), so a slow store costs at most one timeout per
+	// backoff period.
+	SharedDedup IdempotencyStore
+	// SharedDedupTimeout bounds one call to SharedDedup (default 50ms).
+	SharedDedupTimeout time.Duration
+	// SharedDedupBackoff is how long SharedDedup is left alone after a
+	// failure (default 1s).
+	SharedDedupBackoff time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -77,6 +106,18 @@ func (c Config) withDefaults() Config {
 	}
 	if c.BatchParallelism <= 0 {
 		c.BatchParallelism = 8
+	}
+	if c.SequenceRooms <= 0 {
+		c.SequenceRooms = DefaultSequenceRooms
+	}
+	if c.SequenceIdleTTL <= 0 {
+		c.SequenceIdleTTL = DefaultSequenceIdleTTL
+	}
+	if c.SharedDedupTimeout <= 0 {
+		c.SharedDedupTimeout = 50 * time.Millisecond
+	}
+	if c.SharedDedupBackoff <= 0 {
+		c.SharedDedupBackoff = time.Second
 	}
 	return c
 }
@@ -122,6 +163,12 @@ type BatchResult struct {
 //     answers with realtime and queues PartyKit. Only the answering
 //     transport's failure is returned; off-path failures are counted and
 //     logged (sampled).
+//   - The off-path copy is queued only once the answering publish
+//     succeeded: a message the caller is told failed (and may retry) is
+//     published nowhere else (Skipped, "not published: the answering
+//     transport failed first"; a DropObserver hears Dropped with reason
+//     "answer_failed"). So the off-path copy starts after the answer: its
+//     latency includes the answering publish (docs/shadow.md).
 //   - Isolation: the off-path side has its own queue and workers per
 //     transport, its own deadline (OffPathTimeout) and a context detached
 //     from the caller's. Queuing never blocks: when OffPathQueue messages
@@ -151,10 +198,11 @@ type BatchResult struct {
 //     one at a time per transport; different rooms proceed in parallel.
 //   - Idempotency: a requestId seen for the same app within DedupWindow is
 //     not published again; the answer marks every transport Duplicate and
-//     no error is returned. A requestId whose answering publish failed is
-//     forgotten so that the app's retry goes through; its off-path copy,
-//     already queued, may then be published twice (subscribers dedupe by
-//     requestId).
+//     no error is returned. The window is in memory, and also shared with
+//     the other replicas when Config.SharedDedup is set (a failed or slow
+//     shared check fails open: see there). A requestId whose answering
+//     publish failed is forgotten so that the app's retry goes through (it
+//     had no off-path copy, so the retry publishes each side once).
 //   - Lifecycle: NewMulticaster starts nothing. Run(ctx) runs the off-path
 //     workers (2*OffPathWorkers goroutines) and returns once they stopped.
 //     Broadcast works before Run: the answering side publishes at once and
@@ -183,8 +231,10 @@ type Multicaster struct {
 
 	rooms   *rooms
 	dedup   *dedupWindow
+	shared  *sharedDedup // nil without Config.SharedDedup
 	limiter *rateLimiter
 	seq     atomic.Uint64
+	seqr    *sequencer
 
 	// Off-path side, per transport index: rooms with queued messages wait
 	// in ready (each at most once, so it never fills: a room is there only
@@ -272,6 +322,7 @@ func NewMulticaster(cfg Config, legacy, realtime Publisher, resolver StageResolv
 		rooms:   newRooms(),
 		dedup:   newDedupWindow(cfg.DedupWindow, cfg.DedupMaxEntries),
 		limiter: newRateLimiter(cfg.Apps),
+		seqr:    newSequencer(cfg.SequenceRooms, cfg.SequenceIdleTTL, cfg.Channels),
 		idle:    make(chan struct{}, 1),
 
 		drainedCh:   make(chan struct{}, 1),
@@ -280,6 +331,10 @@ func NewMulticaster(cfg Config, legacy, realtime Publisher, resolver StageResolv
 	}
 	mc.dropObs, _ = observer.(DropObserver)
 	mc.awaiter, _ = observer.(WatchAwaiter)
+	if cfg.SharedDedup != nil {
+		mc.shared = &sharedDedup{store: cfg.SharedDedup, window: cfg.DedupWindow, timeout: cfg.SharedDedupTimeout,
+			backoff: cfg.SharedDedupBackoff, now: now, log: mc.offLog, metrics: mc.metrics}
+	}
 	for t := range mc.ready {
 		mc.ready[t] = make(chan *roomState, cfg.OffPathQueue+1)
 	}
@@ -363,7 +418,8 @@ func (mc *Multicaster) leave() {
 // Broadcast publishes m, a message built by NewMessage, to the transports of
 // its stage and returns the caller's answer. It blocks until the answering
 // transport accepted or refused m (at most AnswerTimeout, less if ctx ends
-// sooner); the off-path copy is only queued. It sets m.Seq, so m must not
+// sooner); then, if it accepted, the off-path copy is queued (never
+// blocking). It sets m.Seq, so m must not
 // be passed to concurrent Broadcast calls; afterwards m is shared read-only
 // with the off-path worker and the Observer.
 //
@@ -397,9 +453,14 @@ func (mc *Multicaster) Broadcast(ctx context.Context, m *Message) (Outcome, erro
 	// Only messages with an idempotency key are deduplicated: the drop-in
 	// path has none (apps reuse requestId as a correlation id there).
 	var gen uint64
-	dup := false
+	var token string
+	dup, sharedClaimed := false, false
 	if m.IdempotencyKey != "" {
 		gen, dup = mc.dedup.claim(m.App, m.IdempotencyKey, now)
+		if !dup && mc.shared != nil {
+			token, dup, sharedClaimed = mc.shared.claim(ctx, m.App, m.IdempotencyKey)
+			sharedClaimed = sharedClaimed && !dup
+		}
 	}
 	if dup {
 		am.duplicates.Inc()
@@ -410,15 +471,19 @@ func (mc *Multicaster) Broadcast(ctx context.Context, m *Message) (Outcome, erro
 		return out, nil
 	}
 	cm := am.channel(m.Channel)
-	out, err := mc.publish(ctx, m, stage, out, cm)
+	out, err := mc.publish(ctx, m, route, out, cm)
 	if err != nil && m.IdempotencyKey != "" {
 		mc.dedup.release(m.App, m.IdempotencyKey, gen)
+		if sharedClaimed {
+			mc.shared.release(ctx, m.App, m.IdempotencyKey, token)
+		}
 	}
 	return out, err
 }
 
 // publish runs the accepted m under its room's lock.
-func (mc *Multicaster) publish(ctx context.Context, m *Message, stage Stage, out Outcome, cm *chanMetrics) (Outcome, error) {
+func (mc *Multicaster) publish(ctx context.Context, m *Message, route Route, out Outcome, cm *chanMetrics) (Outcome, error) {
+	stage := route.Stage
 	ans := stage.Answering()
 	ai := tIndex(ans)
 	off, hasOff := stage.OffPath()
@@ -455,17 +520,18 @@ func (mc *Multicaster) publish(ctx context.Context, m *Message, stage Stage, out
 	defer st.unlock()
 
 	m.Seq = mc.seq.Add(1)
+	if mc.cfg.Sequenced[m.App] {
+		mc.sequence(m, route)
+	}
 	expected := false
-	if mc.observer != nil && stage.Compared() && mc.Sampled(m.App, m.Room, m.Channel) {
+	if mc.observer != nil && stage.Compared() && mc.sampled(m) {
 		mc.observer.Expect(m, stage)
 		expected = true
 	}
-	if hasOff {
-		out.Deliveries[off] = mc.enqueue(offJob{m: m, st: st, h: h, t: tIndex(off), stage: stage, cm: cm, expected: expected})
-	} else {
-		other := transportsByIndex[1-ai]
-		cm.deliveries[1-ai][mSkipped].Inc()
-		out.Deliveries[other] = Delivery{Status: Skipped, Reason: reasonNotInStage}
+	oi := 1 - ai
+	if !hasOff {
+		cm.deliveries[oi][mSkipped].Inc()
+		out.Deliveries[transportsByIndex[oi]] = Delivery{Status: Skipped, Reason: reasonNotInStage}
 	}
 
 	if expected && mc.awaiter != nil {
@@ -484,12 +550,27 @@ func (mc *Multicaster) publish(ctx context.Context, m *Message, stage Stage, out
 		cm.accepted[stageIndex(stage)].Inc()
 		cm.deliveries[ai][mDelivered].Inc()
 		out.Deliveries[ans] = del
+		if hasOff {
+			// Only now, still under the room lock (so the room's order
+			// holds on the off-path side too): a message whose answer
+			// failed has no off-path copy.
+			out.Deliveries[off] = mc.enqueue(offJob{m: m, st: st, h: h, t: oi, stage: stage, cm: cm, expected: expected})
+		}
 		return out, nil
 	}
 	cm.deliveries[ai][mFailed].Inc()
 	del.Status = Failed
 	del.Reason = ErrorMessage(err)
 	out.Deliveries[ans] = del
+	if hasOff {
+		// The caller gets an error and may retry: a copy published on the
+		// other side would then be a duplicate there.
+		cm.deliveries[oi][mSkipped].Inc()
+		out.Deliveries[off] = Delivery{Status: Skipped, Reason: reasonNotSent}
+		if expected && mc.dropObs != nil {
+			mc.dropObs.Dropped(m, off, "answer_failed")
+		}
+	}
 	code := ErrorCode(err)
 	switch code {
 	case EINVALID, ETOOLARGE, EROOM:
@@ -498,13 +579,53 @@ func (mc *Multicaster) publish(ctx context.Context, m *Message, stage Stage, out
 	return out, &Error{Code: EUPSTREAM, Transport: ans, Message: string(ans) + " transport failed: " + del.Reason, Err: err}
 }
 
+// sequence gives m its room's next sequence number and renders its
+// sequenced envelope. The caller holds the room lock.
+func (mc *Multicaster) sequence(m *Message, route Route) {
+	epoch, n := mc.seqr.next(m.App, m.Room, m.Channel, m.AcceptedAt)
+	sq := &Sequence{
+		ID: epoch + "-" + strconv.FormatUint(n, 10), Epoch: epoch, Seq: n, TS: m.AcceptedAt.UnixMilli(),
+		Stage: route.Stage, Channel: m.Channel, KillSwitch: route.KillSwitch,
+	}
+	m.Sequence = sq
+	m.Envelope = AppendSequencedEnvelope(make([]byte, 0, len(m.Envelope)+len(epoch)*2+len(m.Channel)+96), m.Body, m.RequestID, m.Name, sq)
+}
+
+// RoomSequence returns the current epoch of (app, room) and the last
+// sequence number assigned in it (0 when none yet); the state is created
+// when absent, so the epoch returned is the one the room's next message
+// carries unless the room is forgotten meanwhile. The token endpoint hands
+// it to browsers as their starting point. Safe for concurrent use; it does
+// not block on I/O.
+func (mc *Multicaster) RoomSequence(app, room string) (epoch string, last uint64) {
+	return mc.seqr.peek(app, room, mc.now())
+}
+
+// SequenceChannel returns the channel of the message numbered seq in epoch
+// of (app, room), while it is among the room's last 128 sequenced
+// messages; ok is false otherwise. Receipts that name a message the
+// browser never received are counted under this channel. Safe for
+// concurrent use.
+func (mc *Multicaster) SequenceChannel(app, room, epoch string, seq uint64) (channel string, ok bool) {
+	return mc.seqr.channelOf(app, room, epoch, seq)
+}
+
+// sampled reports whether m is passed to the Observer. A message to a
+// party other than the app's default (m.Party set) never is: the
+// comparator watches each room in the default party only, and would count
+// its copies missing. Otherwise Sampled decides for m's room.
+func (mc *Multicaster) sampled(m *Message) bool {
+	return m.Party == "" && mc.Sampled(m.App, m.Room, m.Channel)
+}
+
 // Sampled reports whether the messages of channel in room of app are
 // passed to the Observer when their stage is compared: the decision is a
 // deterministic hash of app and room against the channel's SampleRate, so
 // every message of a sampled room is observed, and a room sampled at a
 // rate stays sampled at every higher rate. The token endpoint asks it to
-// warm the comparator's watches of a sampled room before its traffic. It
-// does not block and is safe for concurrent use.
+// warm the comparator's watches of a sampled room before its traffic. Messages
+// to a party other than the app's default are never observed, whatever
+// this answers. It does not block and is safe for concurrent use.
 func (mc *Multicaster) Sampled(app, room, channel string) bool {
 	if mc.cfg.SampleRate == nil {
 		return true

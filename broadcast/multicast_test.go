@@ -345,9 +345,9 @@ func TestBroadcastHungOffPathDoesNotDelayAnswering(t *testing.T) {
 				t.Fatal("released too early")
 			default:
 			}
-			if len(b.started) == 0 {
-				t.Fatal("off-path publisher never started")
-			}
+			// The off-path workers take their first message asynchronously:
+			// the answers above may all have returned before.
+			waitFor(t, "the off-path publisher to start", func() bool { return len(b.started) > 0 })
 			// Close with a short deadline: the hung publish is cancelled and
 			// the queued ones are dropped.
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
@@ -894,8 +894,12 @@ func TestBroadcastStageChangeWaitsForOffPath(t *testing.T) {
 	var stage atomic.Value
 	stage.Store(StageShadow)
 	b := newBlocker()
+	// One call below must time out (it waits for a blocked copy); the
+	// others must not, while waiting for nothing or for a copy that was
+	// just released: AnswerTimeout is long against a loaded machine's
+	// delays, and the one timeout costs it once.
 	r := newRig(t, rigOpts{
-		cfg:      Config{AnswerTimeout: 20 * time.Millisecond, OffPathTimeout: time.Hour},
+		cfg:      Config{AnswerTimeout: 500 * time.Millisecond, OffPathTimeout: time.Hour},
 		resolver: fakeResolver{resolve: func(RouteQuery) Route { return Route{Stage: stage.Load().(Stage)} }},
 		realtime: func(ctx context.Context, m *Message) (PublishResult, error) {
 			if m.RequestID == "id-1" {
@@ -1113,5 +1117,118 @@ func TestAwaitWatch(t *testing.T) {
 				t.Errorf("AwaitWatch called %d times, want none", n)
 			}
 		})
+	}
+}
+
+// TestFailedAnswerHasNoOffPathCopy (issue 12, finding 6): when the
+// answering publish fails, the off-path transport is never asked to
+// publish the message, the answer says why, and a DropObserver hears
+// "answer_failed"; the app's retry then publishes each side once.
+func TestFailedAnswerHasNoOffPathCopy(t *testing.T) {
+	for _, tt := range []struct {
+		stage          Stage
+		answer, offTra Transport
+	}{
+		{StageShadow, TransportLegacy, TransportRealtime},
+		{StageDual, TransportRealtime, TransportLegacy},
+	} {
+		t.Run(string(tt.stage), func(t *testing.T) {
+			var fail atomic.Bool
+			fail.Store(true)
+			failing := func(ctx context.Context, m *Message) (PublishResult, error) {
+				if fail.Load() {
+					return PublishResult{Attempts: 4}, &Error{Code: EUPSTREAM, Message: "answered 502 after 4 attempts"}
+				}
+				return PublishResult{Attempts: 1}, nil
+			}
+			var mu sync.Mutex
+			var dropped []string
+			o := rigOpts{resolver: fixedStage(tt.stage), observer: fakeObserver{dropped: func(m *Message, tr Transport, reason string) {
+				mu.Lock()
+				dropped = append(dropped, m.RequestID+" "+string(tr)+" "+reason)
+				mu.Unlock()
+			}}}
+			if tt.answer == TransportLegacy {
+				o.legacy = failing
+			} else {
+				o.realtime = failing
+			}
+			r := newRig(t, o)
+			off := r.legacy
+			if tt.offTra == TransportRealtime {
+				off = r.realtime
+			}
+			out, err := r.mc.Broadcast(context.Background(), mustMessage(t, "app", "room", "e", "req-1"))
+			if ErrorCode(err) != EUPSTREAM {
+				t.Fatalf("error %v, want EUPSTREAM", err)
+			}
+			if d := out.Deliveries[tt.offTra]; d.Status != Skipped || d.Reason != reasonNotSent {
+				t.Errorf("off-path delivery %+v, want skipped: %s", d, reasonNotSent)
+			}
+			fail.Store(false)
+			if _, err := r.mc.Broadcast(context.Background(), mustMessage(t, "app", "room", "e", "req-1")); err != nil {
+				t.Fatalf("retry: %v", err)
+			}
+			r.drain(t)
+			if got := off.messages(); len(got) != 1 {
+				t.Errorf("the off-path transport published %d copies of req-1, want 1 (the retry's)", len(got))
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if want := "req-1 " + string(tt.offTra) + " answer_failed"; len(dropped) != 1 || dropped[0] != want {
+				t.Errorf("DropObserver heard %q, want [%s]", dropped, want)
+			}
+		})
+	}
+}
+
+// TestOffPathStartsAfterTheAnswer: the off-path copy is queued once the
+// answering publish returned, never before.
+func TestOffPathStartsAfterTheAnswer(t *testing.T) {
+	var answered sync.Map // requestId -> its answering publish returned
+	var early atomic.Int32
+	r := newRig(t, rigOpts{
+		resolver: fixedStage(StageShadow),
+		legacy: func(ctx context.Context, m *Message) (PublishResult, error) {
+			defer answered.Store(m.RequestID, true)
+			return PublishResult{Attempts: 1}, nil
+		},
+		realtime: func(ctx context.Context, m *Message) (PublishResult, error) {
+			if _, ok := answered.Load(m.RequestID); !ok {
+				early.Add(1)
+			}
+			return PublishResult{Attempts: 1}, nil
+		},
+	})
+	for i := range 20 {
+		if _, err := r.mc.Broadcast(context.Background(), mustMessage(t, "app", "room", "e", fmt.Sprintf("req-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.drain(t)
+	if n := early.Load(); n != 0 {
+		t.Errorf("%d off-path publishes started before their answer", n)
+	}
+	if n := len(r.realtime.messages()); n != 20 {
+		t.Errorf("%d off-path publishes, want 20", n)
+	}
+}
+
+// TestOtherPartyNotObserved: a message to a party other than the app's
+// default is not passed to the Observer (the comparator watches the
+// default party only).
+func TestOtherPartyNotObserved(t *testing.T) {
+	var expected atomic.Int32
+	r := newRig(t, rigOpts{resolver: fixedStage(StageShadow), observer: fakeObserver{expect: func(*Message, Stage) { expected.Add(1) }}})
+	m := mustMessage(t, "app", "room", "e", "req-1")
+	m.Party = "chat"
+	if _, err := r.mc.Broadcast(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.mc.Broadcast(context.Background(), mustMessage(t, "app", "room", "e", "req-2")); err != nil {
+		t.Fatal(err)
+	}
+	if n := expected.Load(); n != 1 {
+		t.Errorf("Expect called %d times, want 1 (the default party's message)", n)
 	}
 }

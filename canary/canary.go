@@ -5,6 +5,12 @@
 // transport, whether and how fast it arrived, and, on the compared stages,
 // the comparator's coverage of the channel. Its result can be written as
 // a node_exporter textfile for alerting on a stale or failing canary.
+//
+// With several replicas one run checks one path: the stage as the replica
+// behind the admin URL resolves it, and the publish through whichever
+// replica the load balancer picks for the canary room (always the same one
+// while it is up, room affinity). It does not aggregate across replicas;
+// the dashboard does (docs/metrics.md, "Several replicas").
 package canary
 
 import (
@@ -338,7 +344,7 @@ func contains(ts []broadcast.Transport, t broadcast.Transport) bool {
 func subscribeRealtime(setupCtx, runCtx context.Context, bg *sync.WaitGroup, o Options, app config.App, channel string, arr *arrivals, logger *zap.Logger) (func() bool, error) {
 	c, err := realtime.NewClient(o.App, realtime.Config{URL: app.Realtime.URL, SigningKey: app.Realtime.SigningKey,
 		FallbackSigningKey: app.Realtime.FallbackSigningKey, ChannelTemplate: app.Realtime.Channel,
-		Topics: app.Realtime.Topics}, nil, nil, logger.Named("canary.realtime"))
+		Party: app.Party.Party, Topics: app.Realtime.Topics}, nil, nil, logger.Named("canary.realtime"))
 	if err != nil {
 		return nil, err
 	}

@@ -28,6 +28,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/switchyard/switchyard/broadcast"
+	"github.com/switchyard/switchyard/dedupredis"
 	"github.com/switchyard/switchyard/flags"
 	"github.com/switchyard/switchyard/legacyparty"
 	"github.com/switchyard/switchyard/realtime"
@@ -39,19 +40,23 @@ import (
 // Config is the whole gateway configuration. See docs/configuration.md for
 // every key.
 type Config struct {
-	Env       string               `yaml:"env"`
-	Listen    string               `yaml:"listen"`
-	Admin     Admin                `yaml:"admin"`
-	Log       Log                  `yaml:"log"`
-	Flags     Flags                `yaml:"flags"`
-	Channels  []Channel            `yaml:"channels"`
-	Apps      map[string]App       `yaml:"apps"`
-	Shadow    Shadow               `yaml:"shadow"`
-	Server    Server               `yaml:"server"`
-	Upstream  Upstream             `yaml:"upstream"`
-	Multicast Multicast            `yaml:"multicast"`
-	Record    Record               `yaml:"record"`
-	Extra     map[string]yaml.Node `yaml:",inline"`
+	Env       string         `yaml:"env"`
+	Listen    string         `yaml:"listen"`
+	Admin     Admin          `yaml:"admin"`
+	Log       Log            `yaml:"log"`
+	Flags     Flags          `yaml:"flags"`
+	Channels  []Channel      `yaml:"channels"`
+	Apps      map[string]App `yaml:"apps"`
+	Shadow    Shadow         `yaml:"shadow"`
+	Server    Server         `yaml:"server"`
+	Shutdown  Shutdown       `yaml:"shutdown"`
+	Upstream  Upstream       `yaml:"upstream"`
+	Multicast Multicast      `yaml:"multicast"`
+	// Idempotency selects where the requestId window lives (in memory, or
+	// shared by the replicas on Redis).
+	Idempotency Idempotency          `yaml:"idempotency"`
+	Record      Record               `yaml:"record"`
+	Extra       map[string]yaml.Node `yaml:",inline"`
 }
 
 // Admin is the separate admin listener (metrics, health, admin API).
@@ -70,8 +75,9 @@ type Log struct {
 
 // Flags selects the OpenFeature provider.
 type Flags struct {
-	Provider     string        `yaml:"provider"` // file (default), flagd, memory
+	Provider     string        `yaml:"provider"` // file (default), blob, flagd, memory
 	File         string        `yaml:"file"`
+	Source       string        `yaml:"source"` // blob: s3://, gs://, azblob://, file:/// URL
 	Host         string        `yaml:"host"`
 	Port         int           `yaml:"port"`
 	TargetURI    string        `yaml:"targetUri"`
@@ -110,8 +116,15 @@ type App struct {
 	// GrantSecret signs the room grants browsers present to
 	// GET /v1/realtime/token. Secret. Empty disables that path.
 	GrantSecret string `yaml:"grantSecret"`
-	// Origins are the browser origins allowed by CORS on the token path.
+	// Origins are the browser origins allowed by CORS on the token and
+	// receipts paths.
 	Origins []string `yaml:"origins"`
+	// Sequence adds the "sy" member (message id, per-room sequence number,
+	// stage, channel, acceptance time) to every envelope of the app, on
+	// both transports, so that the browser client delivers each message
+	// once and in order through stage changes (docs/browser.md). Off by
+	// default: it changes the bytes today's PartyKit clients receive.
+	Sequence bool `yaml:"sequence"`
 }
 
 // DropIn is the optional shared secret of the PartyKit-compatible path.
@@ -122,11 +135,15 @@ type DropIn struct {
 
 // Party is the app's PartyKit upstream.
 type Party struct {
-	URL          string `yaml:"url"`
-	Party        string `yaml:"party"`
-	PathPrefix   string `yaml:"pathPrefix"`
-	SecretHeader string `yaml:"secretHeader"`
-	Secret       string `yaml:"secret"` // Secret
+	URL   string `yaml:"url"`
+	Party string `yaml:"party"`
+	// Parties are the other parties the app publishes to, besides Party:
+	// the drop-in path /apps/{app}/parties/{party}/{room} accepts Party and
+	// these only (another is 404).
+	Parties      []string `yaml:"parties"`
+	PathPrefix   string   `yaml:"pathPrefix"`
+	SecretHeader string   `yaml:"secretHeader"`
+	Secret       string   `yaml:"secret"` // Secret
 }
 
 // Realtime is the app's Inngest Realtime upstream.
@@ -134,7 +151,7 @@ type Realtime struct {
 	URL                string            `yaml:"url"`
 	SigningKey         string            `yaml:"signingKey"`         // Secret
 	FallbackSigningKey string            `yaml:"fallbackSigningKey"` // Secret
-	Channel            string            `yaml:"channel"`            // template: {room} {app} {channel}
+	Channel            string            `yaml:"channel"`            // template: {room} {app} {party} {channel}
 	Topics             map[string]string `yaml:"topics"`             // channel name -> topic
 }
 
@@ -169,6 +186,24 @@ type Server struct {
 	ShutdownTimeout   time.Duration `yaml:"shutdownTimeout"`
 }
 
+// Shutdown is how the gateway leaves a load balancer on SIGTERM.
+type Shutdown struct {
+	// Delay is how long the public listener keeps serving after readyz
+	// turned 503, so that the load balancer stops sending before the
+	// listener closes. Nil takes the env's default: DefaultShutdownDelay in
+	// staging and prod, none in dev and test; an explicit 0s means none.
+	// Delay reads it.
+	Delay *time.Duration `yaml:"delay"`
+}
+
+// DelayOrZero is Delay, or 0 when unset.
+func (s Shutdown) DelayOrZero() time.Duration {
+	if s.Delay == nil {
+		return 0
+	}
+	return *s.Delay
+}
+
 // Upstream is the deadline and retry policy shared by both transports.
 type Upstream struct {
 	Timeout         time.Duration `yaml:"timeout"`
@@ -186,7 +221,39 @@ type Multicast struct {
 	OffPathTimeout  time.Duration `yaml:"offPathTimeout"`
 	DedupWindow     time.Duration `yaml:"dedupWindow"`
 	DedupMaxEntries int           `yaml:"dedupMaxEntries"`
+	SequenceRooms   int           `yaml:"sequenceRooms"`
+	SequenceIdleTTL time.Duration `yaml:"sequenceIdleTTL"`
 }
+
+// Idempotency selects the requestId window's store. The window's length
+// and in-memory bound stay multicast.dedupWindow and dedupMaxEntries.
+type Idempotency struct {
+	// Store is "memory" (default: one replica's window) or "redis" (the
+	// in-memory window plus one shared by every replica on Redis).
+	Store string `yaml:"store"`
+	// Timeout bounds one shared check; past it the message is published
+	// without it (fail open, counted).
+	Timeout time.Duration `yaml:"timeout"`
+	// Backoff is how long the shared store is not asked after a failure.
+	Backoff time.Duration `yaml:"backoff"`
+	Redis   Redis         `yaml:"redis"`
+}
+
+// Redis addresses the shared idempotency store.
+type Redis struct {
+	Addr      string `yaml:"addr"`
+	Username  string `yaml:"username"`
+	Password  string `yaml:"password"` // Secret
+	DB        int    `yaml:"db"`
+	TLS       bool   `yaml:"tls"`
+	KeyPrefix string `yaml:"keyPrefix"`
+}
+
+// Idempotency stores accepted in idempotency.store.
+const (
+	IdempotencyMemory = "memory"
+	IdempotencyRedis  = "redis"
+)
 
 // Record configures the opt-in traffic recorder.
 type Record struct {
@@ -359,6 +426,11 @@ const (
 	// DefaultDropInHeader carries the drop-in path's shared secret when
 	// apps.*.dropIn.secret is set without a header.
 	DefaultDropInHeader = "X-Switchyard-Secret"
+	// DefaultShutdownDelay is shutdown.delay in staging and prod: long
+	// enough for Kubernetes to take the pod out of the Service's endpoints
+	// (the endpoints controller, then every kube-proxy and ingress, react
+	// within a few seconds of the pod turning not ready / terminating).
+	DefaultShutdownDelay = 5 * time.Second
 	// DefaultMaxConnsPerHost is upstream.maxConnsPerHost when unset; it
 	// equals what upstream.NewTransport applies to 0, which that package
 	// does not export.
@@ -426,6 +498,13 @@ func (c *Config) applyDefaults() {
 	setZero(&v.MaxHeaderBytes, 16<<10)
 	setZero(&v.MaxBodyBytes, 256<<10)
 	setZero(&v.ShutdownTimeout, 15*time.Second)
+	if c.Shutdown.Delay == nil {
+		d := time.Duration(0)
+		if c.Env == "staging" || c.Env == "prod" {
+			d = DefaultShutdownDelay
+		}
+		c.Shutdown.Delay = &d
+	}
 	u, ud := &c.Upstream, upstream.Policy{}.WithDefaults()
 	setZero(&u.Timeout, ud.Timeout)
 	setZero(&u.AttemptTimeout, ud.AttemptTimeout)
@@ -439,9 +518,33 @@ func (c *Config) applyDefaults() {
 	setZero(&m.OffPathTimeout, md.OffPathTimeout)
 	setZero(&m.DedupWindow, md.DedupWindow)
 	setZero(&m.DedupMaxEntries, md.DedupMaxEntries)
+	setZero(&m.SequenceRooms, md.SequenceRooms)
+	setZero(&m.SequenceIdleTTL, md.SequenceIdleTTL)
+	setZero(&c.Idempotency.Store, IdempotencyMemory)
+	setZero(&c.Idempotency.Timeout, md.SharedDedupTimeout)
+	setZero(&c.Idempotency.Backoff, md.SharedDedupBackoff)
+	if c.Idempotency.Store == IdempotencyRedis {
+		setZero(&c.Idempotency.Redis.KeyPrefix, dedupredis.DefaultKeyPrefix)
+	}
 	if c.Record.File != "" {
 		setZero(&c.Record.MaxBytes, int64(recording.DefaultMaxBytes))
 	}
+}
+
+// effectiveParties is p.Parties with the default party (p.Party, or
+// legacyparty.DefaultParty with the alias prefix) first, each once.
+func effectiveParties(p Party) []string {
+	def := p.Party
+	if def == "" {
+		def = legacyparty.DefaultParty
+	}
+	out := []string{def}
+	for _, x := range p.Parties {
+		if !slices.Contains(out, x) {
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 // setZero sets *p to def when *p is the zero value.
@@ -592,7 +695,22 @@ func (c *Config) Validate() error {
 			pc.Policy = upstream.Policy{}
 		}
 		errs = append(errs, under(f+".party.", pc.Validate())...)
-		errs = append(errs, under(f+".realtime.", c.RealtimeConfig(name).Validate(), "channelTemplate", "channel")...)
+		for i, p := range a.Party.Parties {
+			pf := fmt.Sprintf("%s.party.parties[%d]", f, i)
+			if err := legacyparty.ValidateParty(p); err != nil {
+				bad(pf, "%v", err)
+			} else if pc.WithDefaults().PathPrefix == legacyparty.AliasPathPrefix && p != legacyparty.DefaultParty {
+				bad(pf, "%q cannot be addressed through the %q alias (only %q)", p, legacyparty.AliasPathPrefix, legacyparty.DefaultParty)
+			}
+		}
+		rc := c.RealtimeConfig(name)
+		rcErr := rc.Validate()
+		errs = append(errs, under(f+".realtime.", rcErr, "channelTemplate", "channel")...)
+		if rcErr == nil {
+			if err := c.realtimeScope(name).Collision(); err != nil {
+				bad(f+".realtime.channel", "%v: one subscriber would receive the other's messages", err)
+			}
+		}
 		topics := make([]string, 0, len(a.Realtime.Topics))
 		for ch := range a.Realtime.Topics {
 			topics = append(topics, ch)
@@ -616,6 +734,8 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+
+	errs = append(errs, c.channelCollisions()...)
 
 	if !isRate(c.Shadow.SampleRate) {
 		bad("shadow.sampleRate", "must be between 0 and 1")
@@ -646,14 +766,83 @@ func (c *Config) Validate() error {
 			bad("server."+d.field, "%v is negative", d.v)
 		}
 	}
+	if d := c.Shutdown.DelayOrZero(); d < 0 || d > 5*time.Minute {
+		bad("shutdown.delay", "%v is outside 0..5m", d)
+	}
 	errs = append(errs, c.upstreamProblems()...)
-	errs = append(errs, under("multicast.", c.MulticastConfig().Validate())...)
+	errs = append(errs, under("multicast.", c.MulticastConfig().Validate(),
+		"sharedDedupTimeout", "idempotency.timeout", "sharedDedupBackoff", "idempotency.backoff")...)
+	switch c.Idempotency.Store {
+	case IdempotencyMemory:
+	case IdempotencyRedis:
+		errs = append(errs, under("idempotency.redis.", c.RedisConfig().Validate())...)
+	default:
+		bad("idempotency.store", "%q is not memory or redis", c.Idempotency.Store)
+	}
 	if c.Record.File != "" {
 		errs = append(errs, under("record.", c.RecordConfig().Validate())...)
 	} else if _, err := shadow.NewRedaction(c.Record.RedactPaths); err != nil {
 		errs = append(errs, under("record.", err)...) // kept for when a file is set
 	}
 	return errors.Join(errs...)
+}
+
+// realtimeScope is every Inngest channel name app's template can yield.
+func (c *Config) realtimeScope(app string) realtime.Scope {
+	a := c.Apps[app]
+	return realtime.Scope{Template: a.Realtime.Channel, App: app, Parties: effectiveParties(a.Party),
+		Channels: append(c.ChannelNames(), broadcast.DefaultChannel)}
+}
+
+// realtimeEnv identifies the Inngest environment an app publishes into,
+// as far as the config tells: the realtime URL (scheme and host, case
+// folded, without a trailing slash) and the env part of the signing key
+// ("" without a key: the dev server). Different keys of one env part may
+// still be one environment (a rotation, or two keys of one account), so the
+// env part, not the key, decides.
+func (c *Config) realtimeEnv(app string) (url, keyEnv string) {
+	r := c.Apps[app].Realtime
+	return strings.ToLower(strings.TrimRight(r.URL, "/")), realtime.SigningKeyEnv(r.SigningKey)
+}
+
+// channelCollisions refuses two apps on one realtime environment whose
+// channel templates can yield the same Inngest channel: a token of one app
+// for some room would then receive the other app's messages. The error is
+// reported on the later app (in name order), with a channel name both
+// yield.
+func (c *Config) channelCollisions() []error {
+	var errs []error
+	names := c.AppNames()
+	for j, b := range names {
+		if c.RealtimeConfig(b).Validate() != nil {
+			continue // reported above
+		}
+		ub, eb := c.realtimeEnv(b)
+		for _, a := range names[:j] {
+			if ua, ea := c.realtimeEnv(a); ua != ub || ea != eb || c.RealtimeConfig(a).Validate() != nil {
+				continue
+			}
+			w, ok, err := realtime.Overlap(c.realtimeScope(a), c.realtimeScope(b))
+			if err != nil || !ok {
+				continue
+			}
+			env := eb
+			if env == "" {
+				env = "none"
+			}
+			errs = append(errs, fmt.Errorf("apps.%s.realtime.channel: %q can yield the channel %q, as can apps.%s.realtime.channel %q, on one realtime environment (url %s, signing key env %s): a token of one app would receive the other's messages; namespace both, e.g. with the default %q",
+				b, tmplName(c.Apps[b].Realtime.Channel), w, a, tmplName(c.Apps[a].Realtime.Channel), ub, env, realtime.DefaultChannelTemplate))
+			break
+		}
+	}
+	return errs
+}
+
+func tmplName(t string) string {
+	if t == "" {
+		return realtime.DefaultChannelTemplate
+	}
+	return t
 }
 
 // upstreamProblems checks the upstream section (the upstream package has
@@ -763,7 +952,7 @@ func (c *Config) shadowChannel(ch Channel) shadow.ChannelConfig {
 // the config file (Load resolves it).
 func (c *Config) FlagsConfig() flags.Config {
 	f := c.Flags
-	return flags.Config{Provider: f.Provider, File: f.File, FlagdHost: f.Host, FlagdPort: f.Port,
+	return flags.Config{Provider: f.Provider, File: f.File, Source: f.Source, FlagdHost: f.Host, FlagdPort: f.Port,
 		FlagdTargetURI: f.TargetURI, Env: c.Env, Channels: c.ChannelNames(), PollInterval: f.PollInterval}
 }
 
@@ -774,12 +963,26 @@ func (c *Config) FlagsConfig() flags.Config {
 func (c *Config) MulticastConfig() broadcast.Config {
 	m := c.Multicast
 	apps := make(map[string]broadcast.AppLimits, len(c.Apps))
+	sequenced := map[string]bool{}
 	for name, a := range c.Apps {
 		apps[name] = broadcast.AppLimits{RatePerSecond: a.RateLimit.PerSecond, Burst: a.RateLimit.Burst}
+		if a.Sequence {
+			sequenced[name] = true
+		}
 	}
 	return broadcast.Config{Apps: apps, Channels: c.ChannelNames(),
 		OffPathQueue: m.OffPathQueue, OffPathWorkers: m.OffPathWorkers, OffPathTimeout: m.OffPathTimeout,
-		DedupWindow: m.DedupWindow, DedupMaxEntries: m.DedupMaxEntries, SampleRate: c.SampleRate}
+		DedupWindow: m.DedupWindow, DedupMaxEntries: m.DedupMaxEntries, SampleRate: c.SampleRate,
+		Sequenced: sequenced, SequenceRooms: m.SequenceRooms, SequenceIdleTTL: m.SequenceIdleTTL, SharedDedupTimeout: c.Idempotency.Timeout, SharedDedupBackoff: c.Idempotency.Backoff}
+}
+
+// RedisConfig returns the shared idempotency store's configuration
+// (idempotency.redis, with idempotency.timeout bounding each command);
+// meaningful when idempotency.store is redis.
+func (c *Config) RedisConfig() dedupredis.Config {
+	r := c.Idempotency.Redis
+	return dedupredis.Config{Addr: r.Addr, Username: r.Username, Password: r.Password, DB: r.DB, TLS: r.TLS,
+		KeyPrefix: r.KeyPrefix, Timeout: c.Idempotency.Timeout}
 }
 
 // UpstreamPolicy returns the deadline and retry policy both transports
@@ -804,9 +1007,10 @@ func (c *Config) PartyConfig(app string) legacyparty.Config {
 // the shared upstream policy. An unknown app gives a config without URL,
 // which its Validate refuses.
 func (c *Config) RealtimeConfig(app string) realtime.Config {
-	r := c.Apps[app].Realtime
+	a := c.Apps[app]
+	r, parties := a.Realtime, effectiveParties(a.Party)
 	return realtime.Config{URL: r.URL, SigningKey: r.SigningKey, FallbackSigningKey: r.FallbackSigningKey,
-		ChannelTemplate: r.Channel, Topics: r.Topics, Policy: c.UpstreamPolicy()}
+		ChannelTemplate: r.Channel, Party: parties[0], Parties: parties, Topics: r.Topics, Policy: c.UpstreamPolicy()}
 }
 
 // RecordConfig is the recorder's configuration (record.*); meaningful when
@@ -854,6 +1058,7 @@ func (c *Config) Secrets() []string {
 		}
 	}
 	add(c.Admin.Token)
+	add(c.Idempotency.Redis.Password)
 	for _, a := range c.Apps {
 		for _, k := range a.APIKeys {
 			add(k)
@@ -883,6 +1088,7 @@ func (c *Config) Redacted() *Config {
 	r := *c
 	r.Extra = nil
 	r.Admin.Token = redact(c.Admin.Token)
+	r.Idempotency.Redis.Password = redact(c.Idempotency.Redis.Password)
 	r.Apps = make(map[string]App, len(c.Apps))
 	for n, a := range c.Apps {
 		keys := make([]string, len(a.APIKeys))

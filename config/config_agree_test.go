@@ -198,6 +198,8 @@ func TestDefaultsComeFromThePackages(t *testing.T) {
 		{"multicast.offPathTimeout", c.Multicast.OffPathTimeout, md.OffPathTimeout},
 		{"multicast.dedupWindow", c.Multicast.DedupWindow, md.DedupWindow},
 		{"multicast.dedupMaxEntries", c.Multicast.DedupMaxEntries, md.DedupMaxEntries},
+		{"multicast.sequenceRooms", c.Multicast.SequenceRooms, md.SequenceRooms},
+		{"multicast.sequenceIdleTTL", c.Multicast.SequenceIdleTTL, md.SequenceIdleTTL},
 		{"upstream", c.UpstreamPolicy(), ud},
 		{"apps.ai-hero.party.pathPrefix", c.Apps["ai-hero"].Party.PathPrefix, legacyparty.DefaultPathPrefix},
 	} {
@@ -224,6 +226,9 @@ func TestPackageConfigsCarryTheConfig(t *testing.T) {
 	mc := c.MulticastConfig()
 	if got := mc.Apps["ai-hero"]; got.RatePerSecond != 100 || got.Burst != 101 {
 		t.Errorf("MulticastConfig ai-hero limits = %+v, want 100/s burst 101", got)
+	}
+	if !mc.Sequenced["ai-hero"] || len(mc.Sequenced) != 1 {
+		t.Errorf("MulticastConfig sequenced apps = %v, want ai-hero only (apps.ai-hero.sequence)", mc.Sequenced)
 	}
 	if got := mc.SampleRate("ai-stream"); got != 0.5 {
 		t.Errorf("MulticastConfig sample rate of ai-stream = %v, want 0.5", got)

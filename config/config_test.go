@@ -2,6 +2,7 @@ package config
 
 import (
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -212,5 +213,125 @@ func TestShadowReadyWait(t *testing.T) {
 		if got := c.ShadowConfig().ReadyWait; got != tt.pkg {
 			t.Errorf("%q: ShadowConfig().ReadyWait = %v, want %v", tt.line, got, tt.pkg)
 		}
+	}
+}
+
+// TestRealtimeChannelCollisions: two apps on one realtime environment (the
+// same URL and signing key env) may not have templates that can yield one
+// Inngest channel; the default template namespaces app and party.
+func TestRealtimeChannelCollisions(t *testing.T) {
+	doc := func(a, b string) string {
+		return `
+channels: [{name: video, events: [video.ready]}]
+flags: {provider: memory}
+apps:
+  ai-hero:
+    apiKeys: ["key-ai-hero-0123456789"]
+    party: {url: "http://127.0.0.1:1999"}
+    realtime: {url: "http://127.0.0.1:8288", ` + a + `}
+  course-builder:
+    apiKeys: ["key-course-builder-0123"]
+    party: {url: "http://127.0.0.1:1999", parties: [chat]}
+    realtime: {url: "HTTP://127.0.0.1:8288/", ` + b + `}
+`
+	}
+	for _, tt := range []struct {
+		name, a, b, want string
+	}{
+		{"defaults", `signingKey: signkey-prod-00`, `signingKey: signkey-prod-11`, ""},
+		{"the old default against a party prefix", `channel: "{room}"`, `channel: "{party}-{room}"`, `apps.course-builder.realtime.channel: "{party}-{room}" can yield the channel "main-x", as can apps.ai-hero.realtime.channel "{room}"`},
+		{"a room cannot hold '/'", `channel: "{room}"`, `channel: "{party}/{room}"`, ""},
+		{"same env, different keys", `channel: "{room}", signingKey: signkey-prod-00`, `channel: "{party}-{room}", signingKey: signkey-prod-11`, `can yield the channel`},
+		{"different key env", `channel: "{room}", signingKey: signkey-prod-00`, `channel: "{party}-{room}", signingKey: signkey-branch-11`, ""},
+		{"app namespaces", `channel: "{app}:{room}"`, `channel: "{app}:{party}:{room}"`, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse([]byte(doc(tt.a, tt.b)), env(nil))
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("error %v, want one containing %q", err, tt.want)
+			case tt.want == "":
+				rc := c.RealtimeConfig("course-builder")
+				if rc.Party != "main" || strings.Join(rc.Parties, ",") != "main,chat" {
+					t.Errorf("RealtimeConfig party %q parties %v, want main and main,chat", rc.Party, rc.Parties)
+				}
+			}
+		})
+	}
+}
+
+func TestShutdownDelayDefaults(t *testing.T) {
+	doc := func(env, extra string) string {
+		return `env: ` + env + `
+admin: {token: "admin-token-0123456789"}
+channels: [{name: video, events: [video.ready]}]
+flags: {provider: memory}
+apps:
+  ai-hero:
+    apiKeys: ["key-ai-hero-0123456789"]
+    party: {url: "http://127.0.0.1:1999"}
+    realtime: {url: "http://127.0.0.1:8288"}
+` + extra
+	}
+	for _, tt := range []struct {
+		env, extra string
+		want       time.Duration
+		err        string
+	}{
+		{"prod", "", DefaultShutdownDelay, ""},
+		{"staging", "", DefaultShutdownDelay, ""},
+		{"dev", "", 0, ""},
+		{"test", "", 0, ""},
+		{"prod", "shutdown: {delay: 0s}", 0, ""},
+		{"dev", "shutdown: {delay: 250ms}", 250 * time.Millisecond, ""},
+		{"dev", "shutdown: {delay: -1s}", 0, "shutdown.delay: -1s is outside 0..5m"},
+		{"dev", "shutdown: {delay: 10m}", 0, "shutdown.delay: 10m0s is outside 0..5m"},
+		{"dev", "shutdown: {wait: 1s}", 0, "shutdown.wait: unknown key"},
+	} {
+		c, err := Parse([]byte(doc(tt.env, tt.extra)), env(nil))
+		switch {
+		case tt.err != "":
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("%s %q: error %v, want %q", tt.env, tt.extra, err, tt.err)
+			}
+		case err != nil:
+			t.Errorf("%s %q: %v", tt.env, tt.extra, err)
+		case c.Shutdown.DelayOrZero() != tt.want:
+			t.Errorf("%s %q: delay %v, want %v", tt.env, tt.extra, c.Shutdown.DelayOrZero(), tt.want)
+		}
+	}
+}
+
+// idempotency: memory is the default (one replica); redis takes its
+// address and secret password from the environment, fills the defaults,
+// feeds the Multicaster's bounds and the store's config, and never shows
+// the password.
+func TestIdempotencySection(t *testing.T) {
+	c, err := Parse([]byte(example), env(map[string]string{"AI_HERO_GATEWAY_KEY": "key-0123456789abcdef"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Idempotency.Store != IdempotencyMemory || c.MulticastConfig().SharedDedup != nil {
+		t.Errorf("default store %q, want memory and no shared store", c.Idempotency.Store)
+	}
+	doc := example + "idempotency: {store: redis, timeout: 80ms, redis: {addr: \"redis:6379\", password: \"${REDIS_PASSWORD}\"}}\n"
+	c, err = Parse([]byte(doc), env(map[string]string{"AI_HERO_GATEWAY_KEY": "key-0123456789abcdef", "REDIS_PASSWORD": "redis-secret-value"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := c.RedisConfig()
+	if rc.Addr != "redis:6379" || rc.Password != "redis-secret-value" || rc.Timeout != 80*time.Millisecond || rc.KeyPrefix == "" {
+		t.Errorf("redis config %+v", rc)
+	}
+	if mc := c.MulticastConfig(); mc.SharedDedupTimeout != 80*time.Millisecond || mc.SharedDedupBackoff != time.Second {
+		t.Errorf("multicast bounds %v / %v, want 80ms / 1s", mc.SharedDedupTimeout, mc.SharedDedupBackoff)
+	}
+	if got := c.Redacted().Idempotency.Redis.Password; got != "[redacted]" {
+		t.Errorf("redacted password %q", got)
+	}
+	if !slices.Contains(c.Secrets(), "redis-secret-value") {
+		t.Error("Secrets() lacks the redis password")
 	}
 }

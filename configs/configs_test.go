@@ -17,6 +17,7 @@ import (
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/broadcast"
 	"github.com/switchyard/switchyard/flags"
+	"github.com/switchyard/switchyard/receipts"
 	"github.com/switchyard/switchyard/shadow"
 	"github.com/switchyard/switchyard/upstream"
 )
@@ -72,6 +73,7 @@ func registeredMetrics(tb testing.TB) map[string]metricInfo {
 	flags.NewMetrics(reg)
 	upstream.NewMetrics(reg)
 	api.NewMetrics(reg)
+	receipts.NewMetrics(reg)
 	out := map[string]metricInfo{}
 	for _, col := range reg.collectors {
 		var histogram bool
@@ -582,6 +584,7 @@ func TestDashboardUsesOnlyRegisteredMetrics(t *testing.T) {
 		"switchyard_http_requests_total", "switchyard_http_request_duration_seconds",
 		"switchyard_shadow_sampled_total", "switchyard_shadow_compared_total", "switchyard_shadow_unobserved_total",
 		"switchyard_subscriber_ready_seconds", "switchyard_shadow_watch_wait_seconds",
+		"switchyard_browser_receipts_total", "switchyard_browser_receive_latency_seconds", "switchyard_browser_receipts_refused_total",
 	} {
 		if !used[want] {
 			t.Errorf("no panel reads %s", want)
@@ -805,7 +808,7 @@ func TestAlertRules(t *testing.T) {
 	want := []string{
 		"SwitchyardPublishFailureRate", "SwitchyardShadowParityLow", "SwitchyardShadowCoverageLow", "SwitchyardRealtimeDelayHigh",
 		"SwitchyardMessagesMissing", "SwitchyardTokenMintFailing", "SwitchyardTokenErrorsHigh",
-		"SwitchyardFlagFileInvalid", "SwitchyardOffPathDrops",
+		"SwitchyardFlagFileInvalid", "SwitchyardOffPathDrops", "SwitchyardIdempotencyFailingOpen",
 		"SwitchyardTargetDown", "SwitchyardTargetMissing", "SwitchyardKillSwitchOn", "SwitchyardCanaryStale",
 	}
 	sort.Strings(want)
@@ -836,6 +839,89 @@ func TestAlertRules(t *testing.T) {
 		}
 		if !quiet[a] {
 			t.Errorf("alerts_test.yml has no case where %s stays quiet", a)
+		}
+	}
+}
+
+// rangeCall is a rate/increase/irate of a switchyard_ series, with what
+// stands before it.
+var rangeCall = regexp.MustCompile(`\b(?:rate|irate|increase)\(\s*switchyard_`)
+
+// sumBefore matches the end of the text before a rangeCall when the call
+// is the direct argument of sum: "sum(", "sum by (a, b) (", "sum without
+// (x) (".
+var sumBefore = regexp.MustCompile(`\bsum\s*(?:(?:by|without)\s*\(([^)]*)\)\s*)?\(\s*$`)
+
+// perReplica are the labels that name one replica; grouping by them keeps
+// one series per replica instead of the environment's figure.
+var perReplica = []string{"instance", "pod"}
+
+// aggregationProblems reports each rate/increase of a switchyard_ counter
+// in expr that is not summed across replicas: one not directly inside
+// sum(...) (avg of per-replica rates, a bare per-replica rate, max...), or
+// summed by a label naming the replica.
+func aggregationProblems(expr string) []string {
+	var out []string
+	for _, loc := range rangeCall.FindAllStringIndex(expr, -1) {
+		before := expr[:loc[0]]
+		m := sumBefore.FindStringSubmatch(before)
+		call := expr[loc[0]:min(len(expr), loc[1]+40)]
+		if m == nil {
+			out = append(out, fmt.Sprintf("%s... is not summed across replicas (wrap it in sum or sum by)", call))
+			continue
+		}
+		for _, l := range strings.Split(m[1], ",") {
+			if slices.Contains(perReplica, strings.TrimSpace(l)) && !strings.Contains(m[0], "without") {
+				out = append(out, fmt.Sprintf("%s... is summed by %s: one figure per replica, not the environment's", call, strings.TrimSpace(l)))
+			}
+		}
+	}
+	return out
+}
+
+// With several replicas every counter figure of the dashboard and the
+// alerts (parity, coverage, outcome counts, deliveries, latency buckets)
+// must be the sum over the replicas.
+func TestExpressionsAggregateAcrossReplicas(t *testing.T) {
+	d := loadDashboard(t)
+	n := 0
+	for _, p := range flatPanels(d.Panels) {
+		for _, tg := range p.Targets {
+			for _, prob := range aggregationProblems(tg.Expr) {
+				t.Errorf("dashboard panel %q: %s", p.Title, prob)
+			}
+			n += len(rangeCall.FindAllString(tg.Expr, -1))
+		}
+	}
+	var rf ruleFile
+	loadYAML(t, "prometheus/alerts.yml", &rf)
+	for _, g := range rf.Groups {
+		for _, r := range g.Rules {
+			for _, prob := range aggregationProblems(r.Expr) {
+				t.Errorf("alert %s: %s", r.Alert, prob)
+			}
+			n += len(rangeCall.FindAllString(r.Expr, -1))
+		}
+	}
+	if n < 20 {
+		t.Errorf("found %d rate/increase calls in the dashboard and alerts; the check reads too little", n)
+	}
+}
+
+func TestAggregationProblemsCatchesPerReplicaFigures(t *testing.T) {
+	for expr, ok := range map[string]bool{
+		`sum by (app, channel) (rate(switchyard_shadow_outcomes_total{outcome="match"}[5m]))`:                                 true,
+		`100 * sum(increase(switchyard_shadow_outcomes_total[15m])) / sum(increase(switchyard_shadow_outcomes_total[15m]))`:   true,
+		`histogram_quantile(0.99, sum by (transport, le) (rate(switchyard_publish_duration_seconds_bucket[5m])))`:             true,
+		`sum without (instance) (rate(switchyard_deliveries_total[5m]))`:                                                      true,
+		`avg(rate(switchyard_shadow_outcomes_total{outcome="match"}[5m]))`:                                                    false,
+		`rate(switchyard_deliveries_total[5m]) > 0`:                                                                           false,
+		`sum by (instance, channel) (rate(switchyard_shadow_outcomes_total[5m]))`:                                             false,
+		`max by (channel) (increase(switchyard_shadow_outcomes_total[5m]))`:                                                   false,
+		`100 * sum(rate(switchyard_shadow_outcomes_total{outcome="match"}[5m])) / rate(switchyard_shadow_outcomes_total[5m])`: false,
+	} {
+		if got := len(aggregationProblems(expr)) == 0; got != ok {
+			t.Errorf("%s: accepted %v, want %v (%v)", expr, got, ok, aggregationProblems(expr))
 		}
 	}
 }

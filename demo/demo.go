@@ -73,6 +73,9 @@ type Options struct {
 	LogFile string
 	// Version is shown by the gateway's status page.
 	Version string
+	// Logger, when set, is called with the demo's logger once it is built
+	// (the binary relays libraries' stderr lines through it).
+	Logger func(*zap.Logger)
 }
 
 // Validate reports the first bad option.
@@ -126,6 +129,9 @@ func Run(ctx context.Context, o Options, stdout io.Writer) error {
 	logger, err := gateway.NewLogger(config.Log{Level: "info", Format: "console"}, logFile)
 	if err != nil {
 		return err
+	}
+	if o.Logger != nil {
+		o.Logger(logger)
 	}
 	g, err := gateway.New(cfg, logger, gateway.Options{Version: o.Version})
 	if err != nil {

@@ -1,6 +1,7 @@
 package flags
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -50,6 +51,10 @@ type Change struct {
 	Targeting bool
 
 	file *File
+	// blob, when set, holds the document instead of Path (PrepareBlobChange),
+	// read with modification time mod.
+	blob *BlobStore
+	mod  time.Time
 }
 
 // PrepareChange loads the flag file at path, checks that it serves env
@@ -74,11 +79,45 @@ func PrepareChange(path, env, flag, variant string) (*Change, error) {
 		Targeting: f.Flags[flag].Targeting != nil, file: f}, nil
 }
 
+// PrepareBlobChange is PrepareChange on the flag document of a blob source
+// (see ParseBlobSource): the document every replica of an environment
+// polls. It reads the document through st and writes nothing; Commit
+// writes it back through st, and the audit record beside it in the bucket
+// (BlobStore.AuditKey) unless an audit file is named.
+func PrepareBlobChange(ctx context.Context, st *BlobStore, env, flag, variant string) (*Change, error) {
+	if env == "" {
+		return nil, errors.New("env: required (the environment this flag document serves)")
+	}
+	data, mod, err := st.Read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	f, err := ParseFile(data, nil)
+	if err != nil {
+		return nil, fmt.Errorf("flags: %s: %w", st.Source, err)
+	}
+	f.Path = st.Source
+	if f.Env != "" && f.Env != env {
+		return nil, fmt.Errorf("env %s does not match the document's metadata.env %q: wrong source?", env, f.Env)
+	}
+	from, diff, err := f.Set(flag, variant)
+	if err != nil {
+		return nil, err
+	}
+	return &Change{Path: st.Source, Env: env, Flag: flag, From: from, To: variant, Diff: diff,
+		Targeting: f.Flags[flag].Targeting != nil, file: f, blob: st, mod: mod}, nil
+}
+
+// blobCommitTimeout bounds the writes of a blob Commit.
+const blobCommitTimeout = 30 * time.Second
+
 // Commit writes the change: it opens the audit file first (a change that
 // cannot be audited is not made), replaces the flag file atomically, then
 // appends rec, completed with the change's env, file, flag, from and to.
 // rec.Reason is required. An error after the flag file was replaced says
-// so.
+// so. For a change of a blob source (PrepareBlobChange) an empty auditPath
+// means the audit object beside the document in the bucket; the document
+// is one object write, visible to every replica at its next poll.
 func (c *Change) Commit(auditPath string, rec AuditRecord) error {
 	if strings.TrimSpace(rec.Reason) == "" {
 		return errors.New("reason: required: say why, it goes to the audit file")
@@ -94,12 +133,32 @@ func (c *Change) Commit(auditPath string, rec AuditRecord) error {
 	if err != nil {
 		return fmt.Errorf("encode audit record: %w", err)
 	}
+	if c.blob != nil && auditPath == "" {
+		ctx, cancel := context.WithTimeout(context.Background(), blobCommitTimeout)
+		defer cancel()
+		if err := c.blob.checkAudit(ctx); err != nil {
+			return err
+		}
+		if err := c.blob.Write(ctx, c.file.Data, c.mod); err != nil {
+			return err
+		}
+		if err := c.blob.appendAudit(ctx, line); err != nil {
+			return fmt.Errorf("%s changed but the audit record was not written: %w", c.Flag, err)
+		}
+		return nil
+	}
 	af, err := os.OpenFile(auditPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		return fmt.Errorf("open audit file: %w", err)
 	}
 	defer af.Close()
-	if err := WriteAtomic(c.Path, c.file.Data); err != nil {
+	if c.blob != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), blobCommitTimeout)
+		defer cancel()
+		if err := c.blob.Write(ctx, c.file.Data, c.mod); err != nil {
+			return err
+		}
+	} else if err := WriteAtomic(c.Path, c.file.Data); err != nil {
 		return err
 	}
 	if _, err := af.Write(append(line, '\n')); err != nil {
@@ -118,6 +177,11 @@ func ReadAudit(path string) ([]AuditRecord, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read audit file: %w", err)
 	}
+	return parseAudit(path, data)
+}
+
+// parseAudit decodes the JSON lines of an audit trail named path.
+func parseAudit(path string, data []byte) ([]AuditRecord, error) {
 	var out []AuditRecord
 	for i, line := range strings.Split(string(data), "\n") {
 		if strings.TrimSpace(line) == "" {

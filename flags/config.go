@@ -25,6 +25,7 @@ const (
 	ProviderFile   = "file"
 	ProviderFlagd  = "flagd"
 	ProviderMemory = "memory"
+	ProviderBlob   = "blob"
 )
 
 // Defaults applied by Config.WithDefaults. These are the gateway's defaults
@@ -63,6 +64,10 @@ type Config struct {
 	Provider string
 	// File is the flagd flag definition file (JSON) for provider file.
 	File string
+	// Source is the flag document's URL for provider blob: s3://, gs://,
+	// azblob:// or file:/// (see ParseBlobSource). Every replica of an
+	// environment polls it every PollInterval.
+	Source string
 	// FlagdHost and FlagdPort address a standalone flagd's sync service
 	// (port 8015 by default) for provider flagd.
 	FlagdHost string
@@ -75,8 +80,8 @@ type Config struct {
 	// Channels are the configured channel names, without "default"; each
 	// has a flag "realtime-<channel>".
 	Channels []string
-	// PollInterval is how often provider file re-reads the file (default
-	// DefaultPollInterval).
+	// PollInterval is how often provider file re-reads the file, and
+	// provider blob the object (default DefaultPollInterval).
 	PollInterval time.Duration
 	// CacheSize bounds the Resolver's decision cache (0: DefaultCacheSize;
 	// negative: no cache, every decision is evaluated).
@@ -106,9 +111,18 @@ func (c Config) Validate() error {
 		if c.FlagdPort < 0 || c.FlagdPort > 65535 {
 			add("port: %d out of range 1-65535", c.FlagdPort)
 		}
+	case ProviderBlob:
+		if c.Source == "" {
+			add("source: required for provider blob (s3://, gs://, azblob:// or file:/// URL of the flag document)")
+		} else if _, _, err := ParseBlobSource(c.Source); err != nil {
+			add("source: %w", err)
+		}
+		if c.PollInterval != 0 && c.PollInterval < 100*time.Millisecond {
+			add("pollInterval: %s is under 100ms (every replica reads the object store at that rate)", c.PollInterval)
+		}
 	case ProviderMemory:
 	default:
-		add("provider: unknown provider %q (want file, flagd or memory)", c.Provider)
+		add("provider: unknown provider %q (want file, blob, flagd or memory)", c.Provider)
 	}
 	if c.Env == "" {
 		add("env: required (targeting rules may select on env)")

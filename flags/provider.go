@@ -23,7 +23,8 @@ import (
 type ProviderOption func(*providerOptions)
 
 type providerOptions struct {
-	metrics *Metrics
+	metrics       *Metrics
+	startDeadline time.Duration
 }
 
 // WithMetrics makes the file provider report switchyard_flag_file_valid on
@@ -32,10 +33,19 @@ func WithMetrics(m *Metrics) ProviderOption {
 	return func(o *providerOptions) { o.metrics = m }
 }
 
-// initDeadlineMs bounds the provider's start (the first load of the flags)
-// and each in-process evaluation. flagd's default, 500 ms, fails the start
-// of a gateway on a loaded machine; evaluation in process never needs it.
-const initDeadlineMs = 5000
+// WithStartDeadline bounds the flagd provider's start (the first load of
+// the flags: initialisation fails when they have not arrived within d) and
+// each of its in-process evaluations; d is rounded down to the
+// millisecond, and d < 1 ms keeps DefaultStartDeadline. Tests of a start
+// that fails pass a short d and wait a multiple of it.
+func WithStartDeadline(d time.Duration) ProviderOption {
+	return func(o *providerOptions) { o.startDeadline = d }
+}
+
+// DefaultStartDeadline is the start deadline of NewProvider without
+// WithStartDeadline. flagd's own default, 500 ms, fails the start of a
+// gateway on a loaded machine; evaluation in process never needs it.
+const DefaultStartDeadline = 5 * time.Second
 
 // NewProvider builds the OpenFeature provider cfg selects. It does not
 // start it: the caller hands it to openfeature.SetProviderAndWait (run.go,
@@ -50,6 +60,10 @@ const initDeadlineMs = 5000
 //     valid content to flagd: an invalid edit keeps the last good flags and
 //     sets switchyard_flag_file_valid to 0. An invalid or missing file at
 //     start makes initialisation fail with the validation error.
+//   - "blob": flagd's in-process evaluator fed by flagd's own blob sync
+//     source (gocloud.dev) polling cfg.Source every cfg.PollInterval, the
+//     document shared by every replica of an environment; each content is
+//     validated as for "file" before flagd sees it (blobSource).
 //   - "flagd": flagd's in-process evaluator synced over gRPC from a
 //     standalone flagd (cfg.FlagdHost:cfg.FlagdPort or cfg.FlagdTargetURI);
 //     several gateway instances then share one flag source.
@@ -57,12 +71,11 @@ const initDeadlineMs = 5000
 //     of cfg.File (targeting ignored), or legacy everywhere and the kill
 //     switch off without a file. For tests and local runs.
 //
-// logger receives the source's messages and, named "flagd", flagd's own
-// (its provider's and its in-process evaluator's, relayed from Init to
-// Shutdown; see flagdlog.go), so every line follows log.format; nil means
-// none. Building a flagd provider briefly points os.Stderr at a pipe (the
-// only way into flagd's evaluator logger); NewProvider calls are
-// serialised for it.
+// logger receives the source's messages and, named "flagd", flagd's
+// provider's own; nil means none. flagd's in-process service logs JSON to
+// os.Stderr on its own (see flagdlog.go): the switchyard binary relays
+// those lines through its logger. NewProvider touches no process state and
+// may run concurrently.
 func NewProvider(cfg Config, logger *zap.Logger, opts ...ProviderOption) (openfeature.FeatureProvider, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("flags: config: %w", err)
@@ -71,15 +84,19 @@ func NewProvider(cfg Config, logger *zap.Logger, opts ...ProviderOption) (openfe
 	if logger == nil {
 		logger = zap.NewNop()
 	}
-	var o providerOptions
+	o := providerOptions{startDeadline: DefaultStartDeadline}
 	for _, opt := range opts {
 		opt(&o)
 	}
+	if o.startDeadline < time.Millisecond {
+		o.startDeadline = DefaultStartDeadline
+	}
+	deadlineMs := int(o.startDeadline / time.Millisecond)
 	switch cfg.Provider {
 	case ProviderFlagd:
 		fo := []flagd.ProviderOption{
 			flagd.WithInProcessResolver(),
-			flagd.WithDeadline(initDeadlineMs),
+			flagd.WithDeadline(deadlineMs),
 			flagd.WithOfflineFilePath(""), // ignore FLAGD_OFFLINE_FLAG_SOURCE_PATH
 		}
 		if cfg.FlagdTargetURI != "" {
@@ -94,6 +111,21 @@ func NewProvider(cfg Config, logger *zap.Logger, opts ...ProviderOption) (openfe
 		return p, nil
 	case ProviderMemory:
 		return newMemoryProvider(cfg)
+	case ProviderBlob:
+		src, err := newBlobSource(cfg.Source, cfg.Channels, cfg.PollInterval, o.metrics, logger.Named("flagsource"))
+		if err != nil {
+			return nil, fmt.Errorf("flags: source: %w", err)
+		}
+		p, err := newFlagdProvider(logger,
+			flagd.WithInProcessResolver(),
+			flagd.WithDeadline(deadlineMs),
+			flagd.WithOfflineFilePath(""),
+			flagd.WithCustomSyncProviderAndUri(src, cfg.Source),
+		)
+		if err != nil {
+			return nil, fmt.Errorf("flags: flagd provider for %s: %w", cfg.Source, err)
+		}
+		return p, nil
 	default:
 		abs, err := filepath.Abs(cfg.File)
 		if err != nil {
@@ -102,7 +134,7 @@ func NewProvider(cfg Config, logger *zap.Logger, opts ...ProviderOption) (openfe
 		src := newFileSource(abs, cfg.Channels, cfg.PollInterval, o.metrics, logger.Named("flagfile"))
 		p, err := newFlagdProvider(logger,
 			flagd.WithInProcessResolver(),
-			flagd.WithDeadline(initDeadlineMs),
+			flagd.WithDeadline(deadlineMs),
 			flagd.WithOfflineFilePath(""), // the custom source below is the only one
 			flagd.WithCustomSyncProviderAndUri(src, "file://"+abs),
 		)

@@ -259,8 +259,10 @@ func TestFlagsProviderNotReadyThenError(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The listener accepts and never answers: the gRPC sync hangs until
-	// flagd's init deadline (500 ms) passes, and the provider is NOT_READY
-	// meanwhile.
+	// the provider's start deadline (deadline below) passes, and the
+	// provider is NOT_READY meanwhile. The deadline is long against the
+	// few calls between SetProvider and the first Resolve, and the wait
+	// for the failure a multiple of it (a wait equal to it races it).
 	// Cleanups run last-registered first: the API (below) shuts down while
 	// the connection still hangs, then the listener closes. The other
 	// order races inside flagd v0.6.0's gRPC sync (Shutdown closes its
@@ -284,12 +286,21 @@ func TestFlagsProviderNotReadyThenError(t *testing.T) {
 	port := ln.Addr().(*net.TCPAddr).Port
 
 	cfg := Config{Provider: ProviderFlagd, FlagdHost: "127.0.0.1", FlagdPort: port, Env: "dev", Channels: testChannels}
-	p, err := NewProvider(cfg, nil)
+	const deadline = time.Second
+	p, err := NewProvider(cfg, nil, WithStartDeadline(deadline))
 	if err != nil {
 		t.Fatal(err)
 	}
 	api := isolated.NewAPI()
 	t.Cleanup(func() { _ = api.Shutdown(context.Background()) })
+	initErr := make(chan string, 1)
+	onError := func(d openfeature.EventDetails) {
+		select {
+		case initErr <- d.Message:
+		default:
+		}
+	}
+	api.AddHandler(openfeature.ProviderError, &onError)
 	if err := api.SetProvider(context.Background(), p); err != nil { // initialises in the background
 		t.Fatal(err)
 	}
@@ -302,10 +313,18 @@ func TestFlagsProviderNotReadyThenError(t *testing.T) {
 	if got.Stage != broadcast.StageLegacy || !strings.HasPrefix(got.Error, ReasonProviderNotReady) {
 		t.Fatalf("Resolve while initialising (state %s) = %+v, want legacy, provider not ready", client.State(), got)
 	}
-	waitFor(t, 5*time.Second, "provider init to fail", func() bool { return client.State() != openfeature.NotReadyState })
+	waitFor(t, 10*deadline, "provider init to fail", func() bool { return client.State() != openfeature.NotReadyState })
 	got = r.Resolve(q)
 	if got.Stage != broadcast.StageLegacy || got.Error == "" {
 		t.Fatalf("Resolve after failed init (state %s) = %+v, want legacy with an error", client.State(), got)
+	}
+	select { // the failure is the deadline given, not flagd's default
+	case msg := <-initErr:
+		if want := fmt.Sprintf("deadline exceeded (%dms)", deadline.Milliseconds()); !strings.Contains(msg, want) {
+			t.Errorf("init error %q, want it to contain %q", msg, want)
+		}
+	case <-time.After(10 * deadline):
+		t.Error("no provider error event")
 	}
 	total := 0.0
 	for _, reason := range errorReasons {

@@ -13,7 +13,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"github.com/open-feature/go-sdk/openfeature"
@@ -26,9 +28,11 @@ import (
 	"github.com/switchyard/switchyard/api"
 	"github.com/switchyard/switchyard/broadcast"
 	"github.com/switchyard/switchyard/config"
+	"github.com/switchyard/switchyard/dedupredis"
 	"github.com/switchyard/switchyard/flags"
 	"github.com/switchyard/switchyard/legacyparty"
 	"github.com/switchyard/switchyard/realtime"
+	"github.com/switchyard/switchyard/receipts"
 	"github.com/switchyard/switchyard/recording"
 	"github.com/switchyard/switchyard/shadow"
 	"github.com/switchyard/switchyard/status"
@@ -52,10 +56,16 @@ type Gateway struct {
 	lgWatch  *legacyparty.Watcher
 	resolver *flags.Resolver
 	recorder *recording.Recorder
+	receipts *receipts.Aggregator
+	dedup    *dedupredis.Store // nil unless idempotency.store is redis
 
 	publicLn, adminLn   net.Listener
 	publicSrv, adminSrv *http.Server
-	started             time.Time
+	// publicConns counts the public listener's open connections;
+	// publicClosed is set when the shutdown closed that listener itself.
+	publicConns  atomic.Int64
+	publicClosed atomic.Bool
+	started      time.Time
 }
 
 // Options adjust a Gateway without a second wiring path. The zero value is
@@ -125,7 +135,8 @@ func newPlan(cfg *config.Config) (*plan, error) {
 	for _, name := range cfg.AppNames() {
 		a := cfg.Apps[name]
 		p.party[name], p.realtime[name] = cfg.PartyConfig(name), cfg.RealtimeConfig(name)
-		aa := api.App{Name: name, DropInHeader: a.DropIn.Header, DropInSecret: a.DropIn.Secret, Origins: a.Origins}
+		aa := api.App{Name: name, DropInHeader: a.DropIn.Header, DropInSecret: a.DropIn.Secret, Origins: a.Origins,
+			Sequenced: a.Sequence, Parties: p.realtime[name].Parties}
 		for _, k := range a.APIKeys {
 			aa.KeyHashes = append(aa.KeyHashes, api.HashKey(k))
 		}
@@ -152,7 +163,8 @@ func newPlan(cfg *config.Config) (*plan, error) {
 // constructed inert (nothing runs until Run), the flag provider is started
 // on the Gateway's own OpenFeature API instance, and both listeners are
 // bound. logger nil is a no-op logger. A failed New releases everything it
-// had acquired.
+// had acquired. Several gateways may be built and run in one process,
+// concurrently.
 func New(cfg *config.Config, logger *zap.Logger, opts Options) (_ *Gateway, err error) {
 	started := time.Now()
 	if logger == nil {
@@ -181,6 +193,9 @@ func New(cfg *config.Config, logger *zap.Logger, opts Options) (_ *Gateway, err 
 		}
 		if g.recorder != nil {
 			_ = g.recorder.Close()
+		}
+		if g.dedup != nil {
+			_ = g.dedup.Close()
 		}
 		if g.resolver != nil {
 			_ = g.resolver.Close()
@@ -234,6 +249,15 @@ func New(cfg *config.Config, logger *zap.Logger, opts Options) (_ *Gateway, err 
 	g.rtWatch = realtime.NewWatcher(rtClients, p.channels.Names(), um, logger.Named("shadow.realtime"))
 	g.cmp = shadow.New(p.shadow, g.lgWatch, g.rtWatch, shadow.NewMetrics(g.reg), logger.Named("shadow"), opts.Now)
 
+	// Idempotency shared by the replicas (Redis), when configured; it
+	// connects lazily, so a Redis down at start fails open rather than
+	// stopping the gateway.
+	if cfg.Idempotency.Store == config.IdempotencyRedis {
+		if g.dedup, err = dedupredis.New(cfg.RedisConfig()); err != nil {
+			return nil, fmt.Errorf("idempotency.redis: %w", err)
+		}
+		p.multicast.SharedDedup = g.dedup
+	}
 	g.mc = broadcast.NewMulticaster(p.multicast, legacyRouter, realtimeRouter, g.resolver, g.cmp,
 		broadcast.NewMetrics(g.reg), logger.Named("multicast"), opts.Now)
 
@@ -243,6 +267,10 @@ func New(cfg *config.Config, logger *zap.Logger, opts Options) (_ *Gateway, err 
 		}
 	}
 
+	// Receipts: what users' browsers report receiving.
+	g.receipts = receipts.New(receipts.Config{Apps: cfg.AppNames(), Channels: p.channels.Names()},
+		receipts.NewMetrics(g.reg), opts.Now)
+
 	minter := &api.TokenCache{}
 	deps := api.Deps{
 		Broadcaster: g.mc, Resolver: g.resolver, Gatherer: g.reg,
@@ -250,6 +278,23 @@ func New(cfg *config.Config, logger *zap.Logger, opts Options) (_ *Gateway, err 
 		ShadowMismatches: g.cmp.Mismatches,
 		Tokens:           minter.Wrap(realtimeMinter(rtClients), logger),
 		Channels:         p.channels.Names,
+		Topic: func(app, channel string) string {
+			if c, ok := rtClients[app]; ok {
+				return c.Topic(channel)
+			}
+			return channel
+		},
+		Events: p.channels.Events,
+		RealtimeURL: func(app string) string {
+			if c, ok := rtClients[app]; ok {
+				return c.URL()
+			}
+			return ""
+		},
+		Sequence:        g.mc.RoomSequence,
+		SequenceChannel: g.mc.SequenceChannel,
+		Receipts:        g.receipts,
+		ReceiptsSummary: g.receipts.Summary,
 	}
 	if g.recorder != nil {
 		deps.Recorder = g.recorder.Record
@@ -266,23 +311,37 @@ func New(cfg *config.Config, logger *zap.Logger, opts Options) (_ *Gateway, err 
 	if cfg.Flags.Provider == "" || cfg.Flags.Provider == flags.ProviderFile {
 		flagFile = cfg.Flags.File
 	}
+	instance, _ := os.Hostname()
 	deps.StatusPage = status.New(status.Config{
-		Env: cfg.Env, Version: opts.Version, Started: started,
+		Env: cfg.Env, Version: opts.Version, Instance: instance, Started: started,
 		Apps: cfg.AppNames(), Channels: append(cfg.ChannelNames(), broadcast.DefaultChannel), FlagFile: flagFile,
 		Resolve: g.resolver.Resolve, Summary: g.cmp.Summary, Mismatches: g.cmp.Mismatches,
+		Receipts: g.receipts.Summary,
 		Gatherer: g.reg, Now: opts.Now, Log: logger.Named("status"),
 	})
 	g.api = api.New(api.Config{Env: cfg.Env, Apps: p.apiApps, ChannelOf: p.channels.Of, MaxBodyBytes: cfg.Server.MaxBodyBytes,
-		AdminToken: cfg.Admin.Token}, deps, api.NewMetrics(g.reg), logger.Named("api"), opts.Now)
+		AdminToken: cfg.Admin.Token, MaxHeaderBytes: cfg.Server.MaxHeaderBytes}, deps, api.NewMetrics(g.reg), logger.Named("api"), opts.Now)
 	g.api.SetReady(false)
 
+	// Both listeners frame requests strictly before net/http parses them
+	// (api.Server.GuardListener: request smuggling).
 	if g.publicLn, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
+	g.publicLn = g.api.GuardListener(g.publicLn)
 	if g.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
 		return nil, fmt.Errorf("admin.listen: %w", err)
 	}
+	g.adminLn = g.api.GuardListener(g.adminLn)
 	g.publicSrv = g.server(g.api.Public())
+	g.publicSrv.ConnState = func(_ net.Conn, st http.ConnState) {
+		switch st {
+		case http.StateNew:
+			g.publicConns.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			g.publicConns.Add(-1)
+		}
+	}
 	g.adminSrv = g.server(g.api.Admin())
 	return g, nil
 }
@@ -314,6 +373,9 @@ func (g *Gateway) AdminURL() string { return "http://" + g.adminLn.Addr().String
 // summary).
 func (g *Gateway) Comparator() *shadow.Comparator { return g.cmp }
 
+// Receipts is the gateway's aggregator of browser receipts.
+func (g *Gateway) Receipts() *receipts.Aggregator { return g.receipts }
+
 // Resolver is the gateway's stage resolver.
 func (g *Gateway) Resolver() *flags.Resolver { return g.resolver }
 
@@ -326,11 +388,15 @@ type component struct {
 	run  func(context.Context) error
 }
 
-// Run serves until ctx ends or a component fails, then shuts down in order
-// within server.shutdownTimeout: readyz goes 503, the public listener stops
-// taking requests and waits for in-flight ones, the off-path queues drain,
-// the background components (comparator, watchers, resolver, recorder) are
-// stopped, the flag provider shuts down, the admin listener stops last.
+// Run serves until ctx ends or a component fails, then shuts down in order.
+// First, for the load balancer: readyz goes 503 at once and the public
+// listener keeps serving for shutdown.delay, every answer with
+// Connection: close (api.Server.SetLeaving). Then, within
+// server.shutdownTimeout: requests still arriving on open connections get
+// 503 draining (SetDraining), the public listener stops accepting and waits
+// for in-flight requests, the off-path queues drain, the background
+// components (comparator, watchers, resolver, recorder) are stopped, the
+// flag provider shuts down, the admin listener stops last.
 //
 // Every long-lived component runs under one errgroup; the first one to fail
 // (return an error while it was meant to run) is logged at once and starts
@@ -369,6 +435,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}{{"public listener", g.publicSrv, g.publicLn}, {"admin listener", g.adminSrv, g.adminLn}} {
 		srv.Go(func() error {
 			err := s.srv.Serve(s.ln)
+			if s.srv == g.publicSrv && g.publicClosed.Load() && errors.Is(err, net.ErrClosed) {
+				err = nil // the shutdown closed it (see drainPublic)
+			}
 			if err != nil && !errors.Is(err, http.ErrServerClosed) {
 				err = fmt.Errorf("serve %s: %w", s.ln.Addr(), err)
 				g.log.Error("listener failed; shutting down", zap.String("component", s.name), zap.Error(err))
@@ -386,14 +455,25 @@ func (g *Gateway) Run(ctx context.Context) error {
 	<-trigger.Done()
 	cause := context.Cause(trigger)
 	g.api.SetReady(false)
+	g.api.SetLeaving()
+	delay := g.cfg.Shutdown.DelayOrZero()
+	if delay > 0 {
+		g.log.Info("shutting down: readyz 503, serving for shutdown.delay", zap.Duration("delay", delay))
+		t := time.NewTimer(delay)
+		<-t.C
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), g.cfg.Server.ShutdownTimeout)
 	defer cancel()
 	g.log.Info("shutting down", zap.Duration("deadline", g.cfg.Server.ShutdownTimeout))
+	g.drainPublic(sctx, min(delay, maxDrainGrace))
 	if err := g.publicSrv.Shutdown(sctx); err != nil {
 		g.log.Warn("public listener did not drain", zap.Error(err))
 	}
 	rep := g.mc.Close(sctx)
 	g.log.Info("off-path queues drained", zap.Int("drained", rep.Drained), zap.Int("dropped", rep.Dropped), zap.Int("unfinished", rep.Unfinished))
+	if g.dedup != nil {
+		_ = g.dedup.Close()
+	}
 	stopBg()
 	_ = bg.Wait() // failures were logged when they happened
 	_ = g.resolver.Close()
@@ -409,6 +489,41 @@ func (g *Gateway) Run(ctx context.Context) error {
 		return cause
 	}
 	return nil
+}
+
+// maxDrainGrace bounds drainPublic's wait for open connections.
+const maxDrainGrace = time.Second
+
+// drainPublic is the end of shutdown.delay: from now on every request on
+// the public listener is answered 503 draining with Connection: close, and
+// the listener stops accepting. The connections still open (idle
+// keep-alive ones, or one whose request is on its way) get grace, at most
+// until ctx ends, to send it and be answered rather than be cut
+// (http.Server.Shutdown would close an idle connection, and drop a request
+// it reads after it began, without an answer); then Shutdown closes what
+// is left.
+func (g *Gateway) drainPublic(ctx context.Context, grace time.Duration) {
+	g.api.SetDraining()
+	g.publicClosed.Store(true)
+	if err := g.publicLn.Close(); err != nil {
+		g.log.Warn("closing the public listener", zap.Error(err))
+	}
+	if grace <= 0 {
+		return
+	}
+	deadline := time.NewTimer(grace)
+	defer deadline.Stop()
+	poll := time.NewTicker(10 * time.Millisecond)
+	defer poll.Stop()
+	for g.publicConns.Load() > 0 {
+		select {
+		case <-deadline.C:
+			return
+		case <-ctx.Done():
+			return
+		case <-poll.C:
+		}
+	}
 }
 
 // components lists the long-lived parts Run starts, each with its own

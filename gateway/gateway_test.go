@@ -173,7 +173,8 @@ func TestServersHaveLimits(t *testing.T) {
 func TestRunStopsOnFirstFailure(t *testing.T) {
 	t.Parallel()
 	core, logs := observer.New(zap.InfoLevel)
-	g, r := start(t, testConfig(t, "http://127.0.0.1:1", "http://127.0.0.1:1", "legacy"), zap.New(core))
+	logger := zap.New(core)
+	g, r := start(t, testConfig(t, "http://127.0.0.1:1", "http://127.0.0.1:1", "legacy"), logger)
 	waitReady(t, g)
 	_ = g.adminLn.Close()
 	select {

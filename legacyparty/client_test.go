@@ -87,7 +87,7 @@ func TestPublishPaths(t *testing.T) {
 		{"message party wins", legacyparty.Config{Party: "chat"}, "main", "r1", "main", "r1", ""},
 		{"alias", legacyparty.Config{PathPrefix: "/party"}, "", "r1", "main", "r1", ""},
 		{"alias refuses other party", legacyparty.Config{PathPrefix: "/party"}, "chat", "r1", "", "", broadcast.EINVALID},
-		{"escaped room", legacyparty.Config{}, "", `"q"~`, "main", "%22q%22~", ""},
+		{"room written as is", legacyparty.Config{}, "", "q!*'()~", "main", "q!*'()~", ""},
 		{"invalid party", legacyparty.Config{}, "a b", "r1", "", "", broadcast.EINVALID},
 	}
 	for _, tt := range tests {
@@ -186,7 +186,8 @@ func TestPublishRetries(t *testing.T) {
 		wantErr      string // "" means success
 		wantAttempts int
 	}{
-		{"5xx then success", 2, 500, "", 3},
+		{"5xx then success", 2, 502, "", 3},
+		{"the same 500 twice: the message", 10, 500, "answered 500 after 2 attempts, the same answer each time: caused by the message, not retried further", 2},
 		{"503 exhausts attempts", 10, 503, "answered 503 after 4 attempts", 4},
 		{"429 with Retry-After", 1, 429, "", 2},
 		{"404 not retried", 10, 404, "answered 404 after 1 attempt", 1},

@@ -35,8 +35,10 @@ const (
 // Config locates one app's PartyKit deployment. The zero value is not
 // valid: URL is required. Call Validate (NewClient and NewWatcher do).
 //
-// The room path is {URL}{PathPrefix}/{party}/{url.PathEscape(room)}, where
-// party is the message's Party, else Config.Party. With PathPrefix
+// The room path is {URL}{PathPrefix}/{party}/{room}, where party is the
+// message's Party, else Config.Party, and room is written as is: the
+// alphabet of broadcast.ValidateRoom needs no escaping, so the segment is
+// the one a browser's partysocket and an app's direct POST use for the id. With PathPrefix
 // "/party" (AliasPathPrefix) the party segment is omitted, which PartyKit
 // treats as party "main": Party must then be "" or "main", and so must the
 // Party of every message published through it.
@@ -134,9 +136,9 @@ func ValidateParty(name string) error {
 	return nil
 }
 
-// roomPath returns {prefix}[/{party}]/{escaped room}. party "" means the
-// configured default. It fails (EINVALID/EROOM *broadcast.Error) for a bad
-// party or room.
+// roomPath returns {prefix}[/{party}]/{room}, the room unescaped (see
+// Config). party "" means the configured default. It fails
+// (EINVALID/EROOM *broadcast.Error) for a bad party or room.
 func (c Config) roomPath(party, room string) (string, error) {
 	if err := broadcast.ValidateRoom(room); err != nil {
 		return "", err
@@ -145,7 +147,7 @@ func (c Config) roomPath(party, room string) (string, error) {
 		if party != "" && party != DefaultParty {
 			return "", broadcast.Errorf(broadcast.EINVALID, "party: %q cannot be addressed through the %q alias", party, AliasPathPrefix)
 		}
-		return c.PathPrefix + "/" + url.PathEscape(room), nil
+		return c.PathPrefix + "/" + room, nil
 	}
 	if party == "" {
 		party = c.Party
@@ -153,7 +155,7 @@ func (c Config) roomPath(party, room string) (string, error) {
 	if err := ValidateParty(party); err != nil {
 		return "", broadcast.Errorf(broadcast.EINVALID, "party: %v", err)
 	}
-	return c.PathPrefix + "/" + party + "/" + url.PathEscape(room), nil
+	return c.PathPrefix + "/" + party + "/" + room, nil
 }
 
 func validateBaseURL(raw string, schemes ...string) error {

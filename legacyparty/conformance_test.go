@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"reflect"
 	"slices"
@@ -92,7 +91,7 @@ func mustWatch(t *testing.T, cfg legacyparty.SubscriberConfig) *watcher {
 	cfg.BackoffMin, cfg.BackoffMax = 20*time.Millisecond, 200*time.Millisecond
 	w.sub = legacyparty.Subscribe(cfg, func(data []byte, _ time.Time) { w.frames <- data }, nil, nil)
 	t.Cleanup(func() { _ = w.sub.Close() })
-	probePath := roomURL(t, cfg.URL, cfg.PathPrefix, cfg.Party, url.PathEscape(cfg.Room))
+	probePath := roomURL(t, cfg.URL, cfg.PathPrefix, cfg.Party, cfg.Room)
 	deadline := time.Now().Add(15 * time.Second)
 	for i := 0; time.Now().Before(deadline); i++ {
 		if w.sub.Ready() {
@@ -351,8 +350,13 @@ func TestConformanceHTTP(t *testing.T) {
 	})
 }
 
+// TestConformanceRoomIDs publishes through the Client to rooms of every
+// character class broadcast.ValidateRoom allows and receives on a
+// Subscriber: both write the id as its own path segment. (The gateway-level
+// proof that this is also the room of a browser's partysocket and of an
+// app's direct POST is test/adversarial's TestFinding5RoomIDsOneMapping.)
 func TestConformanceRoomIDs(t *testing.T) {
-	rooms := []string{`a:b@c`, `"quote"`, `~x`, `a+b`, `a=b&c`, `$x!*'()`, `[x]{y}`, `a,b;c`, `..x`, `x.`, `a\b`, "<x>|^`", `-_.x`}
+	rooms := []string{`a:b@c`, `~x`, `a+b`, `a=b&c`, `$x!*'()`, `a,b;c`, `..x`, `x.`, `-_.x`, `AZaz09`}
 	forEachTarget(t, func(t *testing.T, base string) {
 		c := mustClient(t, legacyparty.Config{URL: base})
 		for _, id := range rooms {

@@ -38,8 +38,8 @@ type SubscriberConfig struct {
 	URL        string
 	Party      string
 	PathPrefix string
-	// Room is the room id (must pass broadcast.ValidateRoom); it is
-	// escaped with url.PathEscape, as the publisher does.
+	// Room is the room id (must pass broadcast.ValidateRoom); it is the
+	// path segment as is, as the publisher writes it.
 	Room string
 	// ConnID is sent as _pk, PartyKit's connection id (default: random).
 	ConnID string

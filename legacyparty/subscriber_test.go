@@ -71,13 +71,13 @@ func TestSubscriberDialURL(t *testing.T) {
 		{"default", legacyparty.SubscriberConfig{Room: "r"}, "main", "r"},
 		{"party", legacyparty.SubscriberConfig{Room: "r", Party: "chat"}, "chat", "r"},
 		{"alias", legacyparty.SubscriberConfig{Room: "r", PathPrefix: "/party"}, "main", "r"},
-		{"ws scheme", legacyparty.SubscriberConfig{Room: `"x"`}, "main", "%22x%22"},
+		{"ws scheme, room written as is", legacyparty.SubscriberConfig{Room: "x!$&'()*+,;=:@"}, "main", "x!$&'()*+,;=:@"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := tt.cfg
 			cfg.URL = srv.URL()
-			if tt.name == "ws scheme" {
+			if strings.HasPrefix(tt.name, "ws scheme") {
 				cfg.URL = "ws" + strings.TrimPrefix(srv.URL(), "http")
 			}
 			cfg.ConnID = "id-" + strings.ReplaceAll(tt.name, " ", "-")
@@ -201,27 +201,55 @@ func TestSubscriberReconnects(t *testing.T) {
 	})
 }
 
+// downListener closes every connection it accepts until up is set, and
+// signals each one on refused: a server that is down, on an address held
+// by the test (no port freed and taken again).
+type downListener struct {
+	net.Listener
+	up      atomic.Bool
+	refused chan struct{}
+}
+
+func (l *downListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil || l.up.Load() {
+			return c, err
+		}
+		_ = c.Close()
+		select {
+		case l.refused <- struct{}{}:
+		default:
+		}
+	}
+}
+
 func TestSubscriberConnectsWhenServerComesUp(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
+	l := &downListener{Listener: inner, refused: make(chan struct{}, 64)}
+	srv := partytest.MustStart(t, partytest.WithListener(l))
 	reg := prometheus.NewRegistry()
 	sub := legacyparty.Subscribe(legacyparty.SubscriberConfig{
-		URL: "http://" + addr, Room: "r", BackoffMin: 5 * time.Millisecond, BackoffMax: 10 * time.Millisecond,
+		URL: srv.URL(), Room: "r", BackoffMin: 5 * time.Millisecond, BackoffMax: 10 * time.Millisecond,
 	}, nil, upstream.NewMetrics(reg), nil)
 	defer sub.Close()
-	time.Sleep(30 * time.Millisecond) // a few failed dials
-	if sub.Ready() {
-		t.Fatal("ready without a server")
+	// A few failed dials, counted as they happen.
+	const failed = 3
+	timeout := time.After(5 * time.Second)
+	for i := 0; i < failed; i++ {
+		select {
+		case <-l.refused:
+		case <-timeout:
+			t.Fatalf("%d dials refused within 5s, want %d", i, failed)
+		}
+		if sub.Ready() {
+			t.Fatalf("ready after %d refused dials", i+1)
+		}
 	}
-	l, err = net.Listen("tcp", addr)
-	if err != nil {
-		t.Skipf("address %s taken meanwhile: %v", addr, err)
-	}
-	srv := partytest.MustStart(t, partytest.WithListener(l))
+	l.up.Store(true)
 	waitConns(t, srv, "r", 1)
 	waitFor(t, "ready", sub.Ready)
 	if got := counterSum(t, reg, "switchyard_subscriber_reconnects_total"); got != 0 {
@@ -272,7 +300,9 @@ func TestSubscriberCloseStopsCallbacks(t *testing.T) {
 				t.Fatal(err)
 			}
 			closed.Store(true)
-			time.Sleep(20 * time.Millisecond)
+			// The flood goes on until the server has seen the connection
+			// go: a subscriber still reading after Close would get frames.
+			waitFor(t, "the server to see the connection closed", func() bool { return len(srv.ConnIDs("main", "r")) == 0 })
 			close(stop)
 			wg.Wait()
 			if n := late.Load(); n != 0 {

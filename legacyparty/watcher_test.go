@@ -58,7 +58,8 @@ func TestWatcherLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatalf("WatchRoom before Run: %v", err)
 	}
-	time.Sleep(30 * time.Millisecond) // what must not happen has had time to
+	// No wait: a goroutine started by NewWatcher or WatchRoom would be
+	// counted as soon as it was started, and a connection needs one.
 	if got := runtime.NumGoroutine(); got > base {
 		t.Errorf("goroutines before Run: got %d, want at most %d", got, base)
 	}
@@ -118,6 +119,12 @@ func TestWatcherCloseBeforeRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A probe: a watch made before Run and kept is started by Run together
+	// with every other open watch; once it is connected, r1 would be too.
+	probe, err := w.WatchRoom("app", "probe", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	done := make(chan error, 1)
 	go func() { done <- wa.Close() }()
 	select {
@@ -129,7 +136,8 @@ func TestWatcherCloseBeforeRun(t *testing.T) {
 		t.Fatal("Close of a never-started watch blocked")
 	}
 	stop := runWatcher(t, w)
-	time.Sleep(30 * time.Millisecond)
+	waitConns(t, srv, "probe", 1)
+	waitFor(t, "the probe watch to be ready", probe.Ready)
 	if got := len(srv.ConnIDs("main", "r1")); got != 0 {
 		t.Errorf("connections of a watch closed before Run: got %d, want 0", got)
 	}

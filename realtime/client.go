@@ -28,6 +28,7 @@ import (
 // upstream. It is immutable after NewClient and safe for concurrent use.
 type Client struct {
 	app    string
+	party  string // what {party} stands for when a message names none
 	base   string // URL without trailing slash
 	segs   []segment
 	topics map[string]string
@@ -57,11 +58,15 @@ func NewClient(app string, cfg Config, hc *http.Client, m *upstream.Metrics, log
 	segs, _ := parseTemplate(cfg.ChannelTemplate) // validated above
 	c := &Client{
 		app:    app,
+		party:  cfg.Party,
 		base:   strings.TrimRight(cfg.URL, "/"),
 		segs:   segs,
 		topics: make(map[string]string, len(cfg.Topics)),
 		caller: &upstream.Caller{Client: hc, Policy: cfg.Policy.WithDefaults(), Transport: string(broadcast.TransportRealtime), Metrics: m},
 		logger: logger.With(zap.String("app", app), zap.String("transport", "realtime")),
+	}
+	if c.party == "" {
+		c.party = DefaultParty
 	}
 	for k, v := range cfg.Topics {
 		c.topics[k] = v
@@ -82,9 +87,19 @@ func (c *Client) App() string { return c.app }
 // URL returns the configured base URL without a trailing slash.
 func (c *Client) URL() string { return c.base }
 
-// Channel expands the channel template for room and the configured channel
-// name.
+// Channel expands the channel template for room of the app's default
+// party (Config.Party) and the configured channel name: the channel a
+// browser's token for the room covers.
 func (c *Client) Channel(room, channel string) string {
+	return c.PartyChannel("", room, channel)
+}
+
+// PartyChannel expands the channel template for room of party ("" is the
+// app's default party) and the configured channel name.
+func (c *Client) PartyChannel(party, room, channel string) string {
+	if party == "" {
+		party = c.party
+	}
 	var b strings.Builder
 	for _, s := range c.segs {
 		switch s.ph {
@@ -94,6 +109,8 @@ func (c *Client) Channel(room, channel string) string {
 			b.WriteString(room)
 		case "{app}":
 			b.WriteString(c.app)
+		case "{party}":
+			b.WriteString(party)
 		case "{channel}":
 			b.WriteString(channel)
 		}
@@ -156,7 +173,7 @@ func (c *Client) GroupChannels(room string, channels []string) []ChannelTopics {
 }
 
 // Publish sends m.Envelope, byte for byte, to the channel and topic of
-// m.Room and m.Channel. It refuses an envelope over
+// m.Party, m.Room and m.Channel (PartyChannel, Topic). It refuses an envelope over
 // broadcast.MaxRealtimeBody before sending (ETOOLARGE, zero attempts),
 // retries transient failures under the configured Policy within ctx, and
 // retries once with the fallback key on 401/403. Failures are
@@ -172,7 +189,7 @@ func (c *Client) Publish(ctx context.Context, m *broadcast.Message) (broadcast.P
 		}
 	}
 	// The same query url.Values.Encode gives, without its map and sort.
-	target := c.base + "/v1/realtime/publish?channel=" + url.QueryEscape(c.Channel(m.Room, m.Channel)) +
+	target := c.base + "/v1/realtime/publish?channel=" + url.QueryEscape(c.PartyChannel(m.Party, m.Room, m.Channel)) +
 		"&topic=" + url.QueryEscape(c.Topic(m.Channel))
 	_, attempts, err := c.call(ctx, "publish", func(ctx context.Context, auth string) (*http.Request, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(m.Envelope))

@@ -112,10 +112,11 @@ func TestPublish(t *testing.T) {
 		{name: "both keys wrong", serverKey: testKey, cfg: Config{SigningKey: otherKey, FallbackSigningKey: "signkey-test-00"}, wantCode: broadcast.EUPSTREAM, wantTries: 2},
 		{name: "oversize refused before sending", big: true, wantCode: broadcast.ETOOLARGE},
 		{name: "5xx retried", fault: realtimetest.HTTPFault{Status: 503, Times: 2}, wantTries: 3, wantStored: 1},
-		{name: "5xx until attempts run out", fault: realtimetest.HTTPFault{Status: 500}, wantCode: broadcast.EUPSTREAM, wantTries: 4},
+		{name: "5xx until attempts run out", fault: realtimetest.HTTPFault{Status: 504}, wantCode: broadcast.EUPSTREAM, wantTries: 4},
+		{name: "the same 500 twice stops", fault: realtimetest.HTTPFault{Status: 500}, wantCode: broadcast.EUPSTREAM, wantTries: 2},
 		{name: "4xx not retried", fault: realtimetest.HTTPFault{Status: 400}, wantCode: broadcast.EUPSTREAM, wantTries: 1},
 		{name: "reset retried", fault: realtimetest.HTTPFault{Reset: true, Times: 1}, wantTries: 2, wantStored: 1},
-		{name: "hang hits deadline", fault: realtimetest.HTTPFault{Hang: true}, wantCode: broadcast.EUPSTREAM, wantCause: context.DeadlineExceeded},
+		{name: "hang hits deadline", fault: realtimetest.HTTPFault{Hang: true}, cfg: Config{Policy: hangPolicy()}, wantCode: broadcast.EUPSTREAM, wantCause: context.DeadlineExceeded},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -205,7 +206,7 @@ func TestMintToken(t *testing.T) {
 		{name: "fallback key", serverKey: testKey, cfg: Config{SigningKey: otherKey, FallbackSigningKey: testKey}, wantReqs: 1},
 		{name: "5xx retried", fault: realtimetest.HTTPFault{Status: 503, Times: 1}, wantReqs: 1},
 		{name: "reset retried", fault: realtimetest.HTTPFault{Reset: true, Times: 1}, wantReqs: 1},
-		{name: "hang hits deadline", fault: realtimetest.HTTPFault{Hang: true}, wantErr: true, wantCause: context.DeadlineExceeded},
+		{name: "hang hits deadline", fault: realtimetest.HTTPFault{Hang: true}, cfg: Config{Policy: hangPolicy()}, wantErr: true, wantCause: context.DeadlineExceeded},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -7,15 +7,27 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
 	"github.com/switchyard/switchyard/upstream"
 )
 
-// DefaultChannelTemplate maps a room onto the Inngest channel of the same
-// name; the configured channels become topics of that channel.
-const DefaultChannelTemplate = "{room}"
+// DefaultChannelTemplate maps a room onto the Inngest channel
+// "{app}:{party}:{room}", e.g. "ai-hero:main:video-42"; the configured
+// channels become topics of that channel. Inngest takes any string as a
+// channel name (it hashes it into its topic key, so the length does not
+// matter) and its own examples separate the parts of a channel name with
+// ':', as here. App names and parties cannot hold ':' (config and
+// legacyparty rules), so the first two colons end the app and the party and
+// every (app, party, room) has its own channel: two apps on one Inngest
+// environment, or two parties of one app, never share one.
+const DefaultChannelTemplate = "{app}:{party}:{room}"
+
+// DefaultParty is the party {party} stands for when a message names none
+// and Config.Party is empty: PartyKit's default party.
+const DefaultParty = "main"
 
 // Config is one app's Inngest Realtime configuration. It is plain data,
 // validated once by Validate (NewClient calls it).
@@ -29,10 +41,17 @@ type Config struct {
 	// FallbackSigningKey is tried once when the upstream answers 401/403
 	// with SigningKey (key rotation).
 	FallbackSigningKey string
-	// ChannelTemplate builds the Inngest channel from {room}, {app} and
-	// {channel} (the configured channel name); default "{room}". It must
-	// contain {room} so that rooms never share a channel.
+	// ChannelTemplate builds the Inngest channel from {room}, {app},
+	// {party} and {channel} (the configured channel name); default
+	// DefaultChannelTemplate. It must contain {room} so that rooms never
+	// share a channel, and {party} when Parties holds more than one party.
 	ChannelTemplate string
+	// Party is what {party} stands for when a message names no party (the
+	// app's configured PartyKit party); empty is DefaultParty.
+	Party string
+	// Parties are every party the app's messages may name (Party among
+	// them); used by Validate only.
+	Parties []string
 	// Topics maps a configured channel name to its Inngest topic; a channel
 	// absent from the map uses its own name as topic.
 	Topics map[string]string
@@ -42,7 +61,7 @@ type Config struct {
 
 var (
 	signingKeyRe = regexp.MustCompile(`^(signkey-[a-z0-9]+-)([0-9a-fA-F]+)$`)
-	placeholders = map[string]bool{"{room}": true, "{app}": true, "{channel}": true}
+	placeholders = map[string]bool{"{room}": true, "{app}": true, "{party}": true, "{channel}": true}
 )
 
 // Validate reports every problem of c, each naming its field by the yaml
@@ -51,8 +70,10 @@ var (
 // errors.Join of one error per problem. The URL must be http or https with
 // a host and no path, query, fragment or credentials; signing keys must
 // pass HashSigningKey; ChannelTemplate must parse (empty is
-// DefaultChannelTemplate); a topic is 1 to 256 bytes without whitespace
-// and is not ProbeTopic.
+// DefaultChannelTemplate) and name {party} when Parties holds two or more
+// distinct parties; a topic is 1 to 256 bytes without whitespace and is
+// not ProbeTopic. Whether templates of several apps can yield one channel
+// is Overlap's question, asked by the gateway config.
 func (c Config) Validate() error {
 	var errs []error
 	if err := validateURL(c.URL); err != nil {
@@ -70,8 +91,11 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("fallbackSigningKey: %w", err))
 		}
 	}
-	if _, err := parseTemplate(c.ChannelTemplate); err != nil {
+	if segs, err := parseTemplate(c.ChannelTemplate); err != nil {
 		errs = append(errs, fmt.Errorf("channelTemplate: %w", err))
+	} else if ps := distinct(c.Parties); len(ps) > 1 && !hasPlaceholder(segs, "{party}") {
+		errs = append(errs, fmt.Errorf("channelTemplate: %q has no {party}, but the app publishes to the parties %s: their rooms of one name would share a channel (use e.g. %q)",
+			templateOrDefault(c.ChannelTemplate), strings.Join(ps, ", "), DefaultChannelTemplate))
 	}
 	chans := make([]string, 0, len(c.Topics))
 	for ch := range c.Topics {
@@ -88,6 +112,45 @@ func (c Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// distinct returns the distinct non-empty strings of ss, in order.
+func distinct(ss []string) []string {
+	var out []string
+	for _, s := range ss {
+		if s != "" && !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func hasPlaceholder(segs []segment, ph string) bool {
+	for _, s := range segs {
+		if s.ph == ph {
+			return true
+		}
+	}
+	return false
+}
+
+func templateOrDefault(tpl string) string {
+	if tpl == "" {
+		return DefaultChannelTemplate
+	}
+	return tpl
+}
+
+// SigningKeyEnv returns the environment part of a signing key
+// (signkey-{env}-{hex} gives env), or "" for no key or one that does not
+// have that shape. Two apps with the same realtime URL and signing key env
+// may publish into one Inngest environment.
+func SigningKeyEnv(key string) string {
+	m := signingKeyRe.FindStringSubmatch(key)
+	if m == nil {
+		return ""
+	}
+	return strings.TrimSuffix(strings.TrimPrefix(m[1], "signkey-"), "-")
 }
 
 func validateURL(raw string) error {
@@ -165,7 +228,7 @@ func parseTemplate(tpl string) ([]segment, error) {
 		}
 		ph := rest[i : i+j+1]
 		if !placeholders[ph] {
-			return nil, fmt.Errorf("unknown placeholder %q (want {room}, {app} or {channel})", ph)
+			return nil, fmt.Errorf("unknown placeholder %q (want {room}, {app}, {party} or {channel})", ph)
 		}
 		hasRoom = hasRoom || ph == "{room}"
 		segs = append(segs, segment{ph: ph})

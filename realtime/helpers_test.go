@@ -20,14 +20,23 @@ const (
 	testKey      = "signkey-test-deadbeef"
 	testKeyHash  = "signkey-test-5f78c33274e43fa9de5659265c1d917e25c03722dcb0b8d27db8d5feaa813953"
 	otherKey     = "signkey-test-0badc0de"
-	fastTimeout  = 400 * time.Millisecond
-	fastAttempt  = 150 * time.Millisecond
 	eventuallyIn = 5 * time.Second
 )
 
-// fastPolicy keeps fault tests short.
+// fastPolicy retries quickly (short backoff) to keep fault tests short; its
+// deadlines are long against a loaded machine, so that a test counting
+// attempts or expecting success never races them, and shorter than
+// eventuallyIn, so that a publish that fails does so within a test's wait.
 func fastPolicy() upstream.Policy {
-	return upstream.Policy{Timeout: fastTimeout, AttemptTimeout: fastAttempt, MaxAttempts: 4, BackoffBase: 5 * time.Millisecond, BackoffMax: 20 * time.Millisecond}
+	return upstream.Policy{Timeout: eventuallyIn / 2, AttemptTimeout: eventuallyIn / 4, MaxAttempts: 4, BackoffBase: 5 * time.Millisecond, BackoffMax: 20 * time.Millisecond}
+}
+
+// hangPolicy is fastPolicy with short deadlines, for the tests whose
+// upstream hangs: the deadline firing is their outcome.
+func hangPolicy() upstream.Policy {
+	p := fastPolicy()
+	p.Timeout, p.AttemptTimeout = 400*time.Millisecond, 150*time.Millisecond
+	return p
 }
 
 func newServer(tb testing.TB, cfg realtimetest.Config) *realtimetest.Server {
@@ -76,9 +85,15 @@ func (r metricsReg) counter(tb testing.TB, name string, want map[string]string) 
 	return total
 }
 
+// mustClient builds the client of app1. The tests of subscription and
+// publish mechanics name Inngest channels by room, so an empty template is
+// "{room}" here; TestDefaultChannelTemplate covers the real default.
 func mustClient(tb testing.TB, url string, cfg Config, m *upstream.Metrics) *Client {
 	tb.Helper()
 	cfg.URL = url
+	if cfg.ChannelTemplate == "" {
+		cfg.ChannelTemplate = "{room}"
+	}
 	if cfg.Policy == (upstream.Policy{}) {
 		cfg.Policy = fastPolicy()
 	}

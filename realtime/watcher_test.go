@@ -123,6 +123,12 @@ func TestWatcherRoundTrip(t *testing.T) {
 	if _, err := c.Publish(context.Background(), mustMessage(t, "room-1", "ai", `2`)); err != nil {
 		t.Fatal(err)
 	}
+	// A probe published after it on room-2, which shares the connection:
+	// once the probe has arrived, a frame of room-1 would have too.
+	if _, err := c.Publish(context.Background(), mustMessage(t, "room-2", "ai", `3`)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the probe on room-2", func() bool { return len(f2.all()) == 2 })
 	if got := len(f1.all()); got != 1 {
 		t.Fatalf("frames after Close: got %d, want 1", got)
 	}
@@ -209,7 +215,8 @@ func TestWatcherLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatalf("WatchRoom before Run: %v", err)
 	}
-	time.Sleep(30 * time.Millisecond) // what must not happen has had time to
+	// No wait: a goroutine started by NewWatcher or WatchRoom would be
+	// counted as soon as it was started, and a connection needs one.
 	if got := runtime.NumGoroutine(); got > base {
 		t.Errorf("goroutines before Run: got %d, want at most %d", got, base)
 	}
@@ -256,9 +263,15 @@ func TestWatcherNotReadyWhileTokensFail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "a refused token request", func() bool { return srv.Counts().Unauthorized >= 1 })
-	time.Sleep(50 * time.Millisecond)
-	if wa.Ready() {
+	// Three refused token requests: the watcher has gone through the
+	// refusal and its retry twice; it must not have been ready at any
+	// point meanwhile.
+	readySeen := false
+	eventually(t, "three refused token requests", func() bool {
+		readySeen = readySeen || wa.Ready()
+		return srv.Counts().Unauthorized >= 3
+	})
+	if readySeen || wa.Ready() {
 		t.Fatalf("ready without a token")
 	}
 }

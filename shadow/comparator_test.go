@@ -889,22 +889,45 @@ func (c *Comparator) roomReady(app, name string) bool {
 	return false
 }
 
-func TestEvictSeveralAtOnce(t *testing.T) {
-	h := newHarness(t, Config{MaxRooms: 2}, nil)
-	a, _ := h.observe(t, app, "a")
-	h.clock.Advance(time.Second)
-	b, _ := h.observe(t, app, "b")
-	h.clock.Advance(time.Second)
-	// Two new rooms queued before any dial: the first dial evicts two.
-	h.c.Expect(h.msg(t, app, "c", "prime", "c1", `{}`), broadcast.StageShadow)
-	h.c.Expect(h.msg(t, app, "d", "prime", "d1", `{}`), broadcast.StageShadow)
-	h.pump()
-	c, d := h.legacy.last(t, app, "c"), h.legacy.last(t, app, "d")
-	if !a.closed.Load() || !b.closed.Load() || c.closed.Load() || d.closed.Load() {
-		t.Errorf("closed a,b,c,d = %v,%v,%v,%v; want a and b evicted", a.closed.Load(), b.closed.Load(), c.closed.Load(), d.closed.Load())
+// TestEvictionMakesRoomInBatches: a new room that finds the table full is
+// not admitted (its message is unobserved) and makes the comparator close
+// the least recently used twentieth of the rooms, so the next new rooms
+// are admitted without another eviction; the table never holds more than
+// MaxRooms.
+func TestEvictionMakesRoomInBatches(t *testing.T) {
+	const maxRooms = 40
+	h := newHarness(t, Config{MaxRooms: maxRooms}, nil)
+	var first []*fakeWatch
+	for i := range maxRooms {
+		lw, _ := h.observe(t, app, fmt.Sprintf("r%d", i))
+		first = append(first, lw)
+		h.clock.Advance(time.Second)
 	}
-	if got := h.c.roomCount.Load(); got != 2 {
-		t.Errorf("rooms = %d, want 2", got)
+	h.c.Expect(h.msg(t, app, "new-1", "video", "n1", `{}`), broadcast.StageShadow)
+	if got := h.legacy.count(app, "new-1"); got != 0 {
+		t.Fatalf("a room was admitted into a full table")
+	}
+	if got := h.count(app, "video", OutcomeUnobserved); got != 1 {
+		t.Errorf("unobserved = %d, want 1", got)
+	}
+	h.pump() // the eviction
+	for i, w := range first {
+		if want := i < maxRooms/20; w.closed.Load() != want {
+			t.Errorf("room r%d closed = %v, want %v (the %d least recently used)", i, w.closed.Load(), want, maxRooms/20)
+		}
+	}
+	for _, room := range []string{"new-1", "new-2"} {
+		h.c.Expect(h.msg(t, app, room, "video", room+"-again", `{}`), broadcast.StageShadow)
+		h.pump()
+		if got := h.legacy.count(app, room); got != 1 {
+			t.Errorf("%s opened %d times after the eviction, want 1", room, got)
+		}
+	}
+	if got := h.c.roomCount.Load(); got != maxRooms {
+		t.Errorf("rooms = %d, want %d", got, maxRooms)
+	}
+	if got := testutil.ToFloat64(h.c.m.observedRooms); got != maxRooms {
+		t.Errorf("observed rooms gauge = %v, want %d", got, maxRooms)
 	}
 }
 
@@ -912,7 +935,12 @@ func TestEvictSeveralAtOnce(t *testing.T) {
 // goroutines while Run's dialers, workers and sweeper run (for -race).
 func TestConcurrentRun(t *testing.T) {
 	legacy, realtime := &fakeWatcher{}, &fakeWatcher{}
-	c := New(Config{Timeout: time.Second, QueueSize: 1 << 14}, legacy, realtime, nil, nil, nil)
+	// Every copy is delivered: the copy timeout is longer than the test's
+	// wait for the matches (within), so a loaded machine that decides late
+	// fails the wait with its counts instead of turning matches into
+	// missing copies.
+	const within = 10 * time.Second
+	c := New(Config{Timeout: 3 * within, QueueSize: 1 << 14}, legacy, realtime, nil, nil, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
@@ -952,7 +980,7 @@ func TestConcurrentRun(t *testing.T) {
 		}
 	}
 	want := int64(owners * roomsPer * perRoom)
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(within)
 	for {
 		var got ChannelSummary
 		for _, s := range c.Summary() {

@@ -11,9 +11,10 @@ import (
 // fields. These are the gateway's defaults too: its config leaves them to
 // this package.
 const (
-	DefaultTimeout    = 5 * time.Second
-	DefaultIdleTTL    = 5 * time.Minute
-	DefaultMaxRooms   = 10000
+	DefaultTimeout = 5 * time.Second
+	DefaultIdleTTL = 5 * time.Minute
+	// DefaultMaxRooms is DefaultRoomBudget / RoomCostBytes (2048 rooms).
+	DefaultMaxRooms   = DefaultRoomBudget / RoomCostBytes
 	DefaultMaxPending = 20000
 	DefaultWindow     = 15 * time.Minute
 	DefaultQueueSize  = 4096
@@ -32,6 +33,23 @@ const (
 	ReadyWaitOff time.Duration = -1
 )
 
+// The cost of an observed room and the memory budget the default
+// MaxRooms is derived from (docs/shadow.md, "Bounds").
+const (
+	// RoomCostBytes is what one observed room costs, measured against the
+	// real dev servers by test/adversarial's TestHeldRoomCost (1,000
+	// rooms, two runs) and rounded up: its PartyKit subscription 22-26 KiB
+	// of heap and goroutine stacks (23-31 KiB resident) and one file
+	// descriptor; its Inngest subscription, a sub on the app's one shared
+	// connection, 5-11 KiB (5-24 KiB resident) and no descriptor of its
+	// own; the comparator's own state under 1 KiB. The suite fails when the
+	// measured heap cost exceeds 1.5 times this figure.
+	RoomCostBytes = 48 << 10
+	// DefaultRoomBudget is the memory the observed rooms may take when
+	// maxRooms is not set: 96 MiB, so 2048 rooms and as many sockets.
+	DefaultRoomBudget = 96 << 20
+)
+
 // Config tunes the comparator. Zero fields take the defaults above. It is
 // read once by New and not retained by reference.
 type Config struct {
@@ -42,8 +60,12 @@ type Config struct {
 	// IdleTTL closes a room's subscriptions after no message was expected
 	// in it for this long.
 	IdleTTL time.Duration
-	// MaxRooms caps the observed rooms; past it the least recently used room
-	// is closed.
+	// MaxRooms caps the observed rooms, bursts included: at no moment do
+	// more rooms hold (or wait for) subscriptions. A message of a new room
+	// that finds the table full is unobserved and makes the comparator
+	// close the least recently used rooms; the room is admitted on a later
+	// message. Each room costs about RoomCostBytes and, on PartyKit, one
+	// file descriptor.
 	MaxRooms int
 	// MaxPending caps the expectations held at once; past it a message is
 	// counted dropped instead of being compared.

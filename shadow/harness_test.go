@@ -138,6 +138,9 @@ func (h *harness) pump() {
 			} else {
 				h.c.open(op.room)
 			}
+		case <-h.c.evictReq:
+			worked = true
+			h.c.evictLRU()
 		default:
 		}
 		for _, q := range h.c.workers {
@@ -165,12 +168,17 @@ func (h *harness) msg(tb testing.TB, app, room, channel, id, body string) *broad
 }
 
 // observe makes app/room observed and ready on both sides: a first Expect
-// (counted unobserved) triggers the dial, the pump opens the watches.
+// (counted unobserved) triggers the dial, the pump opens the watches. When
+// the table was full, that first Expect only made room (evicting the least
+// recently used rooms) and a second one is admitted.
 func (h *harness) observe(tb testing.TB, app, room string) (legacy, realtime *fakeWatch) {
 	tb.Helper()
-	prime := h.msg(tb, app, room, "prime", fmt.Sprintf("prime-%s-%d", room, h.clock.Now().UnixNano()), `{}`)
-	h.c.Expect(prime, broadcast.StageShadow)
-	h.pump()
+	before := h.legacy.count(app, room)
+	for i := 0; i < 2 && h.legacy.count(app, room) == before; i++ {
+		prime := h.msg(tb, app, room, "prime", fmt.Sprintf("prime-%s-%d-%d", room, h.clock.Now().UnixNano(), i), `{}`)
+		h.c.Expect(prime, broadcast.StageShadow)
+		h.pump()
+	}
 	return h.legacy.last(tb, app, room), h.realtime.last(tb, app, room)
 }
 

@@ -125,27 +125,47 @@ func (c *Comparator) decide(m *broadcast.Message, stage broadcast.Stage, cs *cha
 	case classDiffer:
 		o = oMismatch
 	}
+	keepExample := o == oMismatch
+	if o == oPrecisionLoss {
+		now := time.Unix(0, nowN)
+		cs.mu.Lock()
+		if cs.lastLossExample.IsZero() || now.Sub(cs.lastLossExample) >= time.Minute {
+			cs.lastLossExample = now
+			keepExample = true
+		}
+		cs.mu.Unlock()
+	}
+	// The example is kept and logged before the outcome is counted:
+	// whoever sees the count (Summary, the metrics) finds its example in
+	// Mismatches and its line in the log.
+	if keepExample {
+		ex := c.example(m, stage, o, ru, legacy, realtime, nowN)
+		c.examples.add(ex)
+		if ok, suppressed := c.logLimit.allow(time.Unix(0, nowN)); ok {
+			c.log.Warn("shadow: copies differ from the message sent",
+				zap.String("outcome", string(ex.Outcome)), zap.String("app", ex.App),
+				zap.String("channel", ex.Channel), zap.String("room", ex.Room),
+				zap.String("requestId", ex.RequestID), zap.String("name", ex.Name),
+				zap.String("stage", string(stage)),
+				zap.Any("legacyDiff", ex.Legacy), zap.Any("realtimeDiff", ex.Realtime),
+				zap.Any("betweenDiff", ex.Between), zap.String("original", ex.Original),
+				zap.Int("suppressed", suppressed))
+		}
+	}
 	delta := realtime.at.Sub(legacy.at).Seconds()
 	cs.delta.Observe(delta)
 	cs.outcomes[o].Inc()
 	cs.compared.Inc()
-	keepExample := o == oMismatch
 	cs.mu.Lock()
 	b := cs.bucket(nowN / c.bucketWidth)
 	b.outcomes[o]++
 	b.compared++
 	b.delta.add(delta)
-	if o == oPrecisionLoss {
-		now := time.Unix(0, nowN)
-		if cs.lastLossExample.IsZero() || now.Sub(cs.lastLossExample) >= time.Minute {
-			cs.lastLossExample = now
-			keepExample = true
-		}
-	}
 	cs.mu.Unlock()
-	if !keepExample {
-		return
-	}
+}
+
+// example builds the MismatchExample of a decided message.
+func (c *Comparator) example(m *broadcast.Message, stage broadcast.Stage, o outcomeIdx, ru *rules, legacy, realtime *sideState, nowN int64) MismatchExample {
 	ex := MismatchExample{
 		Time: time.Unix(0, nowN).UTC(), App: m.App, Channel: m.Channel, Room: m.Room,
 		RequestID: m.RequestID, Name: m.Name, Stage: stage, Outcome: outcomes[o],
@@ -157,17 +177,7 @@ func (c *Comparator) decide(m *broadcast.Message, stage broadcast.Stage, cs *cha
 	if full, err := decodeJSON(m.Envelope); err == nil {
 		ex.Original = render(full, nil, ru.redact, originalBytes)
 	}
-	c.examples.add(ex)
-	if ok, suppressed := c.logLimit.allow(time.Unix(0, nowN)); ok {
-		c.log.Warn("shadow: copies differ from the message sent",
-			zap.String("outcome", string(ex.Outcome)), zap.String("app", ex.App),
-			zap.String("channel", ex.Channel), zap.String("room", ex.Room),
-			zap.String("requestId", ex.RequestID), zap.String("name", ex.Name),
-			zap.String("stage", string(stage)),
-			zap.Any("legacyDiff", ex.Legacy), zap.Any("realtimeDiff", ex.Realtime),
-			zap.Any("betweenDiff", ex.Between), zap.String("original", ex.Original),
-			zap.Int("suppressed", suppressed))
-	}
+	return ex
 }
 
 // finished is an expectation whose deadline passed undecided, with its
@@ -236,12 +246,14 @@ func (c *Comparator) sweep(now time.Time) {
 		}
 		sh.mu.Unlock()
 	}
+	for _, d := range done {
+		c.expire(d.k, d.e, d.sides, nowN)
+	}
+	// After expire: a pending count of 0 means every expectation is
+	// decided, counted and logged.
 	if removed > 0 {
 		c.pendCount.Add(-removed)
 		c.m.pending.Sub(float64(removed))
-	}
-	for _, d := range done {
-		c.expire(d.k, d.e, d.sides, nowN)
 	}
 	if nowN-c.lastRoomSweep >= int64(min(c.cfg.IdleTTL/4, 30*time.Second)) {
 		c.lastRoomSweep = nowN
@@ -304,13 +316,7 @@ func (c *Comparator) expire(k pendingKey, e *entry, sides [2]sideSnap, nowN int6
 		c.recordUnobserved(e.cs, r, nowN)
 	default:
 		missing := [2]bool{gap[0] == gapMissing, gap[1] == gapMissing}
-		c.recordCompared(e.cs, nowN)
-		if missing[sideLegacy] {
-			c.record(e.cs, oMissingLegacy, nowN)
-		}
-		if missing[sideRealtime] {
-			c.record(e.cs, oMissingRealtime, nowN)
-		}
+		// Logged before counted, as in decide.
 		if ok, suppressed := c.logLimit.allow(time.Unix(0, nowN)); ok {
 			c.log.Warn("shadow: copy missing after the timeout",
 				zap.String("app", k.app), zap.String("channel", e.cs.key.channel),
@@ -318,6 +324,13 @@ func (c *Comparator) expire(k pendingKey, e *entry, sides [2]sideSnap, nowN int6
 				zap.String("stage", string(e.stage)),
 				zap.Bool("missingLegacy", missing[sideLegacy]), zap.Bool("missingRealtime", missing[sideRealtime]),
 				zap.Duration("timeout", e.rules.timeout), zap.Int("suppressed", suppressed))
+		}
+		c.recordCompared(e.cs, nowN)
+		if missing[sideLegacy] {
+			c.record(e.cs, oMissingLegacy, nowN)
+		}
+		if missing[sideRealtime] {
+			c.record(e.cs, oMissingRealtime, nowN)
 		}
 	}
 }
@@ -422,8 +435,10 @@ func latSummary(h *logHist) LatencySummary {
 
 // Mismatches returns up to limit recent mismatch and precision_loss
 // examples, newest first (limit <= 0 or over the ring size returns all
-// kept, at most 128). Values at redact paths read "[redacted]". Safe for
-// concurrent use.
+// kept, at most 128). Values at redact paths read "[redacted]". An
+// example is kept (and logged) before its outcome is counted, so a caller
+// that has seen the count in Summary or the metrics finds the example
+// here. Safe for concurrent use.
 func (c *Comparator) Mismatches(limit int) []MismatchExample {
 	return c.examples.recent(limit)
 }

@@ -174,8 +174,14 @@ type Comparator struct {
 	defRules  *rules
 	seed      maphash.Seed
 
-	rooms     [nShards]roomShard
+	rooms [nShards]roomShard
+	// roomCount counts the admitted rooms: from admission (observe) until
+	// their watches are closed (closeWatches), so that at no moment more
+	// than MaxRooms rooms hold or are about to hold subscriptions.
 	roomCount atomic.Int64
+	// evictReq asks the dialers to close least recently used rooms: a new
+	// room found the table full.
+	evictReq  chan struct{}
 	pend      [nShards]pendShard
 	pendCount atomic.Int64
 
@@ -221,6 +227,7 @@ func New(cfg Config, legacy, realtime RoomWatcher, m *Metrics, logger *zap.Logge
 		defRules:  &rules{timeout: cfg.Timeout},
 		seed:      maphash.MakeSeed(),
 		ops:       make(chan roomOp, 1024),
+		evictReq:  make(chan struct{}, 1),
 		examples:  exampleRing{buf: make([]MismatchExample, exampleCap)},
 		logLimit:  limiter{burst: 20, perSecond: 5},
 		errLimit:  limiter{burst: 10, perSecond: 1},
@@ -369,7 +376,10 @@ func (c *Comparator) Dropped(m *broadcast.Message, t broadcast.Transport, _ stri
 }
 
 // observe returns the room of app and room, creating it and queueing its
-// dial on first sight, or nil when the dial queue is full.
+// dial on first sight, or nil when it cannot be admitted: the table holds
+// MaxRooms rooms already (the least recently used are then closed in the
+// background, so that a later message of the room is admitted), or the dial
+// queue is full.
 func (c *Comparator) observe(app, name string, nowN int64) *room {
 	k := roomKey{app, name}
 	h := maphash.Comparable(c.seed, k)
@@ -386,21 +396,49 @@ func (c *Comparator) observe(app, name string, nowN int64) *room {
 		}
 		return r
 	}
+	if !c.admit() {
+		return nil
+	}
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if r = sh.m[k]; r != nil {
+		c.releaseSlot()
 		r.lastUsed.Store(nowN)
 		return r
 	}
 	r = &room{key: k, worker: int((h >> 8) % uint64(len(c.workers)))}
 	r.lastUsed.Store(nowN)
 	if !c.sendOp(roomOp{room: r}) {
+		c.releaseSlot()
 		return nil
 	}
 	sh.m[k] = r
-	c.roomCount.Add(1)
-	c.m.observedRooms.Inc()
 	return r
+}
+
+// admit takes one of the MaxRooms room slots, or asks for an eviction and
+// reports false when none is free. It never blocks.
+func (c *Comparator) admit() bool {
+	for {
+		n := c.roomCount.Load()
+		if n >= int64(c.cfg.MaxRooms) {
+			select {
+			case c.evictReq <- struct{}{}:
+			default: // an eviction is already asked for
+			}
+			return false
+		}
+		if c.roomCount.CompareAndSwap(n, n+1) {
+			c.m.observedRooms.Inc()
+			return true
+		}
+	}
+}
+
+// releaseSlot gives back a slot taken by admit.
+func (c *Comparator) releaseSlot() {
+	c.roomCount.Add(-1)
+	c.m.observedRooms.Dec()
 }
 
 func (c *Comparator) sendOp(op roomOp) bool {
@@ -464,17 +502,20 @@ func (c *Comparator) dialLoop(ctx context.Context) {
 				c.open(op.room)
 				op.room.markOpened()
 			}
+		case <-c.evictReq:
+			c.evictLRU()
 		}
 	}
 }
 
-// open dials both sides of r, first making room under MaxRooms.
+// open dials both sides of r. It holds r.mu throughout (WatchRoom returns
+// promptly), so that closeWatches, which takes r.mu, closes whatever open
+// stored: once a room is closed none of its watches is open, which makes
+// MaxRooms a bound on open watches too.
 func (c *Comparator) open(r *room) {
-	c.evictIfFull(r)
 	r.mu.Lock()
-	closed := r.closed
-	r.mu.Unlock()
-	if closed {
+	defer r.mu.Unlock()
+	if r.closed {
 		return
 	}
 	lw, err := c.legacy.WatchRoom(r.key.app, r.key.room, c.onFrame(r, sideLegacy))
@@ -488,25 +529,17 @@ func (c *Comparator) open(r *room) {
 		c.dialFailed(r, broadcast.TransportRealtime, err)
 		return
 	}
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		c.closeWatch(lw, r, broadcast.TransportLegacy)
-		c.closeWatch(rw, r, broadcast.TransportRealtime)
-		return
-	}
 	r.watches.Store(&watchPair{legacy: lw, realtime: rw})
 	r.state.Store(stateOpen)
-	r.mu.Unlock()
 }
 
+// dialFailed marks r failed (retried on a later message); the caller holds
+// r.mu.
 func (c *Comparator) dialFailed(r *room, t broadcast.Transport, err error) {
 	r.retryAt.Store(c.now().Add(dialRetry).UnixNano())
-	r.mu.Lock()
 	if !r.closed {
 		r.state.Store(stateFailed)
 	}
-	r.mu.Unlock()
 	if ok, suppressed := c.errLimit.allow(c.now()); ok {
 		c.log.Warn("shadow: watch room failed; retrying on a later message",
 			zap.String("app", r.key.app), zap.String("room", r.key.room),
@@ -522,7 +555,9 @@ func (c *Comparator) closeWatch(w broadcast.Watch, r *room, t broadcast.Transpor
 	}
 }
 
-// closeWatches marks r closed and closes its watches; idempotent.
+// closeWatches marks r closed, closes its watches and then gives back its
+// room slot; idempotent. r must have been admitted (every room of the
+// table was).
 func (c *Comparator) closeWatches(r *room) {
 	r.mu.Lock()
 	if r.closed {
@@ -537,9 +572,11 @@ func (c *Comparator) closeWatches(r *room) {
 		c.closeWatch(w.legacy, r, broadcast.TransportLegacy)
 		c.closeWatch(w.realtime, r, broadcast.TransportRealtime)
 	}
+	c.releaseSlot()
 }
 
-// unmap removes r from the room table if it is still there.
+// unmap removes r from the room table if it is still there (its slot is
+// given back when its watches are closed, see closeWatches).
 func (c *Comparator) unmap(r *room) bool {
 	sh := &c.rooms[maphash.Comparable(c.seed, r.key)%nShards]
 	sh.mu.Lock()
@@ -548,20 +585,19 @@ func (c *Comparator) unmap(r *room) bool {
 		return false
 	}
 	delete(sh.m, r.key)
-	c.roomCount.Add(-1)
-	c.m.observedRooms.Dec()
 	return true
 }
 
-// evictIfFull closes the least recently used rooms (never keep) until the
-// table is within MaxRooms.
-func (c *Comparator) evictIfFull(keep *room) {
-	if c.roomCount.Load() <= int64(c.cfg.MaxRooms) {
-		return
-	}
+// evictLRU closes the least recently used rooms until at most MaxRooms
+// minus a twentieth (at least one) are admitted, so that a burst of new
+// rooms is let in a batch at a time rather than one eviction per message.
+// Each victim leaves the table first (no Expect finds it), then its
+// watches are closed, then its slot is free.
+func (c *Comparator) evictLRU() {
 	c.evictMu.Lock()
 	defer c.evictMu.Unlock()
-	excess := int(c.roomCount.Load()) - c.cfg.MaxRooms
+	target := c.cfg.MaxRooms - max(1, c.cfg.MaxRooms/20)
+	excess := int(c.roomCount.Load()) - target
 	if excess <= 0 {
 		return
 	}
@@ -569,40 +605,17 @@ func (c *Comparator) evictIfFull(keep *room) {
 		r    *room
 		used int64
 	}
-	var victims []cand
-	if excess == 1 {
-		var best *room
-		var bestUsed int64
-		for i := range c.rooms {
-			sh := &c.rooms[i]
-			sh.mu.RLock()
-			for _, r := range sh.m {
-				if u := r.lastUsed.Load(); r != keep && (best == nil || u < bestUsed) {
-					best, bestUsed = r, u
-				}
-			}
-			sh.mu.RUnlock()
+	var all []cand
+	for i := range c.rooms {
+		sh := &c.rooms[i]
+		sh.mu.RLock()
+		for _, r := range sh.m {
+			all = append(all, cand{r, r.lastUsed.Load()})
 		}
-		if best != nil {
-			victims = append(victims, cand{best, bestUsed})
-		}
-	} else {
-		for i := range c.rooms {
-			sh := &c.rooms[i]
-			sh.mu.RLock()
-			for _, r := range sh.m {
-				if r != keep {
-					victims = append(victims, cand{r, r.lastUsed.Load()})
-				}
-			}
-			sh.mu.RUnlock()
-		}
-		sort.Slice(victims, func(i, j int) bool { return victims[i].used < victims[j].used })
-		if len(victims) > excess {
-			victims = victims[:excess]
-		}
+		sh.mu.RUnlock()
 	}
-	for _, v := range victims {
+	sort.Slice(all, func(i, j int) bool { return all[i].used < all[j].used })
+	for _, v := range all[:min(excess, len(all))] {
 		if c.unmap(v.r) {
 			c.closeWatches(v.r)
 		}

@@ -26,6 +26,7 @@ import (
 
 	"github.com/switchyard/switchyard/broadcast"
 	"github.com/switchyard/switchyard/flags"
+	"github.com/switchyard/switchyard/receipts"
 	"github.com/switchyard/switchyard/shadow"
 )
 
@@ -51,7 +52,10 @@ const (
 type Config struct {
 	// Env and Version are shown in the header; Started gives the uptime.
 	Env, Version string
-	Started      time.Time
+	// Instance names this replica (its host name) in the header, which
+	// says that the page shows this replica only.
+	Instance string
+	Started  time.Time
 	// Apps and Channels are the configured names; the page resolves a stage
 	// for each pair (Channels should include broadcast.DefaultChannel).
 	Apps, Channels []string
@@ -63,6 +67,8 @@ type Config struct {
 	// Summary and Mismatches are the comparator's figures.
 	Summary    func() []shadow.ChannelSummary
 	Mismatches func(limit int) []shadow.MismatchExample
+	// Receipts is what users' browsers reported (nil: no section).
+	Receipts func() []receipts.ChannelSummary
 	// Gatherer is read for switchyard_flag_file_valid; nil hides it.
 	Gatherer prometheus.Gatherer
 	// Now is the clock (nil: time.Now); Log nil is a no-op logger.
@@ -85,6 +91,7 @@ func New(cfg Config) http.Handler {
 	return &statusPage{
 		env:        cfg.Env,
 		version:    cfg.Version,
+		instance:   cfg.Instance,
 		started:    cfg.Started,
 		apps:       cfg.Apps,
 		channels:   cfg.Channels,
@@ -92,6 +99,7 @@ func New(cfg Config) http.Handler {
 		resolve:    cfg.Resolve,
 		summary:    cfg.Summary,
 		mismatches: cfg.Mismatches,
+		receipts:   cfg.Receipts,
 		gatherer:   cfg.Gatherer,
 		now:        cfg.Now,
 		log:        cfg.Log,
@@ -103,6 +111,7 @@ func New(cfg Config) http.Handler {
 // statusPage is the status page handler; see New.
 type statusPage struct {
 	env, version string
+	instance     string
 	started      time.Time
 	apps         []string
 	channels     []string
@@ -110,6 +119,7 @@ type statusPage struct {
 	resolve      func(broadcast.RouteQuery) broadcast.Route
 	summary      func() []shadow.ChannelSummary
 	mismatches   func(limit int) []shadow.MismatchExample
+	receipts     func() []receipts.ChannelSummary
 	gatherer     prometheus.Gatherer
 	now          func() time.Time
 	log          *zap.Logger
@@ -161,6 +171,7 @@ func (p *statusPage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // statusView is what the template renders.
 type statusView struct {
 	Env, Version, Generated, Uptime string
+	Instance                        string
 	KillSwitch                      bool
 	KillSwitchNote                  string
 	FlagFile                        string
@@ -171,6 +182,20 @@ type statusView struct {
 	Chart                           deltaChart
 	Mismatches                      []mismatchView
 	WindowSeconds                   float64
+	// Receipts are the browsers' figures; ReceiptsOn hides the section
+	// when the gateway collects none.
+	Receipts       []receiptRow
+	ReceiptsOn     bool
+	ReceiptsWindow float64
+}
+
+// receiptRow is one app and channel as users' browsers reported it.
+type receiptRow struct {
+	App, Channel                    string
+	Messages                        int64
+	Legacy, Realtime, Both, Neither int64
+	Received, ReceivedClass         string
+	LegacyLatency, RealtimeLatency  string
 }
 
 // statusRow is one app and channel.
@@ -263,7 +288,7 @@ func (p *statusPage) build() statusView {
 	statusOutcomes, otherOutcomes := splitOutcomes()
 	now := p.now()
 	v := statusView{
-		Env: p.env, Version: p.version, Generated: now.UTC().Format(time.RFC3339),
+		Env: p.env, Version: p.version, Instance: p.instance, Generated: now.UTC().Format(time.RFC3339),
 		Uptime: now.Sub(p.started).Truncate(time.Second).String(), Outcomes: statusOutcomes,
 		FlagFile: p.flagFile,
 	}
@@ -353,6 +378,24 @@ func (p *statusPage) build() statusView {
 	}
 	p.sample(now, v.Rows, summaries)
 	v.Chart = buildDeltaChart(v.Rows, summaries)
+
+	if p.receipts != nil {
+		v.ReceiptsOn = true
+		for _, s := range p.receipts() {
+			row := receiptRow{App: s.App, Channel: s.Channel, Messages: s.Messages,
+				Legacy: s.Via[receipts.ViaLegacy], Realtime: s.Via[receipts.ViaRealtime],
+				Both: s.Via[receipts.ViaBoth], Neither: s.Via[receipts.ViaNeither],
+				Received: "-", ReceivedClass: "none",
+				LegacyLatency:   latencyText(shadow.LatencySummary(s.LegacyLatency)),
+				RealtimeLatency: latencyText(shadow.LatencySummary(s.RealtimeLatency))}
+			if s.ReceivedPercent != nil {
+				row.Received = fmt.Sprintf("%.1f %%", *s.ReceivedPercent)
+				row.ReceivedClass = parityClass(*s.ReceivedPercent)
+			}
+			v.ReceiptsWindow = max(v.ReceiptsWindow, s.WindowSeconds)
+			v.Receipts = append(v.Receipts, row)
+		}
+	}
 
 	for _, m := range p.mismatches(statusMismatches) {
 		mv := mismatchView{
@@ -638,6 +681,7 @@ svg text{font:12px system-ui,sans-serif;fill:#1d2330}
 <body>
 <h1>Switchyard status</h1>
 <div class="meta">env <b>{{.Env}}</b> &middot; version {{.Version}} &middot; up {{.Uptime}} &middot; generated {{.Generated}} &middot; refreshes every 5 s &middot; stages resolved for room <code>status-page</code></div>
+<div class="meta" id="scope">This page shows <b>one replica</b>{{if .Instance}} (<code>{{.Instance}}</code>){{end}}: its own rooms, comparator window and counters. With several replicas the environment's figures (summed over all of them) are on the Grafana dashboard.</div>
 {{if .KillSwitch}}<div class="banner on" id="killswitch">Kill switch: ON &mdash; {{.KillSwitchNote}}</div>
 {{else}}<div class="banner off" id="killswitch">Kill switch: off</div>{{end}}
 {{if eq .FlagFileValid "INVALID"}}<div class="banner warn" id="flagfile">Flag file {{.FlagFile}}: last edit REFUSED &mdash; the last good flags stay in force until it is fixed</div>
@@ -678,6 +722,21 @@ svg text{font:12px system-ui,sans-serif;fill:#1d2330}
 {{end}}</svg>
 <div class="note"><span style="color:#d9480f">&#9632;</span> p99 &nbsp; <span style="color:#1c7ed6">&#9632;</span> p50 &nbsp; (sparklines in the table: the same figures sampled every few seconds while this page is open)</div>
 
+{{if .ReceiptsOn}}<h2>In users' browsers</h2>
+<table id="receipts">
+<thead><tr><th>app</th><th>channel</th><th>messages</th><th>received</th><th>via PartyKit only</th><th>via realtime only</th><th>both (duplicate suppressed)</th><th>neither</th><th>legacy<br>p50/p99 ms</th><th>realtime<br>p50/p99 ms</th></tr></thead>
+<tbody>
+{{range .Receipts}}<tr class="receipt-row" data-app="{{.App}}" data-channel="{{.Channel}}">
+<td class="nw">{{.App}}</td><td class="nw"><b>{{.Channel}}</b></td><td class="num">{{.Messages}}</td>
+<td class="num"><span class="parity parity-{{.ReceivedClass}}">{{.Received}}</span></td>
+<td class="num">{{.Legacy}}</td><td class="num">{{.Realtime}}</td><td class="num">{{.Both}}</td><td class="num">{{.Neither}}</td>
+<td class="num">{{.LegacyLatency}}</td><td class="num">{{.RealtimeLatency}}</td></tr>
+{{else}}<tr><td colspan="10" class="note" id="no-receipts">No browser has reported receipts in the window.</td></tr>
+{{end}}</tbody>
+</table>
+<div class="note">Reported by the browser client (<code>web/</code>, POST <code>/v1/receipts</code>) over the last {{printf "%.0f" .ReceiptsWindow}} s: which transport delivered each message, and the time from acceptance to receipt. Neither = a sequence gap the browser never filled. See docs/browser.md.</div>
+{{end}}
+
 <h2>Recent mismatches</h2>
 {{range .Mismatches}}<div class="mm">
 <h3>{{.Time}} &middot; {{.App}} / {{.Channel}} &middot; <code>{{.Name}}</code> &middot; {{.Outcome}} <span class="note">(stage {{.Stage}}, room <code>{{.Room}}</code>, requestId <code>{{.RequestID}}</code>)</span></h3>
@@ -688,7 +747,7 @@ svg text{font:12px system-ui,sans-serif;fill:#1d2330}
 </div>
 {{else}}<p class="note" id="no-mismatches">No mismatch in the comparator's memory.</p>
 {{end}}
-<p class="note">JSON: <code>/v1/admin/shadow/summary</code>, <code>/v1/admin/shadow/mismatches</code>, <code>/v1/admin/routes?app=&amp;room=&amp;event=</code>, <code>/metrics</code>. What to do: docs/runbook.md.</p>
+<p class="note">JSON: <code>/v1/admin/shadow/summary</code>, <code>/v1/admin/receipts/summary</code>, <code>/v1/admin/shadow/mismatches</code>, <code>/v1/admin/routes?app=&amp;room=&amp;event=</code>, <code>/metrics</code>. What to do: docs/runbook.md.</p>
 </body>
 </html>
 `

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/switchyard/switchyard/broadcast"
+	"github.com/switchyard/switchyard/receipts"
 	"github.com/switchyard/switchyard/shadow"
 	"go.uber.org/zap"
 )
@@ -31,7 +32,7 @@ func TestStatusPageUnit(t *testing.T) {
 	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 	base := func() *statusPage {
 		return &statusPage{
-			env: "test", version: "v1", started: now.Add(-time.Hour), apps: []string{"ai-hero"},
+			env: "test", version: "v1", instance: "gw-7", started: now.Add(-time.Hour), apps: []string{"ai-hero"},
 			channels: []string{"transcript", "default"},
 			resolve: func(q broadcast.RouteQuery) broadcast.Route {
 				return broadcast.Route{Stage: broadcast.StageShadow, Channel: q.Channel, FlagKey: "realtime-" + q.Channel, Variant: "shadow", Reason: "STATIC"}
@@ -61,8 +62,35 @@ func TestStatusPageUnit(t *testing.T) {
 		{
 			name: "figures",
 			want: []string{`<span class="stage stage-shadow">shadow</span>`, `50.0 %`, `parity-bad`, `-3.0 / 12.0`, `class="delta-bar"`, `No mismatch`, `Kill switch: off`,
-				`<span class="coverage coverage-bad">80.0 %</span>`, `of 5`, `realtime_not_ready 1`},
+				`<span class="coverage coverage-bad">80.0 %</span>`, `of 5`, `realtime_not_ready 1`,
+				`This page shows <b>one replica</b> (<code>gw-7</code>)`},
 			dontWant: []string{`closed 0`},
+		},
+		{
+			name: "browser receipts",
+			adjust: func(p *statusPage) {
+				received := 97.5
+				p.receipts = func() []receipts.ChannelSummary {
+					return []receipts.ChannelSummary{{
+						App: "ai-hero", Channel: "ai-stream", WindowSeconds: 300, Messages: 40, ReceivedPercent: &received,
+						Via:           map[receipts.Via]int64{receipts.ViaLegacy: 10, receipts.ViaRealtime: 12, receipts.ViaBoth: 17, receipts.ViaNeither: 1},
+						LegacyLatency: receipts.LatencySummary{Count: 27, P50Ms: 4.2, P99Ms: 30}, RealtimeLatency: receipts.LatencySummary{Count: 29, P50Ms: 6.1, P99Ms: 41},
+					}}
+				}
+			},
+			want: []string{`id="receipts"`, `class="receipt-row" data-app="ai-hero" data-channel="ai-stream"`, `97.5 %`,
+				`<td class="num">17</td><td class="num">1</td>`, `4.2 / 30.0`, `6.1 / 41.0`, `over the last 300 s`},
+		},
+		{
+			name: "browser receipts empty",
+			adjust: func(p *statusPage) {
+				p.receipts = func() []receipts.ChannelSummary { return nil }
+			},
+			want: []string{`id="no-receipts"`},
+		},
+		{
+			name:     "no receipts section without a source",
+			dontWant: []string{`id="receipts"`},
 		},
 		{
 			name: "escapes everything from outside",

@@ -1,7 +1,8 @@
 // Package upstream is the HTTP machinery both transports share: one tuned
 // http.Transport, the per-call deadline and retry policy (exponential
-// backoff with full jitter, see Backoff, on network errors, 5xx and 429
-// with Retry-After, never on other 4xx), bodies always drained and closed,
+// backoff with full jitter, see Backoff, on network errors, outages and 429
+// with Retry-After; never on answers the message itself causes, see
+// Caller.Do), bodies always drained and closed,
 // and per-transport request metrics. legacyparty and realtime build their
 // publish and token calls on it, and their reconnect loops on Backoff, so
 // the two sides behave the same under failure.
@@ -156,9 +157,12 @@ func (m *Metrics) SubscriberReady(transport string, d time.Duration) {
 
 // StatusError is returned for a final non-2xx answer. Body holds at most the
 // first 512 bytes of the answer, for logs (never shown to callers).
+// Repeated says that the call stopped because two attempts got this same
+// answer (a 5xx the message itself causes, see Caller.Do).
 type StatusError struct {
-	Status int
-	Body   string
+	Status   int
+	Body     string
+	Repeated bool
 }
 
 // Error names the status and quotes the start of the answer.
@@ -176,6 +180,8 @@ func (e *StatusError) Error() string {
 func Describe(err error, attempts int) string {
 	var se *StatusError
 	switch {
+	case errors.As(err, &se) && se.Repeated:
+		return fmt.Sprintf("answered %d after %s, the same answer each time: caused by the message, not retried further", se.Status, plural(attempts))
 	case errors.As(err, &se):
 		return fmt.Sprintf("answered %d after %s", se.Status, plural(attempts))
 	case errors.Is(err, context.DeadlineExceeded):
@@ -224,6 +230,16 @@ const maxBody = 64 << 10
 // ("publish", "token"). It returns the 2xx response, the number of attempts
 // made, and otherwise an error: a *StatusError for a final HTTP answer, or
 // the network/context error. Response bodies are always drained and closed.
+//
+// Retry policy, by answer: network errors, 502, 503 and 504 (an upstream
+// or a proxy that is down) and 429 are retried with backoff (a Retry-After
+// of a 429 or a 5xx is honoured, capped by BackoffMax). A 4xx other than 429 is final: the message is refused.
+// 501 and 505 are final too (the upstream does not support the request).
+// Any other 5xx (500 above all) may be the upstream choking on this very
+// message (PartyKit answers 500 to a body its JSON handling gives up on):
+// it is retried, but when an attempt gets the same status and the same
+// answer text as the one before, the call stops there (StatusError
+// Repeated) rather than sending the same body again.
 func (c *Caller) Do(ctx context.Context, op string, newReq NewRequestFunc) (Response, int, error) {
 	p := c.Policy.WithDefaults()
 	// The call's deadline is enforced through each attempt's context and
@@ -254,6 +270,11 @@ func (c *Caller) Do(ctx context.Context, op string, newReq NewRequestFunc) (Resp
 		if err == nil {
 			return resp, attempts, nil
 		}
+		if se, prev := statusOf(err), statusOf(lastErr); se != nil && prev != nil && stopsOnRepeat(se.Status) &&
+			se.Status == prev.Status && se.Body == prev.Body {
+			se.Repeated = true
+			retry = false
+		}
 		lastErr = err
 		if !retry || attempts >= p.MaxAttempts || callErr() != nil {
 			break
@@ -275,9 +296,25 @@ func (c *Caller) Do(ctx context.Context, op string, newReq NewRequestFunc) (Resp
 	return Response{}, attempts, lastErr
 }
 
-func isStatus(err error) bool {
+func isStatus(err error) bool { return statusOf(err) != nil }
+
+// statusOf returns err's *StatusError, or nil.
+func statusOf(err error) *StatusError {
 	var se *StatusError
-	return errors.As(err, &se)
+	if errors.As(err, &se) {
+		return se
+	}
+	return nil
+}
+
+// stopsOnRepeat reports whether a retried status ends the call when two
+// attempts in a row get the same answer: the 5xx that are not outages.
+func stopsOnRepeat(status int) bool {
+	switch status {
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return false
+	}
+	return status >= 500
 }
 
 // attempt runs one HTTP attempt under a deadline of AttemptTimeout, capped
@@ -311,9 +348,12 @@ func (c *Caller) attempt(ctx context.Context, callDL time.Time, p Policy, op str
 			return Response{}, 0, true, fmt.Errorf("read answer: %w", readErr)
 		}
 		return Response{Status: resp.StatusCode, Header: resp.Header, Body: body}, 0, false, nil
+	case resp.StatusCode == http.StatusNotImplemented || resp.StatusCode == http.StatusHTTPVersionNotSupported:
+		c.count(op, "5xx")
+		return Response{}, 0, false, &StatusError{Status: resp.StatusCode, Body: snippet(body)}
 	case resp.StatusCode >= 500:
 		c.count(op, "5xx")
-		return Response{}, 0, true, &StatusError{Status: resp.StatusCode, Body: snippet(body)}
+		return Response{}, retryAfter(resp.Header.Get("Retry-After")), true, &StatusError{Status: resp.StatusCode, Body: snippet(body)}
 	case resp.StatusCode == http.StatusTooManyRequests:
 		c.count(op, "4xx")
 		return Response{}, retryAfter(resp.Header.Get("Retry-After")), true, &StatusError{Status: resp.StatusCode, Body: snippet(body)}

@@ -71,7 +71,15 @@ func TestDoRetries(t *testing.T) {
 	}{
 		{"ok at once", []int{200}, nil, 1, 0},
 		{"5xx then ok", []int{503, 500, 200}, nil, 3, 0},
-		{"5xx until attempts run out", []int{502}, nil, 4, 502},
+		{"502 until attempts run out", []int{502}, nil, 4, 502},
+		{"503 until attempts run out", []int{503}, nil, 4, 503},
+		{"504 until attempts run out", []int{504}, nil, 4, 504},
+		{"the same 500 twice stops", []int{500}, nil, 2, 500},
+		{"500 then 503 then the same 500", []int{500, 503, 500, 500}, nil, 4, 500},
+		{"507 twice stops", []int{507}, nil, 2, 507},
+		{"501 is final", []int{501, 200}, nil, 1, 501},
+		{"505 is final", []int{505, 200}, nil, 1, 505},
+		{"422 is final", []int{422, 200}, nil, 1, 422},
 		{"429 with Retry-After then ok", []int{429, 200}, http.Header{"Retry-After": {"0"}}, 2, 0},
 		{"400 is final", []int{400, 200}, nil, 1, 400},
 		{"401 is final", []int{401, 200}, nil, 1, 401},
@@ -148,6 +156,35 @@ func TestDoDrainsBodies(t *testing.T) {
 	}
 	if n.Load() != 10 || conns.Load() != 1 {
 		t.Fatalf("10 calls used %d connections for %d requests, want 1", conns.Load(), n.Load())
+	}
+}
+
+// TestDoRepeatedAnswer: a 500 whose answer text changes between attempts
+// is an upstream having trouble, retried to the end; the same text twice
+// is the message, and the error says so.
+func TestDoRepeatedAnswer(t *testing.T) {
+	var n atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		http.Error(w, fmt.Sprintf("internal error %d", n.Add(1)), http.StatusInternalServerError)
+	}))
+	t.Cleanup(srv.Close)
+	c := caller(nil, Policy{MaxAttempts: 4})
+	_, attempts, err := c.Do(context.Background(), "publish", post(srv.URL))
+	var se *StatusError
+	if attempts != 4 || !errors.As(err, &se) || se.Repeated {
+		t.Errorf("changing 500s: %d attempts, %v (repeated %v); want 4, not repeated", attempts, err, se != nil && se.Repeated)
+	}
+	same := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "SyntaxError: Unexpected token", http.StatusInternalServerError)
+	}))
+	t.Cleanup(same.Close)
+	_, attempts, err = c.Do(context.Background(), "publish", post(same.URL))
+	if attempts != 2 || !errors.As(err, &se) || !se.Repeated {
+		t.Fatalf("the same 500: %d attempts, %v; want 2, repeated", attempts, err)
+	}
+	if got, want := Describe(err, attempts), "answered 500 after 2 attempts, the same answer each time: caused by the message, not retried further"; got != want {
+		t.Errorf("Describe = %q, want %q", got, want)
 	}
 }
 

@@ -172,7 +172,13 @@ func TestFakeRealtimeModes(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- post(context.Background(), hc, url, "application/json", "", []byte(`{}`)) }()
-	time.Sleep(50 * time.Millisecond)
+	deadline := time.Now().Add(5 * time.Second)
+	for up.hungN.Load() < 2 { // the request above and this one hang
+		if time.Now().After(deadline) {
+			t.Fatal("the second request never reached the hung handler")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	up.setMode(modeHealthy) // releases the hung request
 	select {
 	case err := <-done:

@@ -44,6 +44,7 @@ type fakeUpstreams struct {
 	mode       atomic.Int32
 	partyN     atomic.Int64
 	realtimeN  atomic.Int64
+	hungN      atomic.Int64 // realtime publishes that started to hang
 
 	mu      sync.Mutex
 	release chan struct{} // closed to free the hung requests
@@ -113,6 +114,7 @@ func (u *fakeUpstreams) handleRealtime(w http.ResponseWriter, r *http.Request) {
 		u.mu.Lock()
 		rel := u.release
 		u.mu.Unlock()
+		u.hungN.Add(1) // after taking rel: a setMode seen after this frees it
 		select {
 		case <-rel:
 		case <-r.Context().Done():

@@ -186,8 +186,14 @@ func TestFlagsCLIRefusals(t *testing.T) {
 	if _, err := os.Stat(path + ".audit.jsonl"); !os.IsNotExist(err) {
 		t.Fatalf("a refused command wrote an audit file: %v", err)
 	}
-	if _, _, err := flagsTestRun(t, nil, "list"); err == nil || !strings.Contains(err.Error(), "--file is required") {
+	if _, _, err := flagsTestRun(t, nil, "list"); err == nil || !strings.Contains(err.Error(), "--file or --source is required") {
 		t.Fatalf("list without file: %v", err)
+	}
+	if _, _, err := flagsTestRun(t, nil, "list", "--file", path, "--source", "file:///x/flags.json"); err == nil || !strings.Contains(err.Error(), "exclusive") {
+		t.Fatalf("list with file and source: %v", err)
+	}
+	if _, _, err := flagsTestRun(t, nil, "list", "--source", "http://x/flags.json"); err == nil || !strings.Contains(err.Error(), "scheme must be s3, gs, azblob or file") {
+		t.Fatalf("list with an http source: %v", err)
 	}
 	bad := filepath.Join(t.TempDir(), "bad.json")
 	os.WriteFile(bad, []byte(`{"flags":{}}`), 0o644)
@@ -345,5 +351,48 @@ func TestFlagsCLIListAndGet(t *testing.T) {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("get lacks %q:\n%s", want, stdout)
 		}
+	}
+}
+
+// The shared source (flags provider blob): set and killswitch write the
+// document every replica polls, with the audit record beside it in the
+// bucket; list and get read it; a refused change writes nothing.
+func TestFlagsCLISource(t *testing.T) {
+	path := flagsTestFile(t, "prod")
+	source := "file://" + path
+	env := map[string]string{"USER": "oncall", "SWITCHYARD_FLAGS_SOURCE": source}
+	out, _, err := flagsTestRun(t, env, "set", "realtime-transcript", "shadow", "--env", "prod", "--reason", "shadow transcript")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "audit: "+source+".audit.jsonl") {
+		t.Errorf("output does not name the audit object:\n%s", out)
+	}
+	if got := flagsTestDefault(t, path, "realtime-transcript"); got != "shadow" {
+		t.Errorf("document default = %q, want shadow", got)
+	}
+	if _, _, err := flagsTestRun(t, env, "killswitch", "on", "--env", "prod", "--reason", "incident"); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := flags.ReadAuditBlob(context.Background(), source)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 2 || recs[0].To != "shadow" || recs[1].Flag != flags.KillSwitchKey || recs[1].To != "on" || recs[1].User != "oncall" || recs[1].File != source {
+		t.Fatalf("audit = %+v", recs)
+	}
+	out, _, err = flagsTestRun(t, env, "get", flags.KillSwitchKey)
+	if err != nil || !strings.Contains(out, "default:   on") {
+		t.Fatalf("get through the source: %v\n%s", err, out)
+	}
+	before, _ := os.ReadFile(path)
+	if _, _, err := flagsTestRun(t, env, "set", "realtime-transcript", "nope", "--env", "prod", "--reason", "r"); err == nil {
+		t.Fatal("an unknown variant was accepted")
+	}
+	if _, _, err := flagsTestRun(t, env, "set", "realtime-transcript", "dual", "--env", "staging", "--reason", "r"); err == nil || !strings.Contains(err.Error(), "metadata.env") {
+		t.Fatalf("wrong env: %v", err)
+	}
+	if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
+		t.Fatal("a refused change wrote the document")
 	}
 }

@@ -111,6 +111,30 @@ func stageFlags(stage string) string {
 	return string(b) + "\n"
 }
 
+// setConfigLine replaces the line of the config at path that starts with
+// prefix by line.
+func setConfigLine(t *testing.T, path, prefix, line string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(b), "\n")
+	n := 0
+	for i, l := range lines {
+		if strings.HasPrefix(l, prefix) {
+			lines[i] = line
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("config %s: %d lines start with %q, want 1", path, n, prefix)
+	}
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // writeE2EConfig writes a config for a gateway on :0 in a temp dir and
 // returns its path.
 func writeE2EConfig(t *testing.T, partyURL, realtimeURL, stage string, extra string) string {
@@ -356,10 +380,14 @@ func TestServeEndToEndRealPartyKit(t *testing.T) {
 			t.Errorf("%s %s = %d %s, want %d", tt.path, tt.body, status, body, tt.status)
 		}
 	}
-	select {
-	case f := <-b.frames:
-		t.Fatalf("a refused message reached the browser: %s", f)
-	case <-time.After(300 * time.Millisecond):
+	// A probe sent after the refusals: the room's frames arrive in order,
+	// so a refused message that got through would come before it.
+	status, body = post(t, g.public+"/v1/broadcast", e2eKey, "", `{"room":"course-42","name":"video.asset.ready","body":"probe","requestId":"probe-1"}`)
+	if status != 200 {
+		t.Fatalf("probe = %d %s", status, body)
+	}
+	if got, want := b.next(t), `{"body":"probe","requestId":"probe-1","name":"video.asset.ready"}`; got != want {
+		t.Fatalf("a refused message reached the browser: %s (want the probe %s)", got, want)
 	}
 
 	// Metrics are served by the admin listener's own registry.
@@ -371,7 +399,7 @@ func TestServeEndToEndRealPartyKit(t *testing.T) {
 	resp.Body.Close()
 	for _, want := range []string{
 		`switchyard_messages_accepted_total{app="ai-hero",channel="ai-stream",stage="legacy"} 2`,
-		`switchyard_upstream_requests_total{class="2xx",op="publish",transport="legacy"} 3`,
+		`switchyard_upstream_requests_total{class="2xx",op="publish",transport="legacy"} 4`, // 3 and the probe
 	} {
 		if !strings.Contains(string(metrics), want) {
 			t.Errorf("metrics lack %s", want)
@@ -388,7 +416,9 @@ func TestServeEndToEndRealPartyKit(t *testing.T) {
 
 // TestSigtermDrainsInFlight builds the binary, starts it, and sends
 // SIGTERM while a publish is in flight against a slow PartyKit: the caller
-// still gets its 200, readyz turns 503, and the process exits 0.
+// still gets its 200, readyz turns 503 at once, a caller arriving during
+// shutdown.delay (1s here; 5s in staging and prod) is still served, with
+// Connection: close, and the process exits 0.
 func TestSigtermDrainsInFlight(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
@@ -397,19 +427,35 @@ func TestSigtermDrainsInFlight(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	// A slow PartyKit that says when a publish arrived.
+	// A slow PartyKit that says when a publish arrived and answers it when
+	// the test releases it (after it has seen the drain).
 	arrived := make(chan struct{}, 4)
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	free := func() { releaseOnce.Do(func() { close(release) }) }
 	var publishes atomic.Int32
 	party := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		publishes.Add(1)
 		arrived <- struct{}{}
-		time.Sleep(700 * time.Millisecond) // inside the 1s attempt timeout
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
 		_, _ = io.WriteString(w, "ok")
 	}))
 	defer party.Close()
+	defer free() // before party.Close, which waits for the handler
 	rt := realtimetest.NewServer(realtimetest.Config{})
 	t.Cleanup(rt.Close) // after the gateway's own cleanup (LIFO)
-	path := writeE2EConfig(t, party.URL, rt.URL(), "legacy", "")
+	// shutdown.delay: the public listener keeps serving 1 s after SIGTERM.
+	path := writeE2EConfig(t, party.URL, rt.URL(), "legacy", "shutdown: {delay: 1s}\n")
+	// The publish is held until released: its deadlines are long against
+	// the hold, and the drain deadline (server.shutdownTimeout) longer
+	// than the wait for readyz below.
+	const drain = 20 * time.Second
+	setConfigLine(t, path, "upstream:", "upstream: {timeout: 40s, attemptTimeout: 40s, backoffBase: 10ms, backoffMax: 100ms}")
+	setConfigLine(t, path, "server:", fmt.Sprintf("server: {shutdownTimeout: %s}", drain))
 
 	cmd := exec.Command(bin, "serve", "--config", path)
 	cmd.Env = append(os.Environ(), "E2E_KEY="+e2eKey)
@@ -462,17 +508,40 @@ func TestSigtermDrainsInFlight(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the publish never reached PartyKit")
 	}
+	signalled := time.Now()
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
+	// The publish is held: the gateway is draining until it is released.
 	sawNotReady := false
-	for i := 0; i < 50 && !sawNotReady; i++ {
+	for deadline := time.Now().Add(drain / 2); !sawNotReady && time.Now().Before(deadline); {
 		resp, err := http.Get(admin + "/readyz")
 		if err == nil {
 			sawNotReady = resp.StatusCode == 503
 			resp.Body.Close()
 		}
-		time.Sleep(10 * time.Millisecond)
+		if !sawNotReady {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	// Release the held publish; the drain goes on for shutdown.delay.
+	free()
+	// A load balancer that has not caught up yet: its request, on a new
+	// connection, is served.
+	if since := time.Since(signalled); since < 500*time.Millisecond {
+		req, _ := http.NewRequest(http.MethodPost, public+"/v1/broadcast", strings.NewReader(`{"room":"r2","name":"video.asset.ready","body":{"id":2}}`))
+		req.Header.Set("Authorization", "Bearer "+e2eKey)
+		resp, err := (&http.Client{Transport: &http.Transport{}}).Do(req)
+		if err != nil {
+			t.Fatalf("publish during shutdown.delay (%s after SIGTERM): %v", since, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !resp.Close {
+			t.Errorf("publish during shutdown.delay: %d (Connection: close %v), want 200 and close", resp.StatusCode, resp.Close)
+		}
+	} else {
+		t.Errorf("readyz took %s to turn 503, half of shutdown.delay", since)
 	}
 	r := <-inflight
 	if r.status != 200 {
@@ -487,7 +556,7 @@ func TestSigtermDrainsInFlight(t *testing.T) {
 	if !sawNotReady {
 		t.Error("readyz never answered 503 during the drain")
 	}
-	if n := publishes.Load(); n != 1 {
-		t.Errorf("PartyKit got %d publishes, want 1", n)
+	if n := publishes.Load(); n != 2 {
+		t.Errorf("PartyKit got %d publishes, want 2", n)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -58,13 +59,31 @@ func usageError(cmd, format string, a ...any) error {
 type env struct {
 	getenv         func(string) string
 	stdout, stderr io.Writer
+	// strayLog is the logger the lines libraries write to os.Stderr are
+	// relayed through (main points os.Stderr at a pipe); commands that
+	// build their own logger store it here.
+	strayLog atomic.Pointer[zap.Logger]
 }
 
 // run is the whole program behind main: it parses args, runs the
 // subcommand until it ends or ctx is cancelled, and returns the exit code
 // (0 ok, 1 failure, 2 usage).
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	return runWith(ctx, args, getenv, stdout, stderr, nil)
+}
+
+// runWith is run with stray, the read end of the pipe main points
+// os.Stderr at (nil: none): its lines are relayed through the command's
+// logger (gateway.RelayJSONLines), a console logger on stderr until the
+// command has built its own.
+func runWith(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, stray io.Reader) int {
 	e := &env{getenv: getenv, stdout: stdout, stderr: stderr}
+	if stray != nil {
+		if l, err := gateway.NewLogger(config.Log{Level: "info", Format: "console"}, stderr); err == nil {
+			e.strayLog.Store(l)
+			go gateway.RelayJSONLines(stray, e.strayLog.Load)
+		}
+	}
 	if len(args) == 0 {
 		fmt.Fprint(stderr, topUsage())
 		return 2
@@ -277,6 +296,7 @@ func cmdServe(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer func() { _ = logger.Sync() }()
+	e.strayLog.Store(logger.Named("lib"))
 	g, err := gateway.New(cfg, logger, gateway.Options{Version: version})
 	if err != nil {
 		logger.Error("start failed", zap.Error(err))
@@ -317,5 +337,6 @@ func cmdDemo(ctx context.Context, e *env, args []string) error {
 	if err := o.Validate(); err != nil {
 		return usageError("demo", "%v", err)
 	}
+	o.Logger = func(l *zap.Logger) { e.strayLog.Store(l.Named("lib")) }
 	return demo.Run(ctx, o, e.stdout)
 }

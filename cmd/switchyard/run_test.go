@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/switchyard/switchyard/flags"
 )
 
 // TestRunCommandLine covers the exit codes and messages of run itself.
@@ -128,7 +130,7 @@ func TestCommandHelp(t *testing.T) {
 		{[]string{"serve", "--bogus"}, "Usage: switchyard serve --config FILE"},
 		{[]string{"canary", "--config"}, "-metrics-file"},
 		{[]string{"replay", "--speed", "fast"}, "Usage: switchyard replay"},
-		{[]string{"flags", "list", "extra", "--file", "x"}, "switchyard flags list --file FILE [--json]"},
+		{[]string{"flags", "list", "extra", "--file", "x"}, "switchyard flags list (--file FILE | --source URL) [--json]"},
 		{[]string{"demo", "--rate", "0"}, "-duration duration"},
 		{[]string{"help", "nope"}, "Usage: switchyard help"},
 		{[]string{"version", "extra"}, "Usage: switchyard version"},
@@ -150,11 +152,11 @@ func TestFlagsListJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var views []flagView
+	var views []flags.View
 	if err := json.Unmarshal([]byte(stdout), &views); err != nil {
 		t.Fatalf("not JSON: %v\n%s", err, stdout)
 	}
-	byName := map[string]flagView{}
+	byName := map[string]flags.View{}
 	for _, v := range views {
 		byName[v.Flag] = v
 	}

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -115,7 +116,7 @@ apps:
     apiKeySha256: [%q]
     dropIn: {secret: "${AI_HERO_DROPIN}"}
     party: {url: %q, party: main, secret: "${PARTY_SECRET}"}
-    realtime: {url: %q, signingKey: "${INNGEST_SIGNING_KEY}", fallbackSigningKey: "${INNGEST_SIGNING_KEY_FALLBACK}", channel: "{room}"}
+    realtime: {url: %q, signingKey: "${INNGEST_SIGNING_KEY}", fallbackSigningKey: "${INNGEST_SIGNING_KEY_FALLBACK}", channel: "{app}:{room}"}
     grantSecret: "${AI_HERO_GRANT_SECRET}"
     origins: [%q]
   other:
@@ -181,6 +182,22 @@ func secWait(t *testing.T, d time.Duration, what string, ok func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// secMetric returns the value of the unlabelled metric name from the
+// admin listener's /metrics ("" when absent).
+func secMetric(t *testing.T, adm, name string) string {
+	t.Helper()
+	a := secDo(t, "GET", adm+"/metrics", "Bearer "+secAdmin, "")
+	if a.status != http.StatusOK {
+		t.Fatalf("/metrics: status %d", a.status)
+	}
+	for _, l := range strings.Split(a.body, "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }
 
 func secGrantFor(t *testing.T, secret, app string, rooms []string, iat time.Time, life time.Duration) string {
@@ -340,23 +357,32 @@ func TestSecurityNoSecretInLogsOrOutput(t *testing.T) {
 	expect("body too large", keep(secDo(t, "POST", pub+"/v1/broadcast", "Bearer "+secKeyPrimary, `{"room":"r","name":"n","body":"`+strings.Repeat("x", 300<<10)+`"}`)), 413)
 	expect("bad JSON", keep(secDo(t, "POST", pub+"/v1/broadcast", "Bearer "+secKeyPrimary, `{"room":`)), 400)
 
-	// 3. Upstream failures, logged at error level with their causes.
-	sg.party.FailNext(2, 500)
+	// 3. Upstream failures, logged at error level with their causes. Each
+	// fault holds until it is cleared, for every request: a fault limited
+	// to the next N requests could be spent by the gateway's own background
+	// requests (off-path copies of the messages above, the comparator's
+	// token requests and readiness probes) before the call that must fail.
+	sg.party.FailNext(math.MaxInt, 500)
 	a = keep(secDo(t, "POST", pub+"/v1/broadcast", "Bearer "+secKeyPrimary, msg("video-2", "video.asset.ready", "fail-legacy")))
+	sg.party.FailNext(0, 0)
 	expect("legacy 5xx", a, 502)
-	// Until cleared (not for a number of requests): the comparator's own
-	// token requests and readiness probes go to the same server, and would
-	// use up a counted fault.
 	sg.rt.SetPublishFault(realtimetest.HTTPFault{Status: 503})
-	expect("realtime 5xx", keep(secDo(t, "POST", pub+"/v1/broadcast", "Bearer "+secKeyPrimary, msg("chat-9", "image.resource.created", "fail-rt"))), 502)
+	a = keep(secDo(t, "POST", pub+"/v1/broadcast", "Bearer "+secKeyPrimary, msg("chat-9", "image.resource.created", "fail-rt")))
 	sg.rt.SetPublishFault(realtimetest.HTTPFault{})
+	expect("realtime 5xx", a, 502)
 	sg.rt.SetTokenFault(realtimetest.HTTPFault{Status: 500})
-	expect("token 5xx", keep(secDo(t, "POST", pub+"/v1/realtime/token", "Bearer "+secKeyPrimary, `{"room":"video-3"}`)), 502)
+	a = keep(secDo(t, "POST", pub+"/v1/realtime/token", "Bearer "+secKeyPrimary, `{"room":"video-3"}`))
 	sg.rt.SetTokenFault(realtimetest.HTTPFault{})
+	expect("token 5xx", a, 502)
 	// The comparator's realtime subscriptions reconnect with fresh tokens.
 	sg.rt.DropConnections()
 	expect("publish after reconnect", keep(secDo(t, "POST", pub+"/v1/broadcast", "Bearer "+secKeyPrimary, msg("video-1", "video.asset.ready", "after-drop"))), 200)
-	time.Sleep(1500 * time.Millisecond) // let the comparator decide and log
+	// The comparator's lines are part of what is checked: wait until every
+	// expectation is decided and logged (the pending gauge drops after
+	// that), within a multiple of its copy timeout.
+	secWait(t, 10*sg.cfg.Shadow.Timeout, "the comparator to decide every expectation", func() bool {
+		return secMetric(t, adm, "switchyard_shadow_pending") == "0"
+	})
 	sg.stop()
 
 	// The secrets were really used upstream.
@@ -434,7 +460,7 @@ func TestSecurityTokenEndToEnd(t *testing.T) {
 	if err := json.Unmarshal([]byte(a.body), &byKey); err != nil {
 		t.Fatal(err)
 	}
-	if byKey.Channel != "chat-1" || !slices.Equal(byKey.Topics, []string{"ai-stream"}) || time.Until(byKey.ExpiresAt) < 30*time.Second {
+	if byKey.Channel != "ai-hero:chat-1" || !slices.Equal(byKey.Topics, []string{"ai-stream"}) || time.Until(byKey.ExpiresAt) < 30*time.Second {
 		t.Fatalf("server token = %+v", byKey)
 	}
 	// Browser direct: every channel of the room that is past legacy.
@@ -447,8 +473,8 @@ func TestSecurityTokenEndToEnd(t *testing.T) {
 	if err := json.Unmarshal([]byte(a.body), &byGrant); err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"video-ready", "ai-stream", "default"}; byGrant.Channel != "chat-1" || !slices.Equal(byGrant.Topics, want) {
-		t.Fatalf("grant token = %+v, want channel chat-1 topics %v", byGrant, want)
+	if want := []string{"video-ready", "ai-stream", "default"}; byGrant.Channel != "ai-hero:chat-1" || !slices.Equal(byGrant.Topics, want) {
+		t.Fatalf("grant token = %+v, want channel ai-hero:chat-1 topics %v", byGrant, want)
 	}
 	// The tokens are the realtime server's, for exactly these topics.
 	for _, tk := range []broadcast.Token{byKey, byGrant} {
@@ -459,7 +485,7 @@ func TestSecurityTokenEndToEnd(t *testing.T) {
 		}
 		var names []string
 		for _, tc := range c.Topics {
-			if tc.Channel != "chat-1" {
+			if tc.Channel != "ai-hero:chat-1" {
 				t.Errorf("token covers channel %q", tc.Channel)
 			}
 			names = append(names, tc.Name)
@@ -477,7 +503,7 @@ func TestSecurityTokenEndToEnd(t *testing.T) {
 	wsKey := secDial(t, sg.rt.URL(), byKey.Key)
 	wsGrant := secDial(t, sg.rt.URL(), byGrant.Key)
 	secWait(t, 3*time.Second, "subscriptions", func() bool {
-		return sg.rt.Subscribed("chat-1", "ai-stream") >= 2 && sg.rt.Subscribed("chat-1", "default") >= 1
+		return sg.rt.Subscribed("ai-hero:chat-1", "ai-stream") >= 2 && sg.rt.Subscribed("ai-hero:chat-1", "default") >= 1
 	})
 
 	// Another room's message first: no subscriber of chat-1 may see it.
@@ -540,8 +566,8 @@ func secNext(t *testing.T, ws *websocket.Conn) secFrame {
 		if f.Kind != "data" {
 			continue
 		}
-		if f.Channel != "chat-1" {
-			t.Fatalf("subscriber of chat-1 got a frame of channel %q: %s", f.Channel, b)
+		if f.Channel != "ai-hero:chat-1" {
+			t.Fatalf("subscriber of ai-hero:chat-1 got a frame of channel %q: %s", f.Channel, b)
 		}
 		return f
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,9 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/user"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/switchyard/switchyard/adminclient"
@@ -185,18 +184,24 @@ func cmdReplay(ctx context.Context, e *env, args []string) error {
 }
 
 const flagsUsage = `Commands:
-  switchyard flags list --file FILE [--json]
-  switchyard flags get FLAG --file FILE
-  switchyard flags set FLAG VARIANT --file FILE --env ENV --reason TEXT [options]
-  switchyard flags killswitch on|off --file FILE --env ENV --reason TEXT [options]
+  switchyard flags list (--file FILE | --source URL) [--json]
+  switchyard flags get FLAG (--file FILE | --source URL)
+  switchyard flags set FLAG VARIANT (--file FILE | --source URL) --env ENV --reason TEXT [options]
+  switchyard flags killswitch on|off (--file FILE | --source URL) --env ENV --reason TEXT [options]
+
+--source is the flag document every replica of an environment polls (flags
+provider blob): s3://BUCKET/KEY.json?region=R, gs://BUCKET/KEY.json,
+azblob://CONTAINER/KEY.json or file:///DIR/KEY.json.
 
 set and killswitch options:
   --audit FILE        audit log (JSON lines); default FILE.audit.jsonl next to the flag file
+                      (for --source: the object KEY.json.audit.jsonl beside the document)
   --admin URL         gateway admin API; its shadow summary for the channel is stored in the audit record
   --admin-token TOKEN bearer token for --admin (default $SWITCHYARD_ADMIN_TOKEN)
   --dry-run           validate and show the diff, write nothing
 
-The flag file may also be given by $SWITCHYARD_FLAGS_FILE. See docs/flags.md.
+The flag file may also be given by $SWITCHYARD_FLAGS_FILE, the source by
+$SWITCHYARD_FLAGS_SOURCE. See docs/flags.md.
 `
 
 func cmdFlags(ctx context.Context, e *env, args []string) error {
@@ -208,10 +213,10 @@ func cmdFlags(ctx context.Context, e *env, args []string) error {
 
 // flagsOptions are the flags of `switchyard flags ...`.
 type flagsOptions struct {
-	file, env, reason, audit, adminToken string
-	admin                                string
-	dryRun, json                         bool
-	getenv                               func(string) string
+	file, source, env, reason, audit, adminToken string
+	admin                                        string
+	dryRun, json                                 bool
+	getenv                                       func(string) string
 }
 
 // runFlags implements "switchyard flags ..." (args exclude "flags"). It
@@ -227,6 +232,7 @@ func runFlags(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	fs := newFlags("flags " + cmd)
 	o := flagsOptions{getenv: getenv}
 	fs.StringVar(&o.file, "file", getenv("SWITCHYARD_FLAGS_FILE"), "flag file")
+	fs.StringVar(&o.source, "source", getenv("SWITCHYARD_FLAGS_SOURCE"), "shared flag document URL (provider blob)")
 	switch cmd {
 	case "list":
 		fs.BoolVar(&o.json, "json", false, "print the flags as a JSON array")
@@ -245,20 +251,36 @@ func runFlags(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	if err != nil {
 		return err
 	}
-	if o.file == "" {
-		return usageError("flags "+cmd, "--file is required (or $SWITCHYARD_FLAGS_FILE)")
+	switch {
+	case o.file == "" && o.source == "":
+		return usageError("flags "+cmd, "--file or --source is required (or $SWITCHYARD_FLAGS_FILE, $SWITCHYARD_FLAGS_SOURCE)")
+	case o.file != "" && o.source != "":
+		return usageError("flags "+cmd, "--file and --source are exclusive: name the flag file or the shared source, not both")
 	}
 	switch cmd {
 	case "list":
 		if len(pos) != 0 {
 			return usageError("flags list", "unexpected arguments %q", pos)
 		}
-		return flagsList(o.file, o.json, stdout)
+		f, err := o.load(ctx)
+		if err != nil {
+			return err
+		}
+		if o.json {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(f.Views())
+		}
+		return f.WriteTable(stdout)
 	case "get":
 		if len(pos) != 1 {
 			return usageError("flags get", "want exactly one FLAG")
 		}
-		return flagsGet(o.file, pos[0], stdout)
+		f, err := o.load(ctx)
+		if err != nil {
+			return err
+		}
+		return f.Describe(pos[0], stdout)
 	case "set":
 		if len(pos) != 2 {
 			return usageError("flags set", "want FLAG VARIANT")
@@ -272,60 +294,32 @@ func runFlags(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	}
 }
 
-// flagView is one flag as `flags list` shows it.
-type flagView struct {
-	Flag      string          `json:"flag"`
-	State     string          `json:"state"`
-	Default   string          `json:"defaultVariant"`
-	Variants  []string        `json:"variants"`
-	Targeting json.RawMessage `json:"targeting,omitempty"`
-}
-
-func flagsList(path string, asJSON bool, stdout io.Writer) error {
-	f, err := flags.LoadFile(path)
+// load reads and validates the flag file or the shared source's document.
+func (o flagsOptions) load(ctx context.Context) (*flags.File, error) {
+	if o.source == "" {
+		return flags.LoadFile(o.file)
+	}
+	ctx, cancel := context.WithTimeout(ctx, sourceTimeout)
+	defer cancel()
+	st, err := flags.OpenBlob(ctx, o.source)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if asJSON {
-		views := make([]flagView, 0, len(f.Flags))
-		for _, k := range f.Keys() {
-			fl := f.Flags[k]
-			views = append(views, flagView{Flag: k, State: fl.State, Default: fl.DefaultVariant, Variants: fl.VariantNames(), Targeting: fl.Targeting})
-		}
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(views)
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "FLAG\tSTATE\tDEFAULT\tVARIANTS\tTARGETING")
-	for _, k := range f.Keys() {
-		fl := f.Flags[k]
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k, fl.State, orDash(fl.DefaultVariant),
-			strings.Join(fl.VariantNames(), ","), flags.TargetingSummary(fl.Targeting, 60))
-	}
-	return tw.Flush()
-}
-
-func flagsGet(path, key string, stdout io.Writer) error {
-	f, err := flags.LoadFile(path)
+	defer st.Close()
+	data, _, err := st.Read(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	fl, ok := f.Flags[key]
-	if !ok {
-		return fmt.Errorf("unknown flag %q (known: %s)", key, strings.Join(f.Keys(), ", "))
+	f, err := flags.ParseFile(data, nil)
+	if err != nil {
+		return nil, fmt.Errorf("flags: %s: %w", o.source, err)
 	}
-	fmt.Fprintf(stdout, "flag:      %s\nstate:     %s\ndefault:   %s\nvariants:  %s\ntargeting: %s\n",
-		key, fl.State, orDash(fl.DefaultVariant), strings.Join(fl.VariantNames(), ", "), flags.TargetingSummary(fl.Targeting, 0))
-	return nil
+	f.Path = o.source
+	return f, nil
 }
 
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
+// sourceTimeout bounds the reads of a shared flag source.
+const sourceTimeout = 30 * time.Second
 
 func flagsSet(ctx context.Context, o flagsOptions, key, variant string, stdout, stderr io.Writer) error {
 	if strings.TrimSpace(o.reason) == "" {
@@ -334,8 +328,21 @@ func flagsSet(ctx context.Context, o flagsOptions, key, variant string, stdout, 
 	if o.env == "" {
 		return errors.New("--env is required (the environment this flag file serves)")
 	}
-	ch, err := flags.PrepareChange(o.file, o.env, key, variant)
-	if err != nil {
+	var ch *flags.Change
+	var err error
+	if o.source != "" {
+		sctx, cancel := context.WithTimeout(ctx, sourceTimeout)
+		defer cancel()
+		st, err := flags.OpenBlob(sctx, o.source)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		ch, err = flags.PrepareBlobChange(sctx, st, o.env, key, variant)
+		if err != nil {
+			return err
+		}
+	} else if ch, err = flags.PrepareChange(o.file, o.env, key, variant); err != nil {
 		return err
 	}
 	if ch.Diff == "" {
@@ -351,10 +358,10 @@ func flagsSet(ctx context.Context, o flagsOptions, key, variant string, stdout, 
 		return nil
 	}
 	auditPath := o.audit
-	if auditPath == "" {
+	if auditPath == "" && o.source == "" {
 		auditPath = flags.DefaultAuditFile(o.file)
 	}
-	rec := flags.AuditRecord{User: currentUser(o.getenv), Reason: o.reason}
+	rec := flags.AuditRecord{User: flags.CurrentUser(o.getenv), Reason: o.reason}
 	rec.Host, _ = os.Hostname()
 	if o.admin != "" {
 		token := o.adminToken
@@ -372,26 +379,20 @@ func flagsSet(ctx context.Context, o flagsOptions, key, variant string, stdout, 
 	if err := ch.Commit(auditPath, rec); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: %s -> %s (%s); audit: %s\n", key, orDash(ch.From), variant, o.file, auditPath)
+	where := o.file
+	if o.source != "" {
+		where = o.source
+		if auditPath == "" {
+			auditPath = o.source + ".audit.jsonl"
+		}
+	}
+	fmt.Fprintf(stdout, "%s: %s -> %s (%s); audit: %s\n", key, cmp.Or(ch.From, "-"), variant, where, auditPath)
 	return nil
 }
 
-func currentUser(getenv func(string) string) string {
-	for _, k := range []string{"SUDO_USER", "USER"} {
-		if v := getenv(k); v != "" {
-			return v
-		}
-	}
-	if u, err := user.Current(); err == nil {
-		return u.Username
-	}
-	return "unknown"
-}
-
 // shadowSnapshot reads the admin shadow summary and returns what the audit
-// record keeps of it: for the kill switch the whole summary; for a stage
-// flag the rows of its channel (one row as an object, several, one per
-// app, as an array).
+// record keeps of it (shadow.Summary.Snapshot): the whole summary for the
+// kill switch, the flag's channel's rows otherwise.
 func shadowSnapshot(ctx context.Context, c *adminclient.Client, key string) (json.RawMessage, error) {
 	ctx, cancel := context.WithTimeout(ctx, adminTimeout)
 	defer cancel()
@@ -399,21 +400,13 @@ func shadowSnapshot(ctx context.Context, c *adminclient.Client, key string) (jso
 	if err != nil {
 		return nil, fmt.Errorf("shadow summary: %w", err)
 	}
-	if key == flags.KillSwitchKey {
-		return json.Marshal(sum)
+	channel := ""
+	if key != flags.KillSwitchKey {
+		channel = strings.TrimPrefix(key, flags.FlagPrefix)
 	}
-	channel := strings.TrimPrefix(key, flags.FlagPrefix)
-	var found []any
-	for _, row := range sum.Channels {
-		if row.Channel == channel {
-			found = append(found, row)
-		}
+	snap, err := sum.Snapshot(channel)
+	if err != nil {
+		return nil, fmt.Errorf("shadow summary: %w", err)
 	}
-	switch len(found) {
-	case 0:
-		return nil, fmt.Errorf("shadow summary: channel %q not in the summary", channel)
-	case 1:
-		return json.Marshal(found[0])
-	}
-	return json.Marshal(found)
+	return snap, nil
 }

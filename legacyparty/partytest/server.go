@@ -199,7 +199,8 @@ func (s *Server) Publishes() []Publish {
 }
 
 // ConnIDs returns the connection ids (_pk) in the room of party, where
-// room is the raw path segment (url.PathEscape of the room id).
+// room is the raw path segment (the room id itself, see
+// broadcast.ValidateRoom).
 func (s *Server) ConnIDs(party, rawRoom string) []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()

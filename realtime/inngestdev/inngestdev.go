@@ -36,6 +36,11 @@ import (
 // conformance suite reads it too).
 const EnvURL = "SWITCHYARD_INNGEST_URL"
 
+// EnvBinary names the environment variable that gives the dev server
+// binary's path instead of the tool script (the browser test reads it
+// too).
+const EnvBinary = "SWITCHYARD_INNGEST_DEV"
+
 // ScriptPath is the tool script's path relative to the module root.
 const ScriptPath = "../shared/tools/inngest-dev.sh"
 
@@ -93,10 +98,13 @@ func (s *Server) Close() {
 	})
 }
 
-// Binary runs the tool script under moduleRoot and returns the path of the
-// dev server binary it prints. The error wraps ErrNoScript when the script
-// is absent.
+// Binary returns the path of the dev server binary: SWITCHYARD_INNGEST_DEV
+// when set, else what the tool script under moduleRoot prints. The error
+// wraps ErrNoScript when the script is absent.
 func Binary(ctx context.Context, moduleRoot string) (string, error) {
+	if bin := os.Getenv(EnvBinary); bin != "" {
+		return bin, nil
+	}
 	script := filepath.Join(moduleRoot, ScriptPath)
 	if _, err := os.Stat(script); err != nil {
 		return "", fmt.Errorf("%w: %s (the shared/ folder beside the checkout): %w", ErrNoScript, filepath.Clean(script), err)

@@ -16,6 +16,7 @@ import (
 )
 
 func TestBinaryWithoutScript(t *testing.T) {
+	t.Setenv(EnvBinary, "")
 	root := t.TempDir() // no ../shared/tools beside it
 	_, err := Binary(context.Background(), root)
 	if !errors.Is(err, ErrNoScript) {
@@ -30,6 +31,7 @@ func TestBinaryWithoutScript(t *testing.T) {
 }
 
 func TestBinaryScriptFailure(t *testing.T) {
+	t.Setenv(EnvBinary, "")
 	root := filepath.Join(t.TempDir(), "repo")
 	tools := filepath.Join(root, "..", "shared", "tools")
 	if err := os.MkdirAll(tools, 0o755); err != nil {

@@ -131,11 +131,13 @@ type Claims struct {
 	Topics []TopicClaim `json:"topics"`
 }
 
-// Counts are the server's counters.
+// Counts are the server's counters. Pings counts the protocol pings
+// written, Pongs the pongs received.
 type Counts struct {
 	Publishes, TokenRequests, Unauthorized     int
 	Connects, Rejected, SubFrames, UnsubFrames int
 	BadSubs, BadFrames, Delivered, Dropped     int
+	Pings, Pongs                               int
 }
 
 // Server is a running test server. Create it with NewServer and Close it.
@@ -754,6 +756,9 @@ func (c *conn) writeLoop() {
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(5*time.Second)); err != nil {
 				return
 			}
+			c.s.mu.Lock()
+			c.s.counts.Pings++
+			c.s.mu.Unlock()
 		}
 	}
 }
@@ -762,7 +767,13 @@ func (c *conn) readLoop() {
 	defer c.s.wg.Done()
 	defer c.stop()
 	c.ws.SetReadLimit(1 << 20)
-	c.ws.SetPongHandler(func(string) error { c.missed.Store(0); return nil })
+	c.ws.SetPongHandler(func(string) error {
+		c.missed.Store(0)
+		c.s.mu.Lock()
+		c.s.counts.Pongs++
+		c.s.mu.Unlock()
+		return nil
+	})
 	for {
 		typ, b, err := c.ws.ReadMessage()
 		if err != nil {
