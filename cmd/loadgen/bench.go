@@ -68,8 +68,13 @@ func newReport(o options) *report {
 	}
 	fig("p99_hung_vs_healthy", fmt.Sprintf("caller p99 realtime hung / healthy, %d callers", o.faultCallers), "ratio", "<=", 1.2)
 	fig("p99_failing_vs_healthy", fmt.Sprintf("caller p99 realtime 500 / healthy, %d callers", o.faultCallers), "ratio", "<=", 1.2)
-	fig("cpu_per_msg", "gateway CPU per accepted message (shadow)", "us", "<=", 150)
-	fig("allocs_per_msg", "gateway allocations per accepted message (shadow)", "allocs", "<=", 120)
+	if o.baseline != "" {
+		fig("cpu_ratio_shadow", "gateway CPU per shadow message, this build / baseline", "ratio", "<=", 0.5)
+		fig("cpu_ratio_legacy", "gateway CPU per legacy message, this build / baseline", "ratio", "<=", 0.5)
+	}
+	fig("allocs_per_msg", "gateway allocations per accepted message (shadow)", "allocs", "<=", 60)
+	fig("allocs_per_msg_legacy", "gateway allocations per accepted message (legacy)", "allocs", "<=", 35)
+	fig("cpu_per_msg", "gateway CPU per accepted message (shadow)", "us", "", 0)
 	fig("heap_per_inflight", fmt.Sprintf("gateway heap per in-flight message, %d in flight", o.heapCallers), "KiB", "<=", 64)
 	fig("goroutines_after", "gateway goroutines after the load (shadow)", "count", "<=", 0) // target set at run time
 	fig("goroutines_baseline", "gateway goroutines before the load (shadow)", "count", "", 0)
@@ -82,7 +87,14 @@ func newReport(o options) *report {
 		fig(fmt.Sprintf("added_p99_%d_legacy", c), fmt.Sprintf("added p99 over direct PartyKit, legacy, %d caller(s)", c), "ms", "", 0)
 	}
 	fig("cpu_per_msg_legacy", "gateway CPU per accepted message (legacy)", "us", "", 0)
-	fig("allocs_per_msg_legacy", "gateway allocations per accepted message (legacy)", "allocs", "", 0)
+	if o.baseline != "" {
+		fig("cpu_per_msg_base", "baseline CPU per accepted message (shadow)", "us", "", 0)
+		fig("cpu_per_msg_legacy_base", "baseline CPU per accepted message (legacy)", "us", "", 0)
+		fig("allocs_per_msg_base", "baseline allocations per accepted message (shadow)", "allocs", "", 0)
+		fig("allocs_per_msg_legacy_base", "baseline allocations per accepted message (legacy)", "allocs", "", 0)
+		fig("tput_shadow_base", "throughput via baseline gateway, shadow", "msg/s", "", 0)
+		fig("tput_legacy_base", "throughput via baseline gateway, legacy", "msg/s", "", 0)
+	}
 	return r
 }
 
@@ -92,8 +104,8 @@ const goroutineTolerance = 4
 
 // print writes the final table.
 func (r *report) print(w io.Writer) {
-	fmt.Fprintf(w, "\n%-58s %12s %-22s %-12s %s\n", "figure", "median", "spread [min..max]", "target", "met")
-	fmt.Fprintln(w, strings.Repeat("-", 116))
+	fmt.Fprintf(w, "\n%-64s %12s %-22s %-12s %s\n", "figure", "median", "spread [min..max]", "target", "met")
+	fmt.Fprintln(w, strings.Repeat("-", 122))
 	for _, f := range r.figures {
 		lo, hi := spread(f.samples)
 		tgt, met := "(info)", ""
@@ -104,7 +116,7 @@ func (r *report) print(w io.Writer) {
 				met = "met"
 			}
 		}
-		fmt.Fprintf(w, "%-58s %12s %-22s %-12s %s\n", f.label+" ("+f.unit+")", fmtNum(f.median()),
+		fmt.Fprintf(w, "%-64s %12s %-22s %-12s %s\n", f.label+" ("+f.unit+")", fmtNum(f.median()),
 			fmt.Sprintf("[%s..%s] n=%d", fmtNum(lo), fmtNum(hi), len(f.samples)), tgt, met)
 	}
 }
@@ -211,11 +223,32 @@ func bench(ctx context.Context, o options, w io.Writer) (*report, error) {
 		}
 		fmt.Fprintf(w, "built cmd/switchyard in %s\n", time.Since(t).Round(time.Millisecond))
 	}
+	var baseBin string
+	if o.baseline != "" {
+		t := time.Now()
+		var commit string
+		if baseBin, commit, err = buildBaseline(ctx, dir, o.baseline); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(w, "built baseline cmd/switchyard at %s in %s\n", commit, time.Since(t).Round(time.Millisecond))
+	}
 	up, err := startUpstreams()
 	if err != nil {
 		return nil, err
 	}
 	defer up.close()
+	var base gateways
+	if baseBin != "" {
+		if base.legacy, err = startChild(ctx, baseBin, filepath.Join(dir, "legacy-base"), "legacy", up); err != nil {
+			return nil, err
+		}
+		defer base.legacy.stop()
+		if base.shadow, err = startChild(ctx, baseBin, filepath.Join(dir, "shadow-base"), "shadow", up); err != nil {
+			return nil, err
+		}
+		defer base.shadow.stop()
+		fmt.Fprintf(w, "baseline gateways: legacy pid %d, shadow pid %d\n", base.legacy.pid, base.shadow.pid)
+	}
 	legacy, err := startChild(ctx, bin, filepath.Join(dir, "legacy"), "legacy", up)
 	if err != nil {
 		return nil, err
@@ -236,12 +269,12 @@ func bench(ctx context.Context, o options, w io.Writer) (*report, error) {
 
 	r := newReport(o)
 	time.Sleep(200 * time.Millisecond) // let start-up goroutines settle
-	base, err := shadow.metric(mc, "go_goroutines")
+	g0, err := shadow.metric(mc, "go_goroutines")
 	if err != nil {
 		return nil, err
 	}
-	r.add("goroutines_baseline", base)
-	r.get("goroutines_after").target = base + goroutineTolerance
+	r.add("goroutines_baseline", g0)
+	r.get("goroutines_after").target = g0 + goroutineTolerance
 	// The allocations of one /metrics scrape, subtracted from each delta.
 	var scrape [3]float64
 	for i := range scrape {
@@ -253,11 +286,17 @@ func bench(ctx context.Context, o options, w io.Writer) (*report, error) {
 
 	rn := &runner{hc: hc, up: up}
 	// Warm up every path (connections, caches, heap).
-	for _, p := range []phase{
+	warm := []phase{
 		{name: "warm-direct", target: targetDirectBoth, callers: o.callers, duration: o.warmup},
 		{name: "warm-legacy", target: targetGateway, gateway: legacy, callers: o.callers, duration: o.warmup},
 		{name: "warm-shadow", target: targetGateway, gateway: shadow, callers: o.callers, duration: o.warmup},
-	} {
+	}
+	if base.shadow != nil {
+		warm = append(warm,
+			phase{name: "warm-legacy-base", target: targetGateway, gateway: base.legacy, callers: o.callers, duration: o.warmup},
+			phase{name: "warm-shadow-base", target: targetGateway, gateway: base.shadow, callers: o.callers, duration: o.warmup})
+	}
+	for _, p := range warm {
 		if res := rn.run(ctx, p); res.ok == 0 {
 			return nil, fmt.Errorf("warm-up %s: no message succeeded (%d failed)", p.name, res.failed)
 		}
@@ -268,7 +307,7 @@ func bench(ctx context.Context, o options, w io.Writer) (*report, error) {
 			return nil, err
 		}
 		fmt.Fprintf(w, "round %d/%d (load %s)\n", round+1, o.rounds, loadAvg())
-		if err := throughputRound(ctx, w, rn, r, o, round, legacy, shadow, mc, scrapeAllocs); err != nil {
+		if err := throughputRound(ctx, w, rn, r, o, round, gateways{legacy, shadow}, base, mc, scrapeAllocs); err != nil {
 			return nil, err
 		}
 		for _, c := range o.latencyCallers {
@@ -292,12 +331,12 @@ func bench(ctx context.Context, o options, w io.Writer) (*report, error) {
 		if after, err = shadow.metric(mc, "go_goroutines"); err != nil {
 			return nil, err
 		}
-		if after <= base+goroutineTolerance || time.Now().After(deadline) {
+		if after <= g0+goroutineTolerance || time.Now().After(deadline) {
 			break
 		}
 	}
 	r.add("goroutines_after", after)
-	fmt.Fprintf(w, "goroutines: %.0f before the load, %.0f after (tolerance +%d)\n", base, after, goroutineTolerance)
+	fmt.Fprintf(w, "goroutines: %.0f before the load, %.0f after (tolerance +%d)\n", g0, after, goroutineTolerance)
 	fmt.Fprintf(w, "finished (load %s)\n", loadAvg())
 	r.print(w)
 	return r, nil
@@ -311,15 +350,27 @@ func loadAvg() string {
 	return strings.Join(strings.Fields(string(b))[:3], " ")
 }
 
-// throughputRound runs direct-to-both, legacy and shadow in rotating order.
+// gateways is one build's pair of gateway processes.
+type gateways struct {
+	legacy, shadow *child
+}
+
+// throughputRound runs direct-to-both, legacy and shadow (and, with a
+// baseline, the baseline's legacy and shadow) in rotating order.
 func throughputRound(ctx context.Context, w io.Writer, rn *runner, r *report, o options, round int,
-	legacy, shadow *child, mc *http.Client, scrapeAllocs float64) error {
+	cur, base gateways, mc *http.Client, scrapeAllocs float64) error {
 	phases := []phase{
 		{name: "direct", target: targetDirectBoth, callers: o.callers, duration: o.duration},
-		{name: "legacy", target: targetGateway, gateway: legacy, callers: o.callers, duration: o.duration},
-		{name: "shadow", target: targetGateway, gateway: shadow, callers: o.callers, duration: o.duration},
+		{name: "legacy", target: targetGateway, gateway: cur.legacy, callers: o.callers, duration: o.duration},
+		{name: "shadow", target: targetGateway, gateway: cur.shadow, callers: o.callers, duration: o.duration},
+	}
+	if base.shadow != nil {
+		phases = append(phases,
+			phase{name: "legacy-base", target: targetGateway, gateway: base.legacy, callers: o.callers, duration: o.duration},
+			phase{name: "shadow-base", target: targetGateway, gateway: base.shadow, callers: o.callers, duration: o.duration})
 	}
 	tput := map[string]float64{}
+	cpus := map[string]float64{}
 	for _, p := range rotate(phases, round) {
 		var before usage
 		var err error
@@ -330,7 +381,7 @@ func throughputRound(ctx context.Context, w io.Writer, rn *runner, r *report, o 
 		}
 		res := rn.run(ctx, p)
 		tput[p.name] = res.throughput()
-		line := fmt.Sprintf("  %-7s %3d callers: %8.0f msg/s  p50 %.3fms p99 %.3fms  failed %d",
+		line := fmt.Sprintf("  %-11s %3d callers: %8.0f msg/s  p50 %.3fms p99 %.3fms  failed %d",
 			p.name, p.callers, res.throughput(), ms(res.quantile(0.5)), ms(res.quantile(0.99)), res.failed)
 		if p.gateway != nil && res.ok > 0 {
 			after, err := sample(mc, p.gateway)
@@ -339,12 +390,10 @@ func throughputRound(ctx context.Context, w io.Writer, rn *runner, r *report, o 
 			}
 			cpu := float64(after.cpu-before.cpu) / 1e3 / float64(res.ok)
 			allocs := (after.mallocs - before.mallocs - scrapeAllocs) / float64(res.ok)
-			suffix := ""
-			if p.name == "legacy" {
-				suffix = "_legacy"
-			}
-			r.add("cpu_per_msg"+suffix, cpu)
-			r.add("allocs_per_msg"+suffix, allocs)
+			key := map[string]string{"legacy": "_legacy", "shadow": "", "legacy-base": "_legacy_base", "shadow-base": "_base"}[p.name]
+			cpus[p.name] = cpu
+			r.add("cpu_per_msg"+key, cpu)
+			r.add("allocs_per_msg"+key, allocs)
 			line += fmt.Sprintf("  gateway %.1fus CPU, %.1f allocs per message", cpu, allocs)
 		}
 		fmt.Fprintln(w, line)
@@ -358,7 +407,26 @@ func throughputRound(ctx context.Context, w io.Writer, rn *runner, r *report, o 
 	if tput["legacy"] > 0 {
 		r.add("tput_shadow_vs_legacy", tput["shadow"]/tput["legacy"])
 	}
+	if base.shadow != nil {
+		r.add("tput_shadow_base", tput["shadow-base"])
+		r.add("tput_legacy_base", tput["legacy-base"])
+		if b := cpus["shadow-base"]; b > 0 && cpus["shadow"] > 0 {
+			r.add("cpu_ratio_shadow", cpus["shadow"]/b)
+		}
+		if b := cpus["legacy-base"]; b > 0 && cpus["legacy"] > 0 {
+			r.add("cpu_ratio_legacy", cpus["legacy"]/b)
+		}
+		fmt.Fprintf(w, "  this build / baseline CPU per message: shadow %.2f, legacy %.2f\n",
+			ratio(cpus["shadow"], cpus["shadow-base"]), ratio(cpus["legacy"], cpus["legacy-base"]))
+	}
 	return nil
+}
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
 }
 
 // latencyRound runs direct PartyKit, legacy and shadow with c callers, in

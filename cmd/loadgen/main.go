@@ -11,7 +11,7 @@
 //
 // Usage:
 //
-//	go run ./cmd/loadgen [-rounds 12] [-duration 700ms] [-callers 32] [-quick]
+//	go run ./cmd/loadgen [-rounds 12] [-duration 700ms] [-callers 32] [-baseline COMMIT] [-quick]
 package main
 
 import (
@@ -38,6 +38,7 @@ type options struct {
 	heapDelay      time.Duration
 	heapDuration   time.Duration
 	bin            string
+	baseline       string // git commit to build a baseline binary from ("" = none)
 	cpuProfile     string
 	profileTime    time.Duration
 	quick          bool
@@ -72,6 +73,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	faultCallers := fs.Int("fault-callers", o.faultCallers, "concurrent callers of the realtime-fault phases")
 	heapCallers := fs.Int("heap-callers", o.heapCallers, "in-flight messages of the heap phase")
 	bin := fs.String("bin", "", "use this switchyard binary instead of building cmd/switchyard")
+	baseline := fs.String("baseline", "", "also build cmd/switchyard from this git commit and interleave its gateways' rounds with this build's, printing CPU per message as this build / baseline")
 	cpuProfile := fs.String("cpuprofile", "", "instead of the benchmark, profile an in-process gateway (api+broadcast+upstream clients) under shadow load and write the CPU profile here")
 	profileTime := fs.Duration("profile-time", o.profileTime, "load time of -cpuprofile")
 	if err := fs.Parse(args); err != nil {
@@ -100,7 +102,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	if set["heap-callers"] {
 		o.heapCallers = *heapCallers
 	}
-	o.bin, o.cpuProfile, o.profileTime = *bin, *cpuProfile, *profileTime
+	o.bin, o.baseline, o.cpuProfile, o.profileTime = *bin, *baseline, *cpuProfile, *profileTime
 	switch {
 	case o.rounds < 1 || o.rounds > 50:
 		return o, errors.New("-rounds: must be 1..50")
@@ -112,6 +114,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-fault-callers: must be 1..1024")
 	case o.heapCallers < 1 || o.heapCallers > 2048:
 		return o, errors.New("-heap-callers: must be 1..2048")
+	case o.baseline != "" && !validRev(o.baseline):
+		return o, fmt.Errorf("-baseline: %q is not a commit name (letters, digits, ._/~^-)", o.baseline)
 	case o.profileTime <= 0 || o.profileTime > 5*time.Minute:
 		return o, errors.New("-profile-time: must be 0..5m")
 	}

@@ -42,7 +42,7 @@ func TestQuickBenchEndToEnd(t *testing.T) {
 		}
 	}
 	for _, key := range []string{"tput_shadow_vs_direct", "tput_shadow_vs_legacy", "added_p50_1", "added_p99_4",
-		"p99_hung_vs_healthy", "p99_failing_vs_healthy", "cpu_per_msg", "allocs_per_msg", "heap_per_inflight", "goroutines_after"} {
+		"p99_hung_vs_healthy", "p99_failing_vs_healthy", "allocs_per_msg", "allocs_per_msg_legacy", "heap_per_inflight", "goroutines_after"} {
 		f := r.get(key)
 		if f == nil {
 			t.Errorf("no figure %s", key)
@@ -74,6 +74,11 @@ func TestParseOptions(t *testing.T) {
 		{[]string{"-callers", "100000"}, true, nil},
 		{[]string{"extra"}, true, nil},
 		{[]string{"-nope"}, true, nil},
+		{[]string{"-baseline", "8877c28"}, false, func(o options) bool { return o.baseline == "8877c28" }},
+		{[]string{"-baseline", "main~2"}, false, func(o options) bool { return o.baseline == "main~2" }},
+		{[]string{"-baseline", "--upload-pack=x"}, true, nil},
+		{[]string{"-baseline", "a b"}, true, nil},
+		{[]string{"-baseline", "$(id)"}, true, nil},
 	} {
 		o, err := parseOptions(tt.args, io.Discard)
 		if gotErr := err != nil; gotErr != tt.wantErr {
