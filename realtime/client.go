@@ -33,8 +33,12 @@ type Client struct {
 	segs   []segment
 	topics map[string]string
 	auth   []string // "Bearer ..." values, primary first; empty without a key
-	caller *upstream.Caller
-	logger *zap.Logger
+	// pubHeaders are the publish request headers, one per auth value (or
+	// one without Authorization when there is no key), built once and
+	// shared (upstream.PostRequest): never modified after NewClient.
+	pubHeaders map[string]http.Header
+	caller     *upstream.Caller
+	logger     *zap.Logger
 }
 
 var (
@@ -77,6 +81,15 @@ func NewClient(app string, cfg Config, hc *http.Client, m *upstream.Metrics, log
 		}
 		h, _ := HashSigningKey(k) // validated above
 		c.auth = append(c.auth, "Bearer "+h)
+	}
+	c.pubHeaders = make(map[string]http.Header, len(c.auth)+1)
+	for _, a := range append([]string{""}, c.auth...) {
+		h := http.Header{}
+		h.Set("Content-Type", "application/json")
+		if a != "" {
+			h.Set("Authorization", a)
+		}
+		c.pubHeaders[a] = h
 	}
 	return c, nil
 }
@@ -192,15 +205,7 @@ func (c *Client) Publish(ctx context.Context, m *broadcast.Message) (broadcast.P
 	target := c.base + "/v1/realtime/publish?channel=" + url.QueryEscape(c.PartyChannel(m.Party, m.Room, m.Channel)) +
 		"&topic=" + url.QueryEscape(c.Topic(m.Channel))
 	_, attempts, err := c.call(ctx, "publish", func(ctx context.Context, auth string) (*http.Request, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(m.Envelope))
-		if err != nil {
-			return nil, err
-		}
-		req.Header.Set("Content-Type", "application/json")
-		if auth != "" {
-			req.Header.Set("Authorization", auth)
-		}
-		return req, nil
+		return upstream.PostRequest(ctx, target, m.Envelope, c.pubHeaders[auth])
 	})
 	res := broadcast.PublishResult{Attempts: attempts}
 	if err != nil {
