@@ -234,7 +234,8 @@ func checkAffinity(req *messageRequest, room string, fromPath bool, prefix strin
 	}
 	if req.Room == nil {
 		if fromPath {
-			req.Room = &room
+			r := room // a copy, so that room itself does not escape on every call
+			req.Room = &r
 			return nil
 		}
 		return broadcast.Errorf(broadcast.EINVALID, "%sroom: required", prefix)
