@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/switchyard/switchyard/legacyparty/partykitdev"
 )
 
 // figure is one line of the final table: the median over rounds, the
@@ -59,6 +61,11 @@ func newReport(o options) *report {
 	r := &report{}
 	fig := func(key, label, unit, cmp string, target float64) {
 		r.figures = append(r.figures, figure{key: key, label: label, unit: unit, cmp: cmp, target: target})
+	}
+	if o.partykit {
+		fig("pk_tput_ratio", fmt.Sprintf("real PartyKit, %d callers: throughput gateway/direct", o.partyCallers), "ratio", ">=", 0.92)
+		fig("pk_added_p50", fmt.Sprintf("real PartyKit, %d callers: added p50 via gateway", o.partyCallers), "ms", "<=", 0.4)
+		fig("pk_added_p99", fmt.Sprintf("real PartyKit, %d callers: added p99 via gateway", o.partyCallers), "ms", "", 0)
 	}
 	fig("tput_shadow_vs_direct", fmt.Sprintf("throughput shadow / direct-to-both, %d callers", o.callers), "ratio", ">=", 0.6)
 	fig("tput_shadow_vs_legacy", fmt.Sprintf("throughput shadow / legacy, %d callers", o.callers), "ratio", ">=", 0.9)
@@ -249,6 +256,15 @@ func bench(ctx context.Context, o options, w io.Writer) (*report, error) {
 		defer base.shadow.stop()
 		fmt.Fprintf(w, "baseline gateways: legacy pid %d, shadow pid %d\n", base.legacy.pid, base.shadow.pid)
 	}
+	var pk *realParty
+	if o.partykit {
+		t := time.Now()
+		if pk, err = startRealParty(ctx, bin, dir, up); err != nil {
+			return nil, err
+		}
+		defer pk.close()
+		fmt.Fprintf(w, "real PartyKit dev server %s (started in %s), its legacy gateway pid %d\n", pk.srv.URL(), time.Since(t).Round(time.Millisecond), pk.gw.pid)
+	}
 	legacy, err := startChild(ctx, bin, filepath.Join(dir, "legacy"), "legacy", up)
 	if err != nil {
 		return nil, err
@@ -296,6 +312,11 @@ func bench(ctx context.Context, o options, w io.Writer) (*report, error) {
 			phase{name: "warm-legacy-base", target: targetGateway, gateway: base.legacy, callers: o.callers, duration: o.warmup},
 			phase{name: "warm-shadow-base", target: targetGateway, gateway: base.shadow, callers: o.callers, duration: o.warmup})
 	}
+	if pk != nil {
+		warm = append(warm,
+			phase{name: "warm-pk-direct", target: targetDirectParty, partyURL: pk.srv.URL(), callers: o.partyCallers, duration: o.warmup},
+			phase{name: "warm-pk-gateway", target: targetDropIn, gateway: pk.gw, callers: o.partyCallers, duration: o.warmup})
+	}
 	for _, p := range warm {
 		if res := rn.run(ctx, p); res.ok == 0 {
 			return nil, fmt.Errorf("warm-up %s: no message succeeded (%d failed)", p.name, res.failed)
@@ -312,6 +333,9 @@ func bench(ctx context.Context, o options, w io.Writer) (*report, error) {
 		}
 		for _, c := range o.latencyCallers {
 			latencyRound(ctx, w, rn, r, o, round, c, legacy, shadow)
+		}
+		if pk != nil {
+			partyRound(ctx, w, rn, r, o, round, pk)
 		}
 		if err := faultRound(ctx, w, rn, r, o, round, shadow, mc); err != nil {
 			return nil, err
@@ -458,6 +482,62 @@ func latencyRound(ctx context.Context, w io.Writer, rn *runner, r *report, o opt
 		r.add(fmt.Sprintf("added_p99_%d%s", c, suffix), add99)
 	}
 	fmt.Fprintln(w, line)
+}
+
+// realParty is a real PartyKit dev server and a legacy gateway publishing
+// to it.
+type realParty struct {
+	srv *partykitdev.Server
+	gw  *child
+}
+
+func (p *realParty) close() {
+	p.gw.stop()
+	p.srv.Close()
+}
+
+// startRealParty launches the test/partykit fixture's dev server and a
+// legacy gateway whose PartyKit URL is that server.
+func startRealParty(ctx context.Context, bin, dir string, up *fakeUpstreams) (*realParty, error) {
+	root, err := partykitdev.ModuleRoot()
+	if err != nil {
+		return nil, err
+	}
+	srv, err := partykitdev.Launch(ctx, root)
+	if err != nil {
+		return nil, fmt.Errorf("real PartyKit dev server (make test-deps installs it; -partykit=false skips this comparison): %w", err)
+	}
+	gw, err := startChildAt(ctx, bin, filepath.Join(dir, "partykit"), "legacy", srv.URL(), up.realtimeURL)
+	if err != nil {
+		srv.Close()
+		return nil, err
+	}
+	return &realParty{srv: srv, gw: gw}, nil
+}
+
+// partyRound runs straight to the real PartyKit dev server and through the
+// legacy gateway's drop-in path to it, in rotating order, and records the
+// throughput ratio and the added p50/p99.
+func partyRound(ctx context.Context, w io.Writer, rn *runner, r *report, o options, round int, pk *realParty) {
+	phases := []phase{
+		{name: "direct", target: targetDirectParty, partyURL: pk.srv.URL(), callers: o.partyCallers, duration: o.duration},
+		{name: "gateway", target: targetDropIn, gateway: pk.gw, callers: o.partyCallers, duration: o.duration},
+	}
+	res := map[string]phaseResult{}
+	for _, p := range rotate(phases, round) {
+		res[p.name] = rn.run(ctx, p)
+	}
+	d, g := res["direct"], res["gateway"]
+	add50, add99 := ms(g.quantile(0.5)-d.quantile(0.5)), ms(g.quantile(0.99)-d.quantile(0.99))
+	fmt.Fprintf(w, "  real PartyKit %d callers: direct %8.0f msg/s p50 %.3fms p99 %.3fms failed %d | via gateway %8.0f msg/s p50 %.3fms p99 %.3fms failed %d | ratio %.3f, added %.3f/%.3fms\n",
+		o.partyCallers, d.throughput(), ms(d.quantile(0.5)), ms(d.quantile(0.99)), d.failed,
+		g.throughput(), ms(g.quantile(0.5)), ms(g.quantile(0.99)), g.failed, ratio(g.throughput(), d.throughput()), add50, add99)
+	if d.ok == 0 || g.ok == 0 {
+		return
+	}
+	r.add("pk_tput_ratio", g.throughput()/d.throughput())
+	r.add("pk_added_p50", add50)
+	r.add("pk_added_p99", add99)
 }
 
 // faultRound measures the shadow caller's p99 with the realtime upstream

@@ -147,6 +147,11 @@ type child struct {
 // startChild writes the config and flag file for stage into dir, starts
 // bin, and waits for its "switchyard ready" log line.
 func startChild(ctx context.Context, bin, dir, stage string, up *fakeUpstreams) (*child, error) {
+	return startChildAt(ctx, bin, dir, stage, up.partyURL, up.realtimeURL)
+}
+
+// startChildAt is startChild with the PartyKit and Realtime URLs given.
+func startChildAt(ctx context.Context, bin, dir, stage, partyURL, realtimeURL string) (*child, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -154,7 +159,7 @@ func startChild(ctx context.Context, bin, dir, stage string, up *fakeUpstreams) 
 		return nil, err
 	}
 	cfgPath := filepath.Join(dir, "switchyard.yaml")
-	if err := os.WriteFile(cfgPath, []byte(gatewayConfig(up.partyURL, up.realtimeURL)), 0o644); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(gatewayConfig(partyURL, realtimeURL)), 0o644); err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, "serve", "--config", cfgPath)

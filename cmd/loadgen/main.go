@@ -39,6 +39,8 @@ type options struct {
 	heapDuration   time.Duration
 	bin            string
 	baseline       string // git commit to build a baseline binary from ("" = none)
+	partykit       bool   // compare the gateway with a real PartyKit dev server
+	partyCallers   int
 	cpuProfile     string
 	profileTime    time.Duration
 	quick          bool
@@ -49,7 +51,7 @@ func defaultOptions() options {
 		rounds: 12, duration: 700 * time.Millisecond, warmup: time.Second, callers: 32,
 		latencyCallers: []int{1, 4}, faultCallers: 4,
 		heapCallers: 256, heapDelay: 200 * time.Millisecond, heapDuration: 3 * time.Second,
-		profileTime: 5 * time.Second,
+		profileTime: 5 * time.Second, partykit: true, partyCallers: 8,
 	}
 }
 
@@ -59,6 +61,7 @@ func quickOptions() options {
 	o.quick = true
 	o.rounds, o.duration, o.warmup = 1, 250*time.Millisecond, 200*time.Millisecond
 	o.heapCallers, o.heapDuration = 64, time.Second
+	o.partykit = false
 	return o
 }
 
@@ -75,6 +78,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	bin := fs.String("bin", "", "use this switchyard binary instead of building cmd/switchyard")
 	baseline := fs.String("baseline", "", "also build cmd/switchyard from this git commit and interleave its gateways' rounds with this build's, printing CPU per message as this build / baseline")
 	cpuProfile := fs.String("cpuprofile", "", "instead of the benchmark, profile an in-process gateway (api+broadcast+upstream clients) under shadow load and write the CPU profile here")
+	partykit := fs.Bool("partykit", o.partykit, "also compare the legacy gateway's drop-in path with a real PartyKit dev server (test/partykit fixture, installed by make test-deps); off in -quick")
 	profileTime := fs.Duration("profile-time", o.profileTime, "load time of -cpuprofile")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -101,6 +105,9 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	}
 	if set["heap-callers"] {
 		o.heapCallers = *heapCallers
+	}
+	if set["partykit"] {
+		o.partykit = *partykit
 	}
 	o.bin, o.baseline, o.cpuProfile, o.profileTime = *bin, *baseline, *cpuProfile, *profileTime
 	switch {
