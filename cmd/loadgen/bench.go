@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
@@ -67,6 +68,7 @@ func newReport(o options) *report {
 		fig("pk_added_p50", fmt.Sprintf("real PartyKit, %d callers: added p50 via gateway", o.partyCallers), "ms", "<=", 0.4)
 		fig("pk_added_p99", fmt.Sprintf("real PartyKit, %d callers: added p99 via gateway", o.partyCallers), "ms", "", 0)
 	}
+	fig("upstream_conns", "new upstream connections per 1000 gateway messages", "count", "", 0)
 	fig("tput_shadow_vs_direct", fmt.Sprintf("throughput shadow / direct-to-both, %d callers", o.callers), "ratio", ">=", 0.6)
 	fig("tput_shadow_vs_legacy", fmt.Sprintf("throughput shadow / legacy, %d callers", o.callers), "ratio", ">=", 0.9)
 	for _, c := range o.latencyCallers {
@@ -215,6 +217,9 @@ func sample(hc *http.Client, c *child) (usage, error) {
 // bench runs the whole benchmark and prints progress and the final table.
 func bench(ctx context.Context, o options, w io.Writer) (*report, error) {
 	fmt.Fprintf(w, "switchyard loadgen: %s\n", machine())
+	if o.tls {
+		fmt.Fprintln(w, "upstreams over HTTPS (local CA; gateways trust it through SSL_CERT_FILE)")
+	}
 	fmt.Fprintf(w, "rounds %d x phases of %s; throughput %d callers, latency %v callers, faults %d callers, heap %d in flight (PartyKit delay %s)\n",
 		o.rounds, o.duration, o.callers, o.latencyCallers, o.faultCallers, o.heapCallers, o.heapDelay)
 	dir, err := os.MkdirTemp("", "switchyard-loadgen-")
@@ -239,7 +244,13 @@ func bench(ctx context.Context, o options, w io.Writer) (*report, error) {
 		}
 		fmt.Fprintf(w, "built baseline cmd/switchyard at %s in %s\n", commit, time.Since(t).Round(time.Millisecond))
 	}
-	up, err := startUpstreams()
+	var ca *localCA
+	if o.tls {
+		if ca, err = newLocalCA(dir); err != nil {
+			return nil, err
+		}
+	}
+	up, err := startUpstreamsTLS(ca)
 	if err != nil {
 		return nil, err
 	}
@@ -279,6 +290,9 @@ func bench(ctx context.Context, o options, w io.Writer) (*report, error) {
 		legacy.pid, legacy.public, shadow.pid, shadow.public, up.partyURL, up.realtimeURL)
 	hc := newClient(max(o.callers, o.heapCallers, o.faultCallers, 8))
 	defer hc.CloseIdleConnections()
+	if ca != nil {
+		hc.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: ca.Pool, MinVersion: tls.VersionTLS12}
+	}
 	// Metrics scrapes use their own client so they never take a load slot.
 	mc := newClient(4)
 	defer mc.CloseIdleConnections()
@@ -403,8 +417,13 @@ func throughputRound(ctx context.Context, w io.Writer, rn *runner, r *report, o 
 				return err
 			}
 		}
+		conns0 := rn.up.newConns.Load()
 		res := rn.run(ctx, p)
+		conns := rn.up.newConns.Load() - conns0
 		tput[p.name] = res.throughput()
+		if p.gateway != nil && res.ok > 0 {
+			r.add("upstream_conns", float64(conns)*1000/float64(res.ok))
+		}
 		line := fmt.Sprintf("  %-11s %3d callers: %8.0f msg/s  p50 %.3fms p99 %.3fms  failed %d",
 			p.name, p.callers, res.throughput(), ms(res.quantile(0.5)), ms(res.quantile(0.99)), res.failed)
 		if p.gateway != nil && res.ok > 0 {
@@ -418,7 +437,7 @@ func throughputRound(ctx context.Context, w io.Writer, rn *runner, r *report, o 
 			cpus[p.name] = cpu
 			r.add("cpu_per_msg"+key, cpu)
 			r.add("allocs_per_msg"+key, allocs)
-			line += fmt.Sprintf("  gateway %.1fus CPU, %.1f allocs per message", cpu, allocs)
+			line += fmt.Sprintf("  gateway %.1fus CPU, %.1f allocs per message, %d new upstream connections", cpu, allocs, conns)
 		}
 		fmt.Fprintln(w, line)
 	}
@@ -507,7 +526,7 @@ func startRealParty(ctx context.Context, bin, dir string, up *fakeUpstreams) (*r
 	if err != nil {
 		return nil, fmt.Errorf("real PartyKit dev server (make test-deps installs it; -partykit=false skips this comparison): %w", err)
 	}
-	gw, err := startChildAt(ctx, bin, filepath.Join(dir, "partykit"), "legacy", srv.URL(), up.realtimeURL)
+	gw, err := startChildAt(ctx, bin, filepath.Join(dir, "partykit"), "legacy", srv.URL(), up.realtimeURL, up.childEnv...)
 	if err != nil {
 		srv.Close()
 		return nil, err

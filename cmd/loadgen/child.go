@@ -147,11 +147,12 @@ type child struct {
 // startChild writes the config and flag file for stage into dir, starts
 // bin, and waits for its "switchyard ready" log line.
 func startChild(ctx context.Context, bin, dir, stage string, up *fakeUpstreams) (*child, error) {
-	return startChildAt(ctx, bin, dir, stage, up.partyURL, up.realtimeURL)
+	return startChildAt(ctx, bin, dir, stage, up.partyURL, up.realtimeURL, up.childEnv...)
 }
 
 // startChildAt is startChild with the PartyKit and Realtime URLs given.
-func startChildAt(ctx context.Context, bin, dir, stage, partyURL, realtimeURL string) (*child, error) {
+// env is added to the process's environment.
+func startChildAt(ctx context.Context, bin, dir, stage, partyURL, realtimeURL string, env ...string) (*child, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -163,7 +164,7 @@ func startChildAt(ctx context.Context, bin, dir, stage, partyURL, realtimeURL st
 		return nil, err
 	}
 	cmd := exec.Command(bin, "serve", "--config", cfgPath)
-	cmd.Env = append(os.Environ(), "LOADGEN_KEY="+loadKey)
+	cmd.Env = append(append(os.Environ(), "LOADGEN_KEY="+loadKey), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err

@@ -40,6 +40,7 @@ type options struct {
 	bin            string
 	baseline       string // git commit to build a baseline binary from ("" = none)
 	partykit       bool   // compare the gateway with a real PartyKit dev server
+	tls            bool   // upstream fakes over HTTPS with a local CA
 	partyCallers   int
 	cpuProfile     string
 	profileTime    time.Duration
@@ -79,6 +80,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	baseline := fs.String("baseline", "", "also build cmd/switchyard from this git commit and interleave its gateways' rounds with this build's, printing CPU per message as this build / baseline")
 	cpuProfile := fs.String("cpuprofile", "", "instead of the benchmark, profile an in-process gateway (api+broadcast+upstream clients) under shadow load and write the CPU profile here")
 	partykit := fs.Bool("partykit", o.partykit, "also compare the legacy gateway's drop-in path with a real PartyKit dev server (test/partykit fixture, installed by make test-deps); off in -quick")
+	useTLS := fs.Bool("tls", false, "serve the upstream fakes over HTTPS with a throwaway local CA (the gateways trust it through SSL_CERT_FILE)")
 	profileTime := fs.Duration("profile-time", o.profileTime, "load time of -cpuprofile")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -109,6 +111,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	if set["partykit"] {
 		o.partykit = *partykit
 	}
+	o.tls = *useTLS
 	o.bin, o.baseline, o.cpuProfile, o.profileTime = *bin, *baseline, *cpuProfile, *profileTime
 	switch {
 	case o.rounds < 1 || o.rounds > 50:
