@@ -53,10 +53,11 @@ vulncheck:
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$$(git describe --always --dirty 2>/dev/null || echo dev)" -o bin/switchyard ./cmd/switchyard
 
-## bench: the side-by-side load benchmark (ratios) and the micro-benchmarks
+## bench: the side-by-side load benchmark (ratios) and the micro-benchmarks;
+## BASELINE=<commit> also builds that commit and prints CPU per message as this build / baseline
 bench:
-	$(GO) run ./cmd/loadgen
-	$(GO) test -run '^$$' -bench . -benchmem ./broadcast/ ./flags/ ./shadow/
+	$(GO) run ./cmd/loadgen $(if $(BASELINE),-baseline $(BASELINE))
+	$(GO) test -run '^$$' -bench . -benchmem ./api/ ./broadcast/ ./flags/ ./shadow/
 
 fuzz:
 	scripts/fuzz.sh 20s

@@ -195,7 +195,11 @@ func (s *Server) decodeAuthed(w http.ResponseWriter, r *http.Request, v any) (ap
 	}
 	b, err := s.readBody(w, r)
 	if err == nil {
-		err = decodeStrict(b, v, "")
+		if mr, ok := v.(*messageRequest); ok {
+			err = decodeMessage(b, mr, "")
+		} else {
+			err = decodeStrict(b, v, "")
+		}
 	}
 	if err != nil {
 		s.writeError(w, r, app, "", err)
@@ -230,7 +234,8 @@ func checkAffinity(req *messageRequest, room string, fromPath bool, prefix strin
 	}
 	if req.Room == nil {
 		if fromPath {
-			req.Room = &room
+			r := room // a copy, so that room itself does not escape on every call
+			req.Room = &r
 			return nil
 		}
 		return broadcast.Errorf(broadcast.EINVALID, "%sroom: required", prefix)
@@ -273,7 +278,7 @@ func (s *Server) handleBroadcast(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.accepted(m)
-	writeJSON(w, http.StatusOK, answerOf(out))
+	writeAnswer(w, answerOf(out))
 }
 
 type batchRequest struct {
@@ -317,7 +322,7 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
 	for i, raw := range req.Messages {
 		prefix := fmt.Sprintf("messages[%d].", i)
 		var mr messageRequest
-		if err := decodeStrict(raw, &mr, prefix); err != nil {
+		if err := decodeMessage(raw, &mr, prefix); err != nil {
 			s.writeError(w, r, app, "", err)
 			return
 		}

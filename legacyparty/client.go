@@ -1,7 +1,6 @@
 package legacyparty
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -19,6 +18,9 @@ type Client struct {
 	cfg    Config
 	caller *upstream.Caller
 	log    *zap.Logger
+	// header is every publish's request header, built once and shared
+	// (upstream.PostRequest): never modified after NewClient.
+	header http.Header
 }
 
 var _ broadcast.Publisher = (*Client)(nil)
@@ -39,8 +41,14 @@ func NewClient(cfg Config, hc *http.Client, m *upstream.Metrics, logger *zap.Log
 		logger = zap.NewNop()
 	}
 	cfg = cfg.WithDefaults()
+	header := http.Header{}
+	header.Set("Content-Type", "text/plain;charset=UTF-8")
+	if cfg.SecretHeader != "" {
+		header.Set(cfg.SecretHeader, cfg.Secret)
+	}
 	return &Client{
-		cfg: cfg,
+		header: header,
+		cfg:    cfg,
 		caller: &upstream.Caller{
 			Client:    hc,
 			Policy:    cfg.Policy.WithDefaults(),
@@ -70,15 +78,7 @@ func (c *Client) Publish(ctx context.Context, m *broadcast.Message) (broadcast.P
 	}
 	target := c.cfg.URL + path
 	_, attempts, err := c.caller.Do(ctx, "publish", func(ctx context.Context) (*http.Request, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(m.Envelope))
-		if err != nil {
-			return nil, err
-		}
-		req.Header.Set("Content-Type", "text/plain;charset=UTF-8")
-		if c.cfg.SecretHeader != "" {
-			req.Header.Set(c.cfg.SecretHeader, c.cfg.Secret)
-		}
-		return req, nil
+		return upstream.PostRequest(ctx, target, m.Envelope, c.header)
 	})
 	res := broadcast.PublishResult{Attempts: attempts}
 	if err != nil {

@@ -31,10 +31,15 @@ type Client struct {
 	party  string // what {party} stands for when a message names none
 	base   string // URL without trailing slash
 	segs   []segment
+	escApp string // url.QueryEscape(app)
 	topics map[string]string
 	auth   []string // "Bearer ..." values, primary first; empty without a key
-	caller *upstream.Caller
-	logger *zap.Logger
+	// pubHeaders are the publish request headers, one per auth value (or
+	// one without Authorization when there is no key), built once and
+	// shared (upstream.PostRequest): never modified after NewClient.
+	pubHeaders map[string]http.Header
+	caller     *upstream.Caller
+	logger     *zap.Logger
 }
 
 var (
@@ -56,11 +61,15 @@ func NewClient(app string, cfg Config, hc *http.Client, m *upstream.Metrics, log
 		logger = zap.NewNop()
 	}
 	segs, _ := parseTemplate(cfg.ChannelTemplate) // validated above
+	for i := range segs {
+		segs[i].escLit = url.QueryEscape(segs[i].lit)
+	}
 	c := &Client{
 		app:    app,
 		party:  cfg.Party,
 		base:   strings.TrimRight(cfg.URL, "/"),
 		segs:   segs,
+		escApp: url.QueryEscape(app),
 		topics: make(map[string]string, len(cfg.Topics)),
 		caller: &upstream.Caller{Client: hc, Policy: cfg.Policy.WithDefaults(), Transport: string(broadcast.TransportRealtime), Metrics: m},
 		logger: logger.With(zap.String("app", app), zap.String("transport", "realtime")),
@@ -77,6 +86,15 @@ func NewClient(app string, cfg Config, hc *http.Client, m *upstream.Metrics, log
 		}
 		h, _ := HashSigningKey(k) // validated above
 		c.auth = append(c.auth, "Bearer "+h)
+	}
+	c.pubHeaders = make(map[string]http.Header, len(c.auth)+1)
+	for _, a := range append([]string{""}, c.auth...) {
+		h := http.Header{}
+		h.Set("Content-Type", "application/json")
+		if a != "" {
+			h.Set("Authorization", a)
+		}
+		c.pubHeaders[a] = h
 	}
 	return c, nil
 }
@@ -188,19 +206,9 @@ func (c *Client) Publish(ctx context.Context, m *broadcast.Message) (broadcast.P
 			Message: fmt.Sprintf("message envelope is %d bytes, over the %d byte limit of the realtime transport", len(m.Envelope), broadcast.MaxRealtimeBody),
 		}
 	}
-	// The same query url.Values.Encode gives, without its map and sort.
-	target := c.base + "/v1/realtime/publish?channel=" + url.QueryEscape(c.PartyChannel(m.Party, m.Room, m.Channel)) +
-		"&topic=" + url.QueryEscape(c.Topic(m.Channel))
+	target := c.publishURL(m.Party, m.Room, m.Channel)
 	_, attempts, err := c.call(ctx, "publish", func(ctx context.Context, auth string) (*http.Request, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(m.Envelope))
-		if err != nil {
-			return nil, err
-		}
-		req.Header.Set("Content-Type", "application/json")
-		if auth != "" {
-			req.Header.Set("Authorization", auth)
-		}
-		return req, nil
+		return upstream.PostRequest(ctx, target, m.Envelope, c.pubHeaders[auth])
 	})
 	res := broadcast.PublishResult{Attempts: attempts}
 	if err != nil {
@@ -237,6 +245,54 @@ func (c *Client) Probe(ctx context.Context, channel string, body []byte) error {
 	}
 	return nil
 }
+
+// publishURL is the publish target of a message of party, room and
+// channel: the same URL as c.base + "/v1/realtime/publish?channel=" +
+// url.QueryEscape(c.PartyChannel(party, room, channel)) + "&topic=" +
+// url.QueryEscape(c.Topic(channel)) (the query url.Values.Encode gives),
+// built in one allocation: query escaping is byte by byte, so the channel
+// is escaped segment by segment, the template's literals escaped once in
+// NewClient.
+func (c *Client) publishURL(party, room, channel string) string {
+	if party == "" {
+		party = c.party
+	}
+	topic := url.QueryEscape(c.Topic(channel))
+	parts := make([]string, 0, 8)
+	for _, s := range c.segs {
+		switch s.ph {
+		case "":
+			parts = append(parts, s.escLit)
+		case "{room}":
+			parts = append(parts, url.QueryEscape(room))
+		case "{app}":
+			parts = append(parts, c.escApp)
+		case "{party}":
+			parts = append(parts, url.QueryEscape(party))
+		case "{channel}":
+			parts = append(parts, url.QueryEscape(channel))
+		}
+	}
+	n := len(c.base) + len(publishPath) + len(topicParam) + len(topic)
+	for _, p := range parts {
+		n += len(p)
+	}
+	var b strings.Builder
+	b.Grow(n)
+	b.WriteString(c.base)
+	b.WriteString(publishPath)
+	for _, p := range parts {
+		b.WriteString(p)
+	}
+	b.WriteString(topicParam)
+	b.WriteString(topic)
+	return b.String()
+}
+
+const (
+	publishPath = "/v1/realtime/publish?channel="
+	topicParam  = "&topic="
+)
 
 // call runs one upstream call with the primary key and, after a 401/403,
 // once more with the fallback key. attempts adds up both.

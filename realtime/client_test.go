@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
 	"reflect"
 	"strings"
 	"testing"
@@ -399,5 +400,25 @@ func TestGroupChannels(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPublishURLMatchesQueryEscape holds publishURL to the URL the
+// straightforward url.QueryEscape concatenation builds.
+func TestPublishURLMatchesQueryEscape(t *testing.T) {
+	for _, tpl := range []string{"", "{app}:{party}:{room}", "rooms/{room}?x={channel}&y=ü", "{room}"} {
+		c, err := NewClient("my app&co", Config{URL: "http://127.0.0.1:1", ChannelTemplate: tpl, Topics: map[string]string{"video-ready": "vid/eo:ready"}}, nil, nil, nil)
+		if err != nil {
+			t.Fatalf("template %q: %v", tpl, err)
+		}
+		for _, m := range []struct{ party, room, channel string }{
+			{"", "room-1", "video-ready"}, {"main", "a!b'(c)*:@$&+,;=", "default"}, {"other_p", "r~._-", "x y"},
+		} {
+			want := c.base + "/v1/realtime/publish?channel=" + url.QueryEscape(c.PartyChannel(m.party, m.room, m.channel)) +
+				"&topic=" + url.QueryEscape(c.Topic(m.channel))
+			if got := c.publishURL(m.party, m.room, m.channel); got != want {
+				t.Errorf("template %q, %+v: publishURL = %q, want %q", tpl, m, got, want)
+			}
+		}
 	}
 }

@@ -199,8 +199,9 @@ func HashSigningKey(key string) (string, error) {
 // segment is one piece of a parsed channel template: literal text or a
 // placeholder.
 type segment struct {
-	lit string
-	ph  string // "", "{room}", "{app}" or "{channel}"
+	lit    string
+	escLit string // url.QueryEscape(lit), set by NewClient
+	ph     string // "", "{room}", "{app}" or "{channel}"
 }
 
 func parseTemplate(tpl string) ([]segment, error) {

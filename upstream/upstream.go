@@ -67,7 +67,7 @@ func (p Policy) WithDefaults() Policy {
 // NewTransport returns the tuned transport to share across every client of
 // the process: keep-alive pools sized to the expected concurrency
 // (maxConnsPerHost idle connections kept per host, default 256), HTTP/1.1,
-// short dial and TLS timeouts.
+// short dial and TLS timeouts, no transparent gzip (answers are tiny).
 func NewTransport(maxConnsPerHost int) *http.Transport {
 	if maxConnsPerHost <= 0 {
 		maxConnsPerHost = 256
@@ -82,6 +82,9 @@ func NewTransport(maxConnsPerHost int) *http.Transport {
 		ExpectContinueTimeout: time.Second,
 		ResponseHeaderTimeout: 0, // bounded by the per-attempt context instead
 		ForceAttemptHTTP2:     false,
+		// No transparent gzip: publish and token answers are a few bytes,
+		// and asking for gzip costs a header map and a check per request.
+		DisableCompression: true,
 	}
 }
 

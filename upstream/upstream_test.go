@@ -217,3 +217,49 @@ func TestRetryAfter(t *testing.T) {
 		t.Errorf("retryAfter(date in an hour) = %s", got)
 	}
 }
+
+// TestPostRequest checks that PostRequest sends what
+// http.NewRequestWithContext + Header.Set sends, and that GetBody rewinds.
+func TestPostRequest(t *testing.T) {
+	type seen struct {
+		method, uri, ct, secret, body string
+		length                        int64
+	}
+	got := make(chan seen, 4)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- seen{r.Method, r.RequestURI, r.Header.Get("Content-Type"), r.Header.Get("X-Secret"), string(b), r.ContentLength}
+		_, _ = io.WriteString(w, "ok")
+	}))
+	defer srv.Close()
+	header := http.Header{"Content-Type": {"text/plain;charset=UTF-8"}, "X-Secret": {"s3"}}
+	for _, body := range []string{`{"body":{"a":1},"name":"n"}`, ""} {
+		req, err := PostRequest(context.Background(), srv.URL+"/parties/main/a!b'(c)*", []byte(body), header)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, err := req.GetBody()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := io.ReadAll(rc); string(b) != body {
+			t.Errorf("GetBody read %q, want %q", b, body)
+		}
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		s := <-got
+		want := seen{"POST", "/parties/main/a!b'(c)*", "text/plain;charset=UTF-8", "s3", body, int64(len(body))}
+		if s != want {
+			t.Errorf("server saw %+v, want %+v", s, want)
+		}
+	}
+	if len(header) != 2 || header.Get("Content-Type") != "text/plain;charset=UTF-8" {
+		t.Errorf("the shared header was modified: %v", header)
+	}
+	if _, err := PostRequest(context.Background(), "http://[::1", nil, header); err == nil {
+		t.Error("PostRequest accepted a malformed URL")
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +12,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/switchyard/switchyard/legacyparty/partykitdev"
 )
 
 // figure is one line of the final table: the median over rounds, the
@@ -64,6 +67,12 @@ func newReport(o options) *report {
 		}
 		r.figures = append(r.figures, figure{key: key, label: label, unit: unit, cmp: cmp, target: target})
 	}
+	if o.partykit {
+		fig("pk_tput_ratio", fmt.Sprintf("real PartyKit, %d callers: throughput gateway/direct", o.partyCallers), "ratio", ">=", 0.92)
+		fig("pk_added_p50", fmt.Sprintf("real PartyKit, %d callers: added p50 via gateway", o.partyCallers), "ms", "<=", 0.4)
+		fig("pk_added_p99", fmt.Sprintf("real PartyKit, %d callers: added p99 via gateway", o.partyCallers), "ms", "", 0)
+	}
+	fig("upstream_conns", "new upstream connections per 1000 gateway messages", "count", "", 0)
 	fig("tput_shadow_vs_direct", fmt.Sprintf("throughput shadow / direct-to-both, %d callers", o.callers), "ratio", ">=", 0.6)
 	fig("tput_shadow_vs_legacy", fmt.Sprintf("throughput shadow / legacy, %d callers", o.callers), "ratio", ">=", 0.9)
 	for _, c := range o.latencyCallers {
@@ -72,8 +81,13 @@ func newReport(o options) *report {
 	}
 	fig("p99_hung_vs_healthy", fmt.Sprintf("caller p99 realtime hung / healthy, %d callers", o.faultCallers), "ratio", "<=", 1.2)
 	fig("p99_failing_vs_healthy", fmt.Sprintf("caller p99 realtime 500 / healthy, %d callers", o.faultCallers), "ratio", "<=", 1.2)
-	fig("cpu_per_msg", "gateway CPU per accepted message (shadow)", "us", "<=", 150)
-	fig("allocs_per_msg", "gateway allocations per accepted message (shadow)", "allocs", "<=", 120)
+	if o.baseline != "" {
+		fig("cpu_ratio_shadow", "gateway CPU per shadow message, this build / baseline", "ratio", "<=", 0.5)
+		fig("cpu_ratio_legacy", "gateway CPU per legacy message, this build / baseline", "ratio", "<=", 0.5)
+	}
+	fig("allocs_per_msg", "gateway allocations per accepted message (shadow)", "allocs", "<=", 60)
+	fig("allocs_per_msg_legacy", "gateway allocations per accepted message (legacy)", "allocs", "<=", 35)
+	fig("cpu_per_msg", "gateway CPU per accepted message (shadow)", "us", "", 0)
 	fig("heap_per_inflight", fmt.Sprintf("gateway heap per in-flight message, %d in flight", o.heapCallers), "KiB", "<=", 64)
 	fig("goroutines_after", "gateway goroutines after the load (shadow)", "count", "<=", 0) // target set at run time
 	fig("goroutines_baseline", "gateway goroutines before the load (shadow)", "count", "", 0)
@@ -86,7 +100,6 @@ func newReport(o options) *report {
 		fig(fmt.Sprintf("added_p99_%d_legacy", c), fmt.Sprintf("added p99 over direct PartyKit, legacy, %d caller(s)", c), "ms", "", 0)
 	}
 	fig("cpu_per_msg_legacy", "gateway CPU per accepted message (legacy)", "us", "", 0)
-	fig("allocs_per_msg_legacy", "gateway allocations per accepted message (legacy)", "allocs", "", 0)
 	if o.comparator {
 		// Real PartyKit dev server (comparator.go).
 		fig("cmp_p99_healthy", "PartyKit answer p99, sampled 1.0 / 0, rt healthy", "ratio", "<=", 1.2)
@@ -101,6 +114,14 @@ func newReport(o options) *report {
 		fig("ready_realtime_p50", "watch time to ready, fresh room, Inngest p50", "ms", "", 0)
 		fig("ready_realtime_p99", "watch time to ready, fresh room, Inngest p99", "ms", "", 0)
 	}
+	if o.baseline != "" {
+		fig("cpu_per_msg_base", "baseline CPU per accepted message (shadow)", "us", "", 0)
+		fig("cpu_per_msg_legacy_base", "baseline CPU per accepted message (legacy)", "us", "", 0)
+		fig("allocs_per_msg_base", "baseline allocations per accepted message (shadow)", "allocs", "", 0)
+		fig("allocs_per_msg_legacy_base", "baseline allocations per accepted message (legacy)", "allocs", "", 0)
+		fig("tput_shadow_base", "throughput via baseline gateway, shadow", "msg/s", "", 0)
+		fig("tput_legacy_base", "throughput via baseline gateway, legacy", "msg/s", "", 0)
+	}
 	return r
 }
 
@@ -110,8 +131,8 @@ const goroutineTolerance = 4
 
 // print writes the final table.
 func (r *report) print(w io.Writer) {
-	fmt.Fprintf(w, "\n%-58s %12s %-22s %-12s %s\n", "figure", "median", "spread [min..max]", "target", "met")
-	fmt.Fprintln(w, strings.Repeat("-", 116))
+	fmt.Fprintf(w, "\n%-64s %12s %-22s %-12s %s\n", "figure", "median", "spread [min..max]", "target", "met")
+	fmt.Fprintln(w, strings.Repeat("-", 122))
 	for _, f := range r.figures {
 		lo, hi := spread(f.samples)
 		tgt, met := "(info)", ""
@@ -122,7 +143,7 @@ func (r *report) print(w io.Writer) {
 				met = "met"
 			}
 		}
-		fmt.Fprintf(w, "%-58s %12s %-22s %-12s %s\n", f.label+" ("+f.unit+")", fmtNum(f.median()),
+		fmt.Fprintf(w, "%-64s %12s %-22s %-12s %s\n", f.label+" ("+f.unit+")", fmtNum(f.median()),
 			fmt.Sprintf("[%s..%s] n=%d", fmtNum(lo), fmtNum(hi), len(f.samples)), tgt, met)
 	}
 }
@@ -214,6 +235,9 @@ func sample(hc *http.Client, c *child) (usage, error) {
 // bench runs the whole benchmark and prints progress and the final table.
 func bench(ctx context.Context, o options, w io.Writer) (*report, error) {
 	fmt.Fprintf(w, "switchyard loadgen: %s\n", machine())
+	if o.tls {
+		fmt.Fprintln(w, "upstreams over HTTPS (local CA; gateways trust it through SSL_CERT_FILE)")
+	}
 	if !o.onlyComparator {
 		fmt.Fprintf(w, "rounds %d x phases of %s; throughput %d callers, latency %v callers, faults %d callers, heap %d in flight (PartyKit delay %s)\n",
 			o.rounds, o.duration, o.callers, o.latencyCallers, o.faultCallers, o.heapCallers, o.heapDelay)
@@ -244,11 +268,47 @@ func bench(ctx context.Context, o options, w io.Writer) (*report, error) {
 		r.print(w)
 		return r, nil
 	}
-	up, err := startUpstreams()
+	var baseBin string
+	if o.baseline != "" {
+		t := time.Now()
+		var commit string
+		if baseBin, commit, err = buildBaseline(ctx, dir, o.baseline); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(w, "built baseline cmd/switchyard at %s in %s\n", commit, time.Since(t).Round(time.Millisecond))
+	}
+	var ca *localCA
+	if o.tls {
+		if ca, err = newLocalCA(dir); err != nil {
+			return nil, err
+		}
+	}
+	up, err := startUpstreamsTLS(ca)
 	if err != nil {
 		return nil, err
 	}
 	defer up.close()
+	var base gateways
+	if baseBin != "" {
+		if base.legacy, err = startChild(ctx, baseBin, filepath.Join(dir, "legacy-base"), "legacy", up); err != nil {
+			return nil, err
+		}
+		defer base.legacy.stop()
+		if base.shadow, err = startChild(ctx, baseBin, filepath.Join(dir, "shadow-base"), "shadow", up); err != nil {
+			return nil, err
+		}
+		defer base.shadow.stop()
+		fmt.Fprintf(w, "baseline gateways: legacy pid %d, shadow pid %d\n", base.legacy.pid, base.shadow.pid)
+	}
+	var pk *realParty
+	if o.partykit {
+		t := time.Now()
+		if pk, err = startRealParty(ctx, bin, dir, up); err != nil {
+			return nil, err
+		}
+		defer pk.close()
+		fmt.Fprintf(w, "real PartyKit dev server %s (started in %s), its legacy gateway pid %d\n", pk.srv.URL(), time.Since(t).Round(time.Millisecond), pk.gw.pid)
+	}
 	legacy, err := startChild(ctx, bin, filepath.Join(dir, "legacy"), "legacy", up)
 	if err != nil {
 		return nil, err
@@ -263,18 +323,21 @@ func bench(ctx context.Context, o options, w io.Writer) (*report, error) {
 		legacy.pid, legacy.public, shadow.pid, shadow.public, up.partyURL, up.realtimeURL)
 	hc := newClient(max(o.callers, o.heapCallers, o.faultCallers, 8))
 	defer hc.CloseIdleConnections()
+	if ca != nil {
+		hc.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: ca.Pool, MinVersion: tls.VersionTLS12}
+	}
 	// Metrics scrapes use their own client so they never take a load slot.
 	mc := newClient(4)
 	defer mc.CloseIdleConnections()
 
 	r := newReport(o)
 	time.Sleep(200 * time.Millisecond) // let start-up goroutines settle
-	base, err := shadow.metric(mc, "go_goroutines")
+	g0, err := shadow.metric(mc, "go_goroutines")
 	if err != nil {
 		return nil, err
 	}
-	r.add("goroutines_baseline", base)
-	r.get("goroutines_after").target = base + goroutineTolerance
+	r.add("goroutines_baseline", g0)
+	r.get("goroutines_after").target = g0 + goroutineTolerance
 	// The allocations of one /metrics scrape, subtracted from each delta.
 	var scrape [3]float64
 	for i := range scrape {
@@ -286,11 +349,22 @@ func bench(ctx context.Context, o options, w io.Writer) (*report, error) {
 
 	rn := &runner{hc: hc, up: up}
 	// Warm up every path (connections, caches, heap).
-	for _, p := range []phase{
+	warm := []phase{
 		{name: "warm-direct", target: targetDirectBoth, callers: o.callers, duration: o.warmup},
 		{name: "warm-legacy", target: targetGateway, gateway: legacy, callers: o.callers, duration: o.warmup},
 		{name: "warm-shadow", target: targetGateway, gateway: shadow, callers: o.callers, duration: o.warmup},
-	} {
+	}
+	if base.shadow != nil {
+		warm = append(warm,
+			phase{name: "warm-legacy-base", target: targetGateway, gateway: base.legacy, callers: o.callers, duration: o.warmup},
+			phase{name: "warm-shadow-base", target: targetGateway, gateway: base.shadow, callers: o.callers, duration: o.warmup})
+	}
+	if pk != nil {
+		warm = append(warm,
+			phase{name: "warm-pk-direct", target: targetDirectParty, partyURL: pk.srv.URL(), callers: o.partyCallers, duration: o.warmup},
+			phase{name: "warm-pk-gateway", target: targetDropIn, gateway: pk.gw, callers: o.partyCallers, duration: o.warmup})
+	}
+	for _, p := range warm {
 		if res := rn.run(ctx, p); res.ok == 0 {
 			return nil, fmt.Errorf("warm-up %s: no message succeeded (%d failed)", p.name, res.failed)
 		}
@@ -301,11 +375,14 @@ func bench(ctx context.Context, o options, w io.Writer) (*report, error) {
 			return nil, err
 		}
 		fmt.Fprintf(w, "round %d/%d (load %s)\n", round+1, o.rounds, loadAvg())
-		if err := throughputRound(ctx, w, rn, r, o, round, legacy, shadow, mc, scrapeAllocs); err != nil {
+		if err := throughputRound(ctx, w, rn, r, o, round, gateways{legacy, shadow}, base, mc, scrapeAllocs); err != nil {
 			return nil, err
 		}
 		for _, c := range o.latencyCallers {
 			latencyRound(ctx, w, rn, r, o, round, c, legacy, shadow)
+		}
+		if pk != nil {
+			partyRound(ctx, w, rn, r, o, round, pk)
 		}
 		if err := faultRound(ctx, w, rn, r, o, round, shadow, mc); err != nil {
 			return nil, err
@@ -325,12 +402,12 @@ func bench(ctx context.Context, o options, w io.Writer) (*report, error) {
 		if after, err = shadow.metric(mc, "go_goroutines"); err != nil {
 			return nil, err
 		}
-		if after <= base+goroutineTolerance || time.Now().After(deadline) {
+		if after <= g0+goroutineTolerance || time.Now().After(deadline) {
 			break
 		}
 	}
 	r.add("goroutines_after", after)
-	fmt.Fprintf(w, "goroutines: %.0f before the load, %.0f after (tolerance +%d)\n", base, after, goroutineTolerance)
+	fmt.Fprintf(w, "goroutines: %.0f before the load, %.0f after (tolerance +%d)\n", g0, after, goroutineTolerance)
 	if o.comparator {
 		if err := comparatorBench(ctx, o, w, bin, dir, r); err != nil {
 			return nil, fmt.Errorf("comparator section: %w", err)
@@ -349,15 +426,27 @@ func loadAvg() string {
 	return strings.Join(strings.Fields(string(b))[:3], " ")
 }
 
-// throughputRound runs direct-to-both, legacy and shadow in rotating order.
+// gateways is one build's pair of gateway processes.
+type gateways struct {
+	legacy, shadow *child
+}
+
+// throughputRound runs direct-to-both, legacy and shadow (and, with a
+// baseline, the baseline's legacy and shadow) in rotating order.
 func throughputRound(ctx context.Context, w io.Writer, rn *runner, r *report, o options, round int,
-	legacy, shadow *child, mc *http.Client, scrapeAllocs float64) error {
+	cur, base gateways, mc *http.Client, scrapeAllocs float64) error {
 	phases := []phase{
 		{name: "direct", target: targetDirectBoth, callers: o.callers, duration: o.duration},
-		{name: "legacy", target: targetGateway, gateway: legacy, callers: o.callers, duration: o.duration},
-		{name: "shadow", target: targetGateway, gateway: shadow, callers: o.callers, duration: o.duration},
+		{name: "legacy", target: targetGateway, gateway: cur.legacy, callers: o.callers, duration: o.duration},
+		{name: "shadow", target: targetGateway, gateway: cur.shadow, callers: o.callers, duration: o.duration},
+	}
+	if base.shadow != nil {
+		phases = append(phases,
+			phase{name: "legacy-base", target: targetGateway, gateway: base.legacy, callers: o.callers, duration: o.duration},
+			phase{name: "shadow-base", target: targetGateway, gateway: base.shadow, callers: o.callers, duration: o.duration})
 	}
 	tput := map[string]float64{}
+	cpus := map[string]float64{}
 	for _, p := range rotate(phases, round) {
 		var before usage
 		var err error
@@ -366,9 +455,14 @@ func throughputRound(ctx context.Context, w io.Writer, rn *runner, r *report, o 
 				return err
 			}
 		}
+		conns0 := rn.up.newConns.Load()
 		res := rn.run(ctx, p)
+		conns := rn.up.newConns.Load() - conns0
 		tput[p.name] = res.throughput()
-		line := fmt.Sprintf("  %-7s %3d callers: %8.0f msg/s  p50 %.3fms p99 %.3fms  failed %d",
+		if p.gateway != nil && res.ok > 0 {
+			r.add("upstream_conns", float64(conns)*1000/float64(res.ok))
+		}
+		line := fmt.Sprintf("  %-11s %3d callers: %8.0f msg/s  p50 %.3fms p99 %.3fms  failed %d",
 			p.name, p.callers, res.throughput(), ms(res.quantile(0.5)), ms(res.quantile(0.99)), res.failed)
 		if p.gateway != nil && res.ok > 0 {
 			after, err := sample(mc, p.gateway)
@@ -377,13 +471,11 @@ func throughputRound(ctx context.Context, w io.Writer, rn *runner, r *report, o 
 			}
 			cpu := float64(after.cpu-before.cpu) / 1e3 / float64(res.ok)
 			allocs := (after.mallocs - before.mallocs - scrapeAllocs) / float64(res.ok)
-			suffix := ""
-			if p.name == "legacy" {
-				suffix = "_legacy"
-			}
-			r.add("cpu_per_msg"+suffix, cpu)
-			r.add("allocs_per_msg"+suffix, allocs)
-			line += fmt.Sprintf("  gateway %.1fus CPU, %.1f allocs per message", cpu, allocs)
+			key := map[string]string{"legacy": "_legacy", "shadow": "", "legacy-base": "_legacy_base", "shadow-base": "_base"}[p.name]
+			cpus[p.name] = cpu
+			r.add("cpu_per_msg"+key, cpu)
+			r.add("allocs_per_msg"+key, allocs)
+			line += fmt.Sprintf("  gateway %.1fus CPU, %.1f allocs per message, %d new upstream connections", cpu, allocs, conns)
 		}
 		fmt.Fprintln(w, line)
 	}
@@ -396,7 +488,26 @@ func throughputRound(ctx context.Context, w io.Writer, rn *runner, r *report, o 
 	if tput["legacy"] > 0 {
 		r.add("tput_shadow_vs_legacy", tput["shadow"]/tput["legacy"])
 	}
+	if base.shadow != nil {
+		r.add("tput_shadow_base", tput["shadow-base"])
+		r.add("tput_legacy_base", tput["legacy-base"])
+		if b := cpus["shadow-base"]; b > 0 && cpus["shadow"] > 0 {
+			r.add("cpu_ratio_shadow", cpus["shadow"]/b)
+		}
+		if b := cpus["legacy-base"]; b > 0 && cpus["legacy"] > 0 {
+			r.add("cpu_ratio_legacy", cpus["legacy"]/b)
+		}
+		fmt.Fprintf(w, "  this build / baseline CPU per message: shadow %.2f, legacy %.2f\n",
+			ratio(cpus["shadow"], cpus["shadow-base"]), ratio(cpus["legacy"], cpus["legacy-base"]))
+	}
 	return nil
+}
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
 }
 
 // latencyRound runs direct PartyKit, legacy and shadow with c callers, in
@@ -428,6 +539,62 @@ func latencyRound(ctx context.Context, w io.Writer, rn *runner, r *report, o opt
 		r.add(fmt.Sprintf("added_p99_%d%s", c, suffix), add99)
 	}
 	fmt.Fprintln(w, line)
+}
+
+// realParty is a real PartyKit dev server and a legacy gateway publishing
+// to it.
+type realParty struct {
+	srv *partykitdev.Server
+	gw  *child
+}
+
+func (p *realParty) close() {
+	p.gw.stop()
+	p.srv.Close()
+}
+
+// startRealParty launches the test/partykit fixture's dev server and a
+// legacy gateway whose PartyKit URL is that server.
+func startRealParty(ctx context.Context, bin, dir string, up *fakeUpstreams) (*realParty, error) {
+	root, err := partykitdev.ModuleRoot()
+	if err != nil {
+		return nil, err
+	}
+	srv, err := partykitdev.Launch(ctx, root)
+	if err != nil {
+		return nil, fmt.Errorf("real PartyKit dev server (make test-deps installs it; -partykit=false skips this comparison): %w", err)
+	}
+	gw, err := startChildConfig(ctx, bin, filepath.Join(dir, "partykit"), "legacy", gatewayConfig(srv.URL(), up.realtimeURL), up.childEnv...)
+	if err != nil {
+		srv.Close()
+		return nil, err
+	}
+	return &realParty{srv: srv, gw: gw}, nil
+}
+
+// partyRound runs straight to the real PartyKit dev server and through the
+// legacy gateway's drop-in path to it, in rotating order, and records the
+// throughput ratio and the added p50/p99.
+func partyRound(ctx context.Context, w io.Writer, rn *runner, r *report, o options, round int, pk *realParty) {
+	phases := []phase{
+		{name: "direct", target: targetDirectParty, partyURL: pk.srv.URL(), callers: o.partyCallers, duration: o.duration},
+		{name: "gateway", target: targetDropIn, gateway: pk.gw, callers: o.partyCallers, duration: o.duration},
+	}
+	res := map[string]phaseResult{}
+	for _, p := range rotate(phases, round) {
+		res[p.name] = rn.run(ctx, p)
+	}
+	d, g := res["direct"], res["gateway"]
+	add50, add99 := ms(g.quantile(0.5)-d.quantile(0.5)), ms(g.quantile(0.99)-d.quantile(0.99))
+	fmt.Fprintf(w, "  real PartyKit %d callers: direct %8.0f msg/s p50 %.3fms p99 %.3fms failed %d | via gateway %8.0f msg/s p50 %.3fms p99 %.3fms failed %d | ratio %.3f, added %.3f/%.3fms\n",
+		o.partyCallers, d.throughput(), ms(d.quantile(0.5)), ms(d.quantile(0.99)), d.failed,
+		g.throughput(), ms(g.quantile(0.5)), ms(g.quantile(0.99)), g.failed, ratio(g.throughput(), d.throughput()), add50, add99)
+	if d.ok == 0 || g.ok == 0 {
+		return
+	}
+	r.add("pk_tput_ratio", g.throughput()/d.throughput())
+	r.add("pk_added_p50", add50)
+	r.add("pk_added_p99", add99)
 }
 
 // faultRound measures the shadow caller's p99 with the realtime upstream

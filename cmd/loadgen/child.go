@@ -42,6 +42,61 @@ func buildGateway(ctx context.Context, dir string) (string, error) {
 	return bin, nil
 }
 
+// validRev reports whether rev looks like a git revision name (no option
+// or shell syntax): it is passed to git as an argument.
+func validRev(rev string) bool {
+	if rev == "" || len(rev) > 200 || rev[0] == '-' {
+		return false
+	}
+	for _, r := range rev {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', strings.ContainsRune("._/~^-", r):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// buildBaseline exports the tree of commit rev (git archive, so the work
+// tree is untouched) into dir/baseline-src and builds its cmd/switchyard.
+// It returns the binary and the full commit id.
+func buildBaseline(ctx context.Context, dir, rev string) (string, string, error) {
+	out, err := exec.CommandContext(ctx, "git", "rev-parse", "--verify", rev+"^{commit}").Output()
+	if err != nil {
+		return "", "", fmt.Errorf("baseline: git rev-parse %q: %w", rev, err)
+	}
+	commit := strings.TrimSpace(string(out))
+	src := filepath.Join(dir, "baseline-src")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		return "", "", fmt.Errorf("baseline: %w", err)
+	}
+	archive := exec.CommandContext(ctx, "git", "archive", "--format=tar", commit)
+	untar := exec.CommandContext(ctx, "tar", "-x", "-C", src)
+	pipe, err := archive.StdoutPipe()
+	if err != nil {
+		return "", "", fmt.Errorf("baseline: %w", err)
+	}
+	untar.Stdin = pipe
+	if err := untar.Start(); err != nil {
+		return "", "", fmt.Errorf("baseline: tar: %w", err)
+	}
+	if err := archive.Run(); err != nil {
+		_ = untar.Wait()
+		return "", "", fmt.Errorf("baseline: git archive %s: %w", commit, err)
+	}
+	if err := untar.Wait(); err != nil {
+		return "", "", fmt.Errorf("baseline: tar: %w", err)
+	}
+	bin := filepath.Join(dir, "switchyard-baseline")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/switchyard")
+	build.Dir = src
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", "", fmt.Errorf("baseline: go build cmd/switchyard at %s: %w\n%s", commit, err, out)
+	}
+	return bin, commit, nil
+}
+
 // stageFlags returns a flagd flag file putting every channel at stage.
 func stageFlags(stage string) string {
 	variants := `{"legacy": "legacy", "shadow": "shadow", "dual": "dual", "realtime": "realtime"}`
@@ -99,11 +154,12 @@ type child struct {
 // startChild writes the config and flag file for stage into dir, starts
 // bin, and waits for its "switchyard ready" log line.
 func startChild(ctx context.Context, bin, dir, stage string, up *fakeUpstreams) (*child, error) {
-	return startChildConfig(ctx, bin, dir, stage, gatewayConfig(up.partyURL, up.realtimeURL))
+	return startChildConfig(ctx, bin, dir, stage, gatewayConfig(up.partyURL, up.realtimeURL), up.childEnv...)
 }
 
-// startChildConfig is startChild with the gateway config cfg.
-func startChildConfig(ctx context.Context, bin, dir, stage, cfg string) (*child, error) {
+// startChildConfig is startChild with the gateway config cfg; env is added
+// to the process's environment.
+func startChildConfig(ctx context.Context, bin, dir, stage, cfg string, env ...string) (*child, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -115,7 +171,7 @@ func startChildConfig(ctx context.Context, bin, dir, stage, cfg string) (*child,
 		return nil, err
 	}
 	cmd := exec.Command(bin, "serve", "--config", cfgPath)
-	cmd.Env = append(os.Environ(), "LOADGEN_KEY="+loadKey)
+	cmd.Env = append(append(os.Environ(), "LOADGEN_KEY="+loadKey), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err

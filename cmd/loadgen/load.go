@@ -20,6 +20,7 @@ const (
 	targetDirectBoth  target = iota // POST to PartyKit, then to Realtime, from the client
 	targetDirectParty               // POST to PartyKit only
 	targetGateway                   // POST /v1/broadcast to a gateway
+	targetDropIn                    // POST the envelope to a gateway's PartyKit drop-in path
 )
 
 // newClient returns the load generator's shared client: keep-alive pools
@@ -38,7 +39,8 @@ func newClient(conns int) *http.Client {
 type phase struct {
 	name     string
 	target   target
-	gateway  *child // for targetGateway
+	gateway  *child // for targetGateway and targetDropIn
+	partyURL string // for targetDirectParty: instead of the fake's
 	callers  int
 	duration time.Duration
 }
@@ -110,10 +112,16 @@ func (rn *runner) caller(ctx context.Context, p phase, id int, end time.Time) ph
 	room := "room-" + strconv.Itoa(id)
 	event, channel := "video.asset.ready", "video-ready"
 	partyURL := rn.up.partyURL + "/parties/main/" + room
+	if p.partyURL != "" {
+		partyURL = p.partyURL + "/parties/main/" + room
+	}
 	rtURL := rn.up.realtimeURL + "/v1/realtime/publish?channel=" + room + "&topic=" + channel
 	var gwURL string
 	if p.gateway != nil {
 		gwURL = p.gateway.public + "/v1/broadcast"
+		if p.target == targetDropIn {
+			gwURL = p.gateway.public + "/apps/loadgen/parties/main/" + room
+		}
 	}
 	var buf []byte
 	for n := 0; ctx.Err() == nil && time.Now().Before(end); n++ {
@@ -124,6 +132,9 @@ func (rn *runner) caller(ctx context.Context, p phase, id int, end time.Time) ph
 		case targetGateway:
 			buf = appendBroadcast(buf[:0], room, event, reqID)
 			err = post(ctx, rn.hc, gwURL, "application/json", loadKey, buf)
+		case targetDropIn:
+			buf = appendEnvelope(buf[:0], event, reqID)
+			err = post(ctx, rn.hc, gwURL, "text/plain;charset=UTF-8", "", buf)
 		case targetDirectParty, targetDirectBoth:
 			buf = appendEnvelope(buf[:0], event, reqID)
 			err = post(ctx, rn.hc, partyURL, "text/plain;charset=UTF-8", "", buf)

@@ -11,7 +11,7 @@
 //
 // Usage:
 //
-//	go run ./cmd/loadgen [-rounds 12] [-duration 700ms] [-callers 32] [-quick]
+//	go run ./cmd/loadgen [-rounds 12] [-duration 700ms] [-callers 32] [-baseline COMMIT] [-quick]
 package main
 
 import (
@@ -38,6 +38,10 @@ type options struct {
 	heapDelay      time.Duration
 	heapDuration   time.Duration
 	bin            string
+	baseline       string // git commit to build a baseline binary from ("" = none)
+	partykit       bool   // compare the gateway with a real PartyKit dev server
+	tls            bool   // upstream fakes over HTTPS with a local CA
+	partyCallers   int
 	cpuProfile     string
 	profileTime    time.Duration
 	quick          bool
@@ -58,8 +62,8 @@ func defaultOptions() options {
 		rounds: 12, duration: 700 * time.Millisecond, warmup: time.Second, callers: 32,
 		latencyCallers: []int{1, 4}, faultCallers: 4,
 		heapCallers: 256, heapDelay: 200 * time.Millisecond, heapDuration: 3 * time.Second,
-		profileTime: 5 * time.Second,
-		comparator:  true, cmpRounds: 3, cmpMessages: 1000, cmpRooms: 5, cmpFresh: 20, cmpReadyRooms: 100,
+		profileTime: 5 * time.Second, partykit: true, partyCallers: 8,
+		comparator: true, cmpRounds: 3, cmpMessages: 1000, cmpRooms: 5, cmpFresh: 20, cmpReadyRooms: 100,
 	}
 }
 
@@ -70,6 +74,7 @@ func quickOptions() options {
 	o.rounds, o.duration, o.warmup = 1, 250*time.Millisecond, 200*time.Millisecond
 	o.heapCallers, o.heapDuration = 64, time.Second
 	o.cmpRounds, o.cmpMessages, o.cmpRooms, o.cmpFresh, o.cmpReadyRooms = 1, 30, 3, 3, 10
+	o.partykit = false
 	return o
 }
 
@@ -84,7 +89,10 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	faultCallers := fs.Int("fault-callers", o.faultCallers, "concurrent callers of the realtime-fault phases")
 	heapCallers := fs.Int("heap-callers", o.heapCallers, "in-flight messages of the heap phase")
 	bin := fs.String("bin", "", "use this switchyard binary instead of building cmd/switchyard")
+	baseline := fs.String("baseline", "", "also build cmd/switchyard from this git commit and interleave its gateways' rounds with this build's, printing CPU per message as this build / baseline")
 	cpuProfile := fs.String("cpuprofile", "", "instead of the benchmark, profile an in-process gateway (api+broadcast+upstream clients) under shadow load and write the CPU profile here")
+	partykit := fs.Bool("partykit", o.partykit, "also compare the legacy gateway's drop-in path with a real PartyKit dev server (test/partykit fixture, installed by make test-deps); off in -quick")
+	useTLS := fs.Bool("tls", false, "serve the upstream fakes over HTTPS with a throwaway local CA (the gateways trust it through SSL_CERT_FILE)")
 	profileTime := fs.Duration("profile-time", o.profileTime, "load time of -cpuprofile")
 	comparator := fs.Bool("comparator", o.comparator, "run the comparator section against a real PartyKit dev server (and a real Inngest dev server when ../shared/tools/inngest-dev.sh exists)")
 	cmpRounds := fs.Int("cmp-rounds", o.cmpRounds, "rounds of the comparator section's p99 phases")
@@ -117,7 +125,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	if set["heap-callers"] {
 		o.heapCallers = *heapCallers
 	}
-	o.bin, o.cpuProfile, o.profileTime, o.comparator = *bin, *cpuProfile, *profileTime, *comparator
+	o.bin, o.baseline, o.cpuProfile, o.profileTime, o.comparator = *bin, *baseline, *cpuProfile, *profileTime, *comparator
 	if *onlyComparator {
 		o.comparator, o.onlyComparator = true, true
 	}
@@ -130,6 +138,10 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	if set["cmp-fresh"] {
 		o.cmpFresh = *cmpFresh
 	}
+	if set["partykit"] {
+		o.partykit = *partykit
+	}
+	o.tls = *useTLS
 	switch {
 	case o.rounds < 1 || o.rounds > 50:
 		return o, errors.New("-rounds: must be 1..50")
@@ -141,6 +153,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-fault-callers: must be 1..1024")
 	case o.heapCallers < 1 || o.heapCallers > 2048:
 		return o, errors.New("-heap-callers: must be 1..2048")
+	case o.baseline != "" && !validRev(o.baseline):
+		return o, fmt.Errorf("-baseline: %q is not a commit name (letters, digits, ._/~^-)", o.baseline)
 	case o.profileTime <= 0 || o.profileTime > 5*time.Minute:
 		return o, errors.New("-profile-time: must be 0..5m")
 	case o.cmpRounds < 1 || o.cmpRounds > 20:

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -45,6 +46,12 @@ type fakeUpstreams struct {
 	partyN     atomic.Int64
 	realtimeN  atomic.Int64
 	hungN      atomic.Int64 // realtime publishes that started to hang
+	newConns   atomic.Int64 // connections accepted by both fakes (over TLS: handshakes)
+
+	// ca is the local CA of a -tls run (nil: plain HTTP); childEnv is what
+	// a gateway process needs to trust it.
+	ca       *localCA
+	childEnv []string
 
 	mu      sync.Mutex
 	release chan struct{} // closed to free the hung requests
@@ -53,29 +60,46 @@ type fakeUpstreams struct {
 // maxUpstreamBody bounds what the fakes read of a request body.
 const maxUpstreamBody = 1 << 20
 
-func startUpstreams() (*fakeUpstreams, error) {
-	u := &fakeUpstreams{release: make(chan struct{})}
+func startUpstreams() (*fakeUpstreams, error) { return startUpstreamsTLS(nil) }
+
+// startUpstreamsTLS starts the fakes; with ca they serve HTTPS (HTTP/2
+// offered, as real upstreams do) with ca's certificate.
+func startUpstreamsTLS(ca *localCA) (*fakeUpstreams, error) {
+	u := &fakeUpstreams{release: make(chan struct{}), ca: ca}
+	if ca != nil {
+		u.childEnv = []string{"SSL_CERT_FILE=" + ca.PEMFile}
+	}
 	partyMux := http.NewServeMux()
 	partyMux.HandleFunc("POST /parties/{party}/{room}", u.handleParty)
 	rtMux := http.NewServeMux()
 	rtMux.HandleFunc("POST /v1/realtime/publish", u.handleRealtime)
 	var err error
-	if u.party, u.partyURL, err = serveLocal(partyMux); err != nil {
+	if u.party, u.partyURL, err = u.serveLocal(partyMux); err != nil {
 		return nil, fmt.Errorf("party upstream: %w", err)
 	}
-	if u.realtime, u.realtimeURL, err = serveLocal(rtMux); err != nil {
+	if u.realtime, u.realtimeURL, err = u.serveLocal(rtMux); err != nil {
 		_ = u.party.Close()
 		return nil, fmt.Errorf("realtime upstream: %w", err)
 	}
 	return u, nil
 }
 
-func serveLocal(h http.Handler) (*http.Server, string, error) {
+func (u *fakeUpstreams) serveLocal(h http.Handler) (*http.Server, string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, "", err
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				u.newConns.Add(1)
+			}
+		}}
+	if u.ca != nil {
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{u.ca.Leaf}, MinVersion: tls.VersionTLS12}
+		go func() { _ = srv.ServeTLS(ln, "", "") }()
+		return srv, "https://" + ln.Addr().String(), nil
+	}
 	go func() { _ = srv.Serve(ln) }()
 	return srv, "http://" + ln.Addr().String(), nil
 }
@@ -158,4 +182,9 @@ func (u *fakeUpstreams) close() {
 			_ = s.Close()
 		}
 	}
+}
+
+// serveLocal serves h over plain HTTP on a free loopback port.
+func serveLocal(h http.Handler) (*http.Server, string, error) {
+	return (&fakeUpstreams{}).serveLocal(h)
 }

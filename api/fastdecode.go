@@ -1,0 +1,228 @@
+package api
+
+import (
+	"encoding/json"
+	"strings"
+	"unicode/utf8"
+)
+
+// decodeMessage decodes one message object (POST /v1/broadcast, or one
+// element of POST /v1/broadcasts) exactly as decodeStrict does. The common
+// shape — a flat object whose keys are exactly "room", "name", "body" and
+// "requestId", each at most once, the three strings free of escapes and
+// the body any valid JSON value but null — is decoded by decodeMessageFast
+// without reflection or a json.Decoder; anything else (errors included)
+// goes through decodeStrict, so errors and edge cases (null, escapes,
+// keys in other cases, duplicates) are decodeStrict's.
+func decodeMessage(b []byte, req *messageRequest, prefix string) error {
+	if decodeMessageFast(b, req) {
+		return nil
+	}
+	*req = messageRequest{}
+	return decodeStrict(b, req, prefix)
+}
+
+// decodeMessageFast fills req from b and reports true when b has the
+// common shape decodeMessage describes and is valid UTF-8; otherwise it
+// reports false and req must be discarded.
+func decodeMessageFast(b []byte, req *messageRequest) bool {
+	if !utf8.Valid(b) {
+		return false
+	}
+	i := skipWS(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return false
+	}
+	i = skipWS(b, i+1)
+	var spans [3][2]int // room, name, requestId: value spans in b
+	var seen [4]bool
+	if i < len(b) && b[i] == '}' {
+		return skipWS(b, i+1) == len(b)
+	}
+	for {
+		ks, ke, next, ok := plainString(b, i)
+		if !ok {
+			return false
+		}
+		i = skipWS(b, next)
+		if i >= len(b) || b[i] != ':' {
+			return false
+		}
+		i = skipWS(b, i+1)
+		slot := -1
+		switch string(b[ks:ke]) { // no allocation: the compiler compares in place
+		case "room":
+			slot = 0
+		case "name":
+			slot = 1
+		case "requestId":
+			slot = 2
+		case "body":
+			slot = 3
+		default:
+			return false
+		}
+		if seen[slot] {
+			return false
+		}
+		seen[slot] = true
+		if slot == 3 {
+			end, ok := valueEnd(b, i)
+			if !ok || b[i] == 'n' {
+				return false
+			}
+			req.Body = append(json.RawMessage(nil), b[i:end]...)
+			i = end
+		} else {
+			vs, ve, next, ok := plainString(b, i)
+			if !ok {
+				return false
+			}
+			spans[slot] = [2]int{vs, ve}
+			i = next
+		}
+		i = skipWS(b, i)
+		if i >= len(b) {
+			return false
+		}
+		if b[i] == '}' {
+			if skipWS(b, i+1) != len(b) {
+				return false
+			}
+			break
+		}
+		if b[i] != ',' {
+			return false
+		}
+		i = skipWS(b, i+1)
+	}
+	if seen[0] || seen[1] || seen[2] {
+		// One allocation for the three strings (they live as long as the
+		// message does) and one for the three pointers.
+		var sb strings.Builder
+		sb.Grow(spans[0][1] - spans[0][0] + spans[1][1] - spans[1][0] + spans[2][1] - spans[2][0])
+		for _, sp := range spans {
+			sb.Write(b[sp[0]:sp[1]])
+		}
+		all := sb.String()
+		p := new([3]string)
+		at := 0
+		for k, sp := range spans {
+			p[k] = all[at : at+sp[1]-sp[0]]
+			at += sp[1] - sp[0]
+		}
+		if seen[0] {
+			req.Room = &p[0]
+		}
+		if seen[1] {
+			req.Name = &p[1]
+		}
+		if seen[2] {
+			req.RequestID = &p[2]
+		}
+	}
+	return true
+}
+
+// skipWS returns the index of the first byte at or after i that is not
+// JSON whitespace.
+func skipWS(b []byte, i int) int {
+	for i < len(b) {
+		switch b[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// plainString finds the JSON string starting at b[i] when it holds no
+// escape and no control character (its bytes are then its value): it
+// returns the value's span b[start:end] and the index after the closing
+// quote.
+func plainString(b []byte, i int) (start, end, next int, ok bool) {
+	if i >= len(b) || b[i] != '"' {
+		return 0, 0, 0, false
+	}
+	for j := i + 1; j < len(b); j++ {
+		switch c := b[j]; {
+		case c == '"':
+			return i + 1, j, j + 1, true
+		case c == '\\' || c < 0x20:
+			return 0, 0, 0, false
+		}
+	}
+	return 0, 0, 0, false
+}
+
+// valueEnd returns the index just after the JSON value starting at b[i],
+// and whether that value is valid JSON (json.Valid, which does not
+// allocate). Strings are skipped with their escapes; nesting is followed
+// by counting brackets outside strings.
+func valueEnd(b []byte, i int) (int, bool) {
+	if i >= len(b) {
+		return 0, false
+	}
+	j := i
+	switch b[i] {
+	case '"':
+		end, ok := stringEnd(b, i)
+		if !ok {
+			return 0, false
+		}
+		j = end
+	case '{', '[':
+		depth := 0
+		for j < len(b) {
+			c := b[j]
+			switch c {
+			case '"':
+				end, ok := stringEnd(b, j)
+				if !ok {
+					return 0, false
+				}
+				j = end
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+			}
+			j++
+			if depth == 0 {
+				break
+			}
+		}
+		if depth != 0 {
+			return 0, false
+		}
+	default: // number, true, false, null
+		for j < len(b) {
+			c := b[j]
+			if c == ',' || c == '}' || c == ']' || c == ' ' || c == '\t' || c == '\n' || c == '\r' {
+				break
+			}
+			j++
+		}
+	}
+	if !json.Valid(b[i:j]) {
+		return 0, false
+	}
+	return j, true
+}
+
+// stringEnd returns the index after the closing quote of the JSON string
+// starting at b[i] (escapes skipped, not checked: json.Valid does that).
+func stringEnd(b []byte, i int) (int, bool) {
+	for j := i + 1; j < len(b); j++ {
+		switch b[j] {
+		case '\\':
+			j++
+		case '"':
+			return j + 1, true
+		}
+	}
+	return 0, false
+}
