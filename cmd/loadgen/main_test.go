@@ -26,7 +26,7 @@ func TestQuickBenchEndToEnd(t *testing.T) {
 		t.Fatalf("bench: %v\n%s", err, out.String())
 	}
 	t.Log(out.String())
-	if got, want := len(r.figures), 34; got != want {
+	if got, want := len(r.figures), 35; got != want {
 		t.Errorf("report has %d figures, want %d", got, want)
 	}
 	for _, f := range r.figures {
@@ -42,7 +42,7 @@ func TestQuickBenchEndToEnd(t *testing.T) {
 		}
 	}
 	for _, key := range []string{"tput_shadow_vs_direct", "tput_shadow_vs_legacy", "added_p50_1", "added_p99_4",
-		"p99_hung_vs_healthy", "p99_failing_vs_healthy", "cpu_per_msg", "allocs_per_msg", "allocs_per_msg_legacy", "heap_per_inflight", "goroutines_after",
+		"p99_hung_vs_healthy", "p99_failing_vs_healthy", "allocs_per_msg", "allocs_per_msg_legacy", "heap_per_inflight", "goroutines_after",
 		"cmp_p99_healthy", "cmp_p99_hung", "cmp_p99_hung_vs_legacy", "first_cost_shadow", "first_cost_dual"} {
 		f := r.get(key)
 		if f == nil {
