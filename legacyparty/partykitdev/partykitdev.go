@@ -10,11 +10,8 @@
 package partykitdev
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -24,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/switchyard/switchyard/internal/devproc"
 )
 
 // EnvURL names the environment variable that points the tests at an
@@ -42,7 +41,7 @@ type Server struct {
 	url  string
 	port int
 	cmd  *exec.Cmd
-	out  *tailBuffer
+	out  *devproc.Tail
 	done chan struct{}
 	once sync.Once
 }
@@ -85,7 +84,7 @@ func (s *Server) Close() {
 // (at most ReadyTimeout, or until ctx ends). The caller owns the Server and
 // must Close it. It fails if the fixture's node_modules is missing.
 func Launch(ctx context.Context, moduleRoot string) (*Server, error) {
-	port, err := freePort()
+	port, err := devproc.FreePort()
 	if err != nil {
 		return nil, fmt.Errorf("partykitdev: %w", err)
 	}
@@ -106,7 +105,7 @@ func LaunchOn(ctx context.Context, moduleRoot string, port int) (*Server, error)
 		"--disable-request-cf-fetch", "--persist", "false")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "NO_UPDATE_NOTIFIER=1", "CI=1", "BROWSER=none")
-	out := &tailBuffer{max: 64 << 10}
+	out := &devproc.Tail{Max: 64 << 10}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.Stdin = nil
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -225,52 +224,11 @@ func (p *Shared) Close() {
 }
 
 // ModuleRoot walks up from the working directory to the directory that
-// holds go.mod.
+// holds go.mod (devproc.ModuleRoot).
 func ModuleRoot() (string, error) {
-	dir, err := os.Getwd()
+	root, err := devproc.ModuleRoot()
 	if err != nil {
 		return "", fmt.Errorf("partykitdev: %w", err)
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("partykitdev: go.mod not found above the working directory")
-		}
-		dir = parent
-	}
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-	max int
-}
-
-func (b *tailBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf.Write(p)
-	if over := b.buf.Len() - b.max; over > 0 {
-		b.buf.Next(over)
-	}
-	return len(p), nil
-}
-
-func (b *tailBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	return root, nil
 }

@@ -34,15 +34,6 @@ func TestModuleRoot(t *testing.T) {
 	}
 }
 
-func TestTailBuffer(t *testing.T) {
-	b := &tailBuffer{max: 8}
-	_, _ = b.Write([]byte("0123456789"))
-	_, _ = b.Write([]byte("ab"))
-	if got, want := b.String(), "456789ab"; got != want {
-		t.Errorf("tail = %q, want %q", got, want)
-	}
-}
-
 func TestSharedUsesEnvURL(t *testing.T) {
 	t.Setenv(EnvURL, "http://127.0.0.1:9")
 	var s Shared

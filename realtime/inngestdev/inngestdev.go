@@ -18,7 +18,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -29,6 +28,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/switchyard/switchyard/internal/devproc"
 )
 
 // EnvURL names the environment variable that points the tests at an
@@ -62,7 +63,7 @@ type Server struct {
 	port int
 	cmd  *exec.Cmd
 	dir  string
-	out  *tailBuffer
+	out  *devproc.Tail
 	done chan struct{}
 	once sync.Once
 }
@@ -132,7 +133,7 @@ func Binary(ctx context.Context, moduleRoot string) (string, error) {
 // most ReadyTimeout, or until ctx ends). The caller owns the Server and
 // must Close it.
 func Launch(ctx context.Context, moduleRoot string) (*Server, error) {
-	port, err := freePort()
+	port, err := devproc.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +151,7 @@ func LaunchOn(ctx context.Context, moduleRoot string, port int) (*Server, error)
 	}
 	var extra [3]int
 	for i := range extra {
-		if extra[i], err = freePort(); err != nil {
+		if extra[i], err = devproc.FreePort(); err != nil {
 			return nil, err
 		}
 	}
@@ -165,7 +166,7 @@ func LaunchOn(ctx context.Context, moduleRoot string, port int) (*Server, error)
 		"--connect-gateway-grpc-port", strconv.Itoa(extra[2]))
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "DO_NOT_TRACK=1", "INNGEST_DEV=1")
-	out := &tailBuffer{max: 64 << 10}
+	out := &devproc.Tail{Max: 64 << 10}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -290,52 +291,11 @@ func (p *Shared) Close() {
 }
 
 // ModuleRoot walks up from the working directory to the directory that
-// holds go.mod.
+// holds go.mod (devproc.ModuleRoot).
 func ModuleRoot() (string, error) {
-	dir, err := os.Getwd()
+	root, err := devproc.ModuleRoot()
 	if err != nil {
 		return "", fmt.Errorf("inngestdev: %w", err)
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("inngestdev: go.mod not found above the working directory")
-		}
-		dir = parent
-	}
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("inngestdev: find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-	max int
-}
-
-func (b *tailBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf.Write(p)
-	if over := b.buf.Len() - b.max; over > 0 {
-		b.buf.Next(over)
-	}
-	return len(p), nil
-}
-
-func (b *tailBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	return root, nil
 }
