@@ -18,9 +18,9 @@ type Client struct {
 	cfg    Config
 	caller *upstream.Caller
 	log    *zap.Logger
-	// header is every publish's request header, built once and shared
-	// (upstream.PostRequest): never modified after NewClient.
-	header http.Header
+	// header is every publish's request header, validated and rendered
+	// once (upstream.NewHeader).
+	header *upstream.Header
 }
 
 var _ broadcast.Publisher = (*Client)(nil)
@@ -41,10 +41,14 @@ func NewClient(cfg Config, hc *http.Client, m *upstream.Metrics, logger *zap.Log
 		logger = zap.NewNop()
 	}
 	cfg = cfg.WithDefaults()
-	header := http.Header{}
-	header.Set("Content-Type", "text/plain;charset=UTF-8")
+	h := http.Header{}
+	h.Set("Content-Type", "text/plain;charset=UTF-8")
 	if cfg.SecretHeader != "" {
-		header.Set(cfg.SecretHeader, cfg.Secret)
+		h.Set(cfg.SecretHeader, cfg.Secret)
+	}
+	header, err := upstream.NewHeader(h)
+	if err != nil {
+		return nil, fmt.Errorf("legacyparty: config: secretHeader: %w", err)
 	}
 	return &Client{
 		header: header,
@@ -77,9 +81,7 @@ func (c *Client) Publish(ctx context.Context, m *broadcast.Message) (broadcast.P
 		return broadcast.PublishResult{}, err
 	}
 	target := c.cfg.URL + path
-	_, attempts, err := c.caller.Do(ctx, "publish", func(ctx context.Context) (*http.Request, error) {
-		return upstream.PostRequest(ctx, target, m.Envelope, c.header)
-	})
+	attempts, err := c.caller.Post(ctx, "publish", target, c.header, m.Envelope)
 	res := broadcast.PublishResult{Attempts: attempts}
 	if err != nil {
 		c.log.Debug("legacy publish failed",

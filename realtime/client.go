@@ -35,9 +35,9 @@ type Client struct {
 	topics map[string]string
 	auth   []string // "Bearer ..." values, primary first; empty without a key
 	// pubHeaders are the publish request headers, one per auth value (or
-	// one without Authorization when there is no key), built once and
-	// shared (upstream.PostRequest): never modified after NewClient.
-	pubHeaders map[string]http.Header
+	// one without Authorization when there is no key), validated and
+	// rendered once (upstream.NewHeader).
+	pubHeaders map[string]*upstream.Header
 	caller     *upstream.Caller
 	logger     *zap.Logger
 }
@@ -87,14 +87,18 @@ func NewClient(app string, cfg Config, hc *http.Client, m *upstream.Metrics, log
 		h, _ := HashSigningKey(k) // validated above
 		c.auth = append(c.auth, "Bearer "+h)
 	}
-	c.pubHeaders = make(map[string]http.Header, len(c.auth)+1)
+	c.pubHeaders = make(map[string]*upstream.Header, len(c.auth)+1)
 	for _, a := range append([]string{""}, c.auth...) {
 		h := http.Header{}
 		h.Set("Content-Type", "application/json")
 		if a != "" {
 			h.Set("Authorization", a)
 		}
-		c.pubHeaders[a] = h
+		ph, err := upstream.NewHeader(h)
+		if err != nil {
+			return nil, fmt.Errorf("realtime: app %q: publish header: %w", app, err)
+		}
+		c.pubHeaders[a] = ph
 	}
 	return c, nil
 }
@@ -207,9 +211,7 @@ func (c *Client) Publish(ctx context.Context, m *broadcast.Message) (broadcast.P
 		}
 	}
 	target := c.publishURL(m.Party, m.Room, m.Channel)
-	_, attempts, err := c.call(ctx, "publish", func(ctx context.Context, auth string) (*http.Request, error) {
-		return upstream.PostRequest(ctx, target, m.Envelope, c.pubHeaders[auth])
-	})
+	attempts, err := c.post(ctx, "publish", target, m.Envelope)
 	res := broadcast.PublishResult{Attempts: attempts}
 	if err != nil {
 		return res, upstreamError("publish", err, attempts, fmt.Errorf("realtime: publish room %q: %w", m.Room, err))
@@ -229,17 +231,7 @@ const ProbeTopic = "switchyard.probe"
 // messages. Safe for concurrent use.
 func (c *Client) Probe(ctx context.Context, channel string, body []byte) error {
 	target := c.base + "/v1/realtime/publish?channel=" + url.QueryEscape(channel) + "&topic=" + url.QueryEscape(ProbeTopic)
-	_, attempts, err := c.call(ctx, "probe", func(ctx context.Context, auth string) (*http.Request, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
-		if err != nil {
-			return nil, err
-		}
-		req.Header.Set("Content-Type", "application/json")
-		if auth != "" {
-			req.Header.Set("Authorization", auth)
-		}
-		return req, nil
-	})
+	attempts, err := c.post(ctx, "probe", target, body)
 	if err != nil {
 		return upstreamError("probe", err, attempts, fmt.Errorf("realtime: probe channel %q: %w", channel, err))
 	}
@@ -319,6 +311,33 @@ func (c *Client) call(ctx context.Context, op string, build func(ctx context.Con
 		}
 	}
 	return upstream.Response{}, total, lastErr
+}
+
+// post is call for a POST of body to target with the publish headers:
+// upstream.Caller.Post with the primary key and, after a 401/403, once
+// more with the fallback key. attempts adds up both.
+func (c *Client) post(ctx context.Context, op, target string, body []byte) (int, error) {
+	if len(c.auth) == 0 {
+		return c.caller.Post(ctx, op, target, c.pubHeaders[""], body)
+	}
+	total := 0
+	var lastErr error
+	for i, auth := range c.auth {
+		n, err := c.caller.Post(ctx, op, target, c.pubHeaders[auth], body)
+		total += n
+		if err == nil {
+			if i > 0 {
+				c.logger.Warn("realtime: primary signing key refused, fallback key accepted", zap.String("op", op))
+			}
+			return total, nil
+		}
+		lastErr = err
+		var se *upstream.StatusError
+		if !errors.As(err, &se) || (se.Status != http.StatusUnauthorized && se.Status != http.StatusForbidden) {
+			break
+		}
+	}
+	return total, lastErr
 }
 
 // upstreamError wraps cause in a client-safe EUPSTREAM error whose message

@@ -13,11 +13,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -64,33 +64,11 @@ func (p Policy) WithDefaults() Policy {
 	return p
 }
 
-// NewTransport returns the tuned transport to share across every client of
-// the process: keep-alive pools sized to the expected concurrency
-// (maxConnsPerHost idle connections kept per host, default 256), HTTP/1.1,
-// short dial and TLS timeouts, no transparent gzip (answers are tiny).
-func NewTransport(maxConnsPerHost int) *http.Transport {
-	if maxConnsPerHost <= 0 {
-		maxConnsPerHost = 256
-	}
-	return &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:          maxConnsPerHost * 4,
-		MaxIdleConnsPerHost:   maxConnsPerHost,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   3 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		ResponseHeaderTimeout: 0, // bounded by the per-attempt context instead
-		ForceAttemptHTTP2:     false,
-		// No transparent gzip: publish and token answers are a few bytes,
-		// and asking for gzip costs a header map and a check per request.
-		DisableCompression: true,
-	}
-}
-
 // Metrics are the per-transport request metrics. One Metrics is shared by
 // every client of a process; it is safe for concurrent use.
 type Metrics struct {
+	mu       sync.RWMutex
+	children map[opKey]*opMetrics
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	retries  *prometheus.CounterVec
@@ -133,6 +111,77 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reg.MustRegister(m.requests, m.duration, m.retries, m.skipped, m.reconn, m.ready)
 	}
 	return m
+}
+
+type opKey struct{ transport, op string }
+
+// opMetrics are the children of one (transport, op): requests by class
+// (1xx..5xx, error) and the attempt duration.
+type opMetrics struct {
+	class    [6]prometheus.Counter
+	duration prometheus.Observer
+}
+
+var classes = [6]string{"1xx", "2xx", "3xx", "4xx", "5xx", "error"}
+
+// entry returns the children of k, creating the entry; m.mu held.
+func (m *Metrics) entry(k opKey) *opMetrics {
+	om := m.children[k]
+	if om == nil {
+		om = &opMetrics{}
+		if m.children == nil {
+			m.children = map[opKey]*opMetrics{}
+		}
+		m.children[k] = om
+	}
+	return om
+}
+
+func (m *Metrics) counter(transport, op, class string) prometheus.Counter {
+	i := 0
+	for i < len(classes) && classes[i] != class {
+		i++
+	}
+	if i == len(classes) {
+		return m.requests.WithLabelValues(transport, op, class)
+	}
+	k := opKey{transport, op}
+	var c prometheus.Counter
+	m.mu.RLock()
+	if om := m.children[k]; om != nil {
+		c = om.class[i]
+	}
+	m.mu.RUnlock()
+	if c != nil {
+		return c
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	om := m.entry(k)
+	if om.class[i] == nil {
+		om.class[i] = m.requests.WithLabelValues(transport, op, class)
+	}
+	return om.class[i]
+}
+
+func (m *Metrics) observer(transport, op string) prometheus.Observer {
+	k := opKey{transport, op}
+	var o prometheus.Observer
+	m.mu.RLock()
+	if om := m.children[k]; om != nil {
+		o = om.duration
+	}
+	m.mu.RUnlock()
+	if o != nil {
+		return o
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	om := m.entry(k)
+	if om.duration == nil {
+		om.duration = m.duration.WithLabelValues(transport, op)
+	}
+	return om.duration
 }
 
 // FrameSkipped counts a subscriber frame that could not be used; reason is
@@ -244,6 +293,34 @@ const maxBody = 64 << 10
 // answer text as the one before, the call stops there (StatusError
 // Repeated) rather than sending the same body again.
 func (c *Caller) Do(ctx context.Context, op string, newReq NewRequestFunc) (Response, int, error) {
+	return c.run(ctx, op, &call{newReq: newReq})
+}
+
+// Post runs one POST call of body to target with the fixed header h, under
+// the same policy, retries, metrics and errors as Do (body is not
+// modified, and must not change until Post returns). It returns the number
+// of attempts made and, on failure, the error Do would return; a 2xx
+// answer's body is discarded. When the client's transport is this
+// package's *Transport, each attempt is one exchange on its HTTP/1.1 path
+// (see Transport), bounded by the attempt's deadline set on the
+// connection, with no request object built; with any other transport, or
+// a target that path does not handle, each attempt is PostRequest through
+// the transport.
+func (c *Caller) Post(ctx context.Context, op, target string, h *Header, body []byte) (int, error) {
+	_, n, err := c.run(ctx, op, &call{target: target, header: h, body: body})
+	return n, err
+}
+
+// call is what one Do or Post repeats per attempt: a request builder, or a
+// POST's target, header and body.
+type call struct {
+	newReq NewRequestFunc
+	target string
+	header *Header
+	body   []byte
+}
+
+func (c *Caller) run(ctx context.Context, op string, cl *call) (Response, int, error) {
 	p := c.Policy.WithDefaults()
 	// The call's deadline is enforced through each attempt's context and
 	// the backoff check below, not through a context of its own: one timer
@@ -269,7 +346,7 @@ func (c *Caller) Do(ctx context.Context, op string, newReq NewRequestFunc) (Resp
 			c.Metrics.retries.WithLabelValues(c.Transport, op).Inc()
 		}
 		attempts++
-		resp, retryAfter, retry, err := c.attempt(ctx, callDL, p, op, newReq)
+		resp, retryAfter, retry, err := c.attempt(ctx, callDL, p, op, cl)
 		if err == nil {
 			return resp, attempts, nil
 		}
@@ -322,48 +399,96 @@ func stopsOnRepeat(status int) bool {
 
 // attempt runs one HTTP attempt under a deadline of AttemptTimeout, capped
 // by callDL, the deadline of the whole call.
-func (c *Caller) attempt(ctx context.Context, callDL time.Time, p Policy, op string, newReq NewRequestFunc) (Response, time.Duration, bool, error) {
+func (c *Caller) attempt(ctx context.Context, callDL time.Time, p Policy, op string, cl *call) (Response, time.Duration, bool, error) {
 	dl := time.Now().Add(p.AttemptTimeout)
 	if callDL.Before(dl) {
 		dl = callDL
 	}
+	if cl.newReq == nil {
+		if t, ok := c.Client.Transport.(*Transport); ok {
+			start := time.Now()
+			a, err := t.h1.post(ctx, dl, cl.target, cl.header, cl.body)
+			if err != errUseStd {
+				c.observe(op, start)
+				if err != nil {
+					c.count(op, "error")
+					return Response{}, 0, true, &url.Error{Op: "Post", URL: cl.target, Err: err}
+				}
+				retryAfter, retry, err := c.classify(op, a.status, a.retryAfter, a.body)
+				return Response{Status: a.status}, retryAfter, retry, err
+			}
+			t.h1.mu.Lock()
+			t.h1.stats.Std++
+			t.h1.mu.Unlock()
+		}
+	}
 	actx, cancel := context.WithDeadline(ctx, dl)
 	defer cancel()
-	req, err := newReq(actx)
+	var req *http.Request
+	var err error
+	if cl.newReq != nil {
+		req, err = cl.newReq(actx)
+	} else {
+		req, err = PostRequest(actx, cl.target, cl.body, cl.header.HTTP())
+	}
 	if err != nil {
 		return Response{}, 0, false, fmt.Errorf("build request: %w", err)
 	}
 	start := time.Now()
 	resp, err := c.send(req)
-	if c.Metrics != nil {
-		c.Metrics.duration.WithLabelValues(c.Transport, op).Observe(time.Since(start).Seconds())
-	}
+	c.observe(op, start)
 	if err != nil {
 		c.count(op, "error")
 		return Response{}, 0, true, err
 	}
 	defer resp.Body.Close()
 	body, readErr := readAnswer(resp)
-	switch {
-	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 && readErr != nil {
 		c.count(op, "2xx")
-		if readErr != nil {
-			return Response{}, 0, true, fmt.Errorf("read answer: %w", readErr)
-		}
-		return Response{Status: resp.StatusCode, Header: resp.Header, Body: body}, 0, false, nil
-	case resp.StatusCode == http.StatusNotImplemented || resp.StatusCode == http.StatusHTTPVersionNotSupported:
-		c.count(op, "5xx")
-		return Response{}, 0, false, &StatusError{Status: resp.StatusCode, Body: snippet(body)}
-	case resp.StatusCode >= 500:
-		c.count(op, "5xx")
-		return Response{}, retryAfter(resp.Header.Get("Retry-After")), true, &StatusError{Status: resp.StatusCode, Body: snippet(body)}
-	case resp.StatusCode == http.StatusTooManyRequests:
-		c.count(op, "4xx")
-		return Response{}, retryAfter(resp.Header.Get("Retry-After")), true, &StatusError{Status: resp.StatusCode, Body: snippet(body)}
-	default: // other 4xx, and 3xx: redirects are not followed
-		c.count(op, strconv.Itoa(resp.StatusCode/100)+"xx")
-		return Response{}, 0, false, &StatusError{Status: resp.StatusCode, Body: snippet(body)}
+		return Response{}, 0, true, fmt.Errorf("read answer: %w", readErr)
 	}
+	retryAfter, retry, err := c.classify(op, resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	if err != nil {
+		return Response{}, retryAfter, retry, err
+	}
+	return Response{Status: resp.StatusCode, Header: resp.Header, Body: body}, 0, false, nil
+}
+
+// classify counts a final answer of status and says whether the call
+// retries it (after retryAfter, from its Retry-After header, when set), or
+// returns the *StatusError that ends it; nil error for a 2xx.
+func (c *Caller) classify(op string, status int, retryAfterHdr string, body []byte) (time.Duration, bool, error) {
+	switch {
+	case status >= 200 && status < 300:
+		c.count(op, "2xx")
+		return 0, false, nil
+	case status == http.StatusNotImplemented || status == http.StatusHTTPVersionNotSupported:
+		c.count(op, "5xx")
+		return 0, false, &StatusError{Status: status, Body: snippet(body)}
+	case status >= 500:
+		c.count(op, "5xx")
+		return retryAfter(retryAfterHdr), true, &StatusError{Status: status, Body: snippet(body)}
+	case status == http.StatusTooManyRequests:
+		c.count(op, "4xx")
+		return retryAfter(retryAfterHdr), true, &StatusError{Status: status, Body: snippet(body)}
+	default: // other 4xx, and 3xx: redirects are not followed
+		c.count(op, classOf(status))
+		return 0, false, &StatusError{Status: status, Body: snippet(body)}
+	}
+}
+
+func classOf(status int) string {
+	switch status / 100 {
+	case 1:
+		return "1xx"
+	case 2:
+		return "2xx"
+	case 3:
+		return "3xx"
+	case 4:
+		return "4xx"
+	}
+	return "5xx"
 }
 
 // send makes one exchange through the transport of c.Client. Redirects are
@@ -412,9 +537,18 @@ func readAnswer(resp *http.Response) ([]byte, error) {
 	return body, err
 }
 
+// count and observe resolve their metric children once per (transport,
+// op, class) and keep them (the label sets are fixed and few), instead of
+// hashing the labels and allocating their slice on every request.
 func (c *Caller) count(op, class string) {
 	if c.Metrics != nil {
-		c.Metrics.requests.WithLabelValues(c.Transport, op, class).Inc()
+		c.Metrics.counter(c.Transport, op, class).Inc()
+	}
+}
+
+func (c *Caller) observe(op string, start time.Time) {
+	if c.Metrics != nil {
+		c.Metrics.observer(c.Transport, op).Observe(time.Since(start).Seconds())
 	}
 }
 

@@ -1,0 +1,855 @@
+package upstream
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// Transport is the process's upstream transport. As an http.RoundTripper
+// it is a tuned *http.Transport (token requests, probes, anything built as
+// an *http.Request; HTTP/2 where an HTTPS upstream offers it). Its Post
+// path (used by Caller.Post, that is by every publish) is an HTTP/1.1
+// client of its own for the upstreams it can reach directly: one pooled
+// keep-alive connection per exchange, the request written with one write
+// from a reused buffer, the answer's status line and framing headers
+// parsed in place, the attempt's deadline set on the connection rather
+// than through a context, and no goroutine per connection. Anything it does
+// not handle (a proxy from the environment, an upstream that negotiates
+// HTTP/2, a URL it cannot send verbatim) goes through the *http.Transport,
+// with the same limits. Safe for concurrent use.
+type Transport struct {
+	std *http.Transport
+	h1  *h1Client
+}
+
+// NewTransport returns the tuned transport to share across every client of
+// the process: keep-alive pools sized to the expected concurrency
+// (maxConnsPerHost idle connections kept per host, default 256), idle
+// connections closed after 90 s, dial timeout 2 s, TLS handshake timeout
+// 3 s, no transparent gzip (answers are tiny), no cap on connections per
+// host (the callers' concurrency and the off-path workers bound it).
+// Publishes go over HTTP/1.1 (see Transport); HTTPS upstreams that offer
+// HTTP/2 get it (negotiated by ALPN, through the *http.Transport).
+func NewTransport(maxConnsPerHost int) *Transport {
+	if maxConnsPerHost <= 0 {
+		maxConnsPerHost = 256
+	}
+	dialer := &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}
+	std := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           dialer.DialContext,
+		MaxIdleConns:          maxConnsPerHost * 4,
+		MaxIdleConnsPerHost:   maxConnsPerHost,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   3 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		ResponseHeaderTimeout: 0, // bounded by the per-attempt context instead
+		// A custom DialContext turns HTTP/2 off unless forced: force it,
+		// so that an HTTPS upstream offering h2 gets it.
+		ForceAttemptHTTP2: true,
+		// No transparent gzip: publish and token answers are a few bytes,
+		// and asking for gzip costs a header map and a check per request.
+		DisableCompression: true,
+	}
+	return &Transport{
+		std: std,
+		h1: &h1Client{
+			dialer:           dialer,
+			handshakeTimeout: std.TLSHandshakeTimeout,
+			maxIdle:          maxConnsPerHost,
+			idleTimeout:      std.IdleConnTimeout,
+			proxy:            std.Proxy,
+			hosts:            map[string]*hostPool{},
+		},
+	}
+}
+
+// RoundTrip sends req through the *http.Transport (http.RoundTripper).
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	return t.std.RoundTrip(req)
+}
+
+// CloseIdleConnections closes the idle connections of both paths (called
+// by http.Client.CloseIdleConnections).
+func (t *Transport) CloseIdleConnections() {
+	t.std.CloseIdleConnections()
+	t.h1.closeIdle()
+}
+
+// Stats are counters of the Post path, for tests and benchmarks.
+type Stats struct {
+	// Dials is the number of connections the Post path opened (over
+	// HTTPS: full TLS handshakes).
+	Dials int64
+	// Reused is the number of exchanges made on a pooled connection.
+	Reused int64
+	// Std is the number of Post exchanges handed to the *http.Transport.
+	Std int64
+}
+
+// Stats returns the counters of the Post path.
+func (t *Transport) Stats() Stats {
+	t.h1.mu.Lock()
+	defer t.h1.mu.Unlock()
+	return t.h1.stats
+}
+
+// Header is the fixed header of one kind of request (a client's publishes,
+// per credential), validated and rendered once as HTTP/1.1 lines. It is
+// immutable: build it once with NewHeader and share it.
+type Header struct {
+	h    http.Header
+	wire []byte
+}
+
+// NewHeader validates h (field names are tokens; values hold no CR, LF or
+// other control byte but tab; no Host, Content-Length, Transfer-Encoding or
+// Connection, which the transport writes itself) and returns it rendered.
+// h is copied; later changes to it are not seen.
+func NewHeader(h http.Header) (*Header, error) {
+	out := &Header{h: h.Clone()}
+	if out.h == nil {
+		out.h = http.Header{}
+	}
+	var buf bytes.Buffer
+	for _, k := range sortedKeys(out.h) {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return nil, fmt.Errorf("header field name %q is not a valid token", k)
+		}
+		switch http.CanonicalHeaderKey(k) {
+		case "Host", "Content-Length", "Transfer-Encoding", "Connection":
+			return nil, fmt.Errorf("header %s is set by the transport", k)
+		}
+		for _, v := range out.h[k] {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return nil, fmt.Errorf("header %s: value holds a control byte", k)
+			}
+			buf.WriteString(k)
+			buf.WriteString(": ")
+			buf.WriteString(v)
+			buf.WriteString("\r\n")
+		}
+	}
+	out.wire = buf.Bytes()
+	return out, nil
+}
+
+// HTTP returns the header as an http.Header, shared: never modify it.
+func (h *Header) HTTP() http.Header { return h.h }
+
+func sortedKeys(h http.Header) []string {
+	keys := make([]string, 0, len(h))
+	for k := range h {
+		keys = append(keys, k)
+	}
+	for i := 1; i < len(keys); i++ {
+		for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
+			keys[j], keys[j-1] = keys[j-1], keys[j]
+		}
+	}
+	return keys
+}
+
+// Limits of the Post path's answers. An answer over them is an error of
+// the exchange (the connection is closed, not reused).
+const (
+	maxHeaderBytes = 64 << 10 // status line and header fields
+	maxDrain       = 1 << 20  // body bytes read past maxBody to keep a connection
+	max1xx         = 5        // informational answers skipped before the final one
+	userAgent      = "Go-http-client/1.1"
+)
+
+// errUseStd says that the Post path does not handle this target: the
+// exchange goes through the *http.Transport.
+var errUseStd = errors.New("upstream: target not handled by the HTTP/1.1 path")
+
+// aLongTimeAgo is a deadline in the past, to abort a blocked read or write.
+var aLongTimeAgo = time.Unix(1, 0)
+
+type h1Client struct {
+	dialer           *net.Dialer
+	tlsConfig        *tls.Config // nil: system roots (tests set their own)
+	handshakeTimeout time.Duration
+	maxIdle          int
+	idleTimeout      time.Duration
+	proxy            func(*http.Request) (*url.URL, error)
+
+	mu    sync.Mutex
+	hosts map[string]*hostPool // by scheme://host[:port]
+	stats Stats
+}
+
+// hostPool is one upstream origin's idle connections (last in, first out).
+type hostPool struct {
+	c          *h1Client
+	scheme     string
+	addr       string // host:port to dial
+	serverName string // TLS server name (host without port)
+	host       string // Host header: the URL's host as written
+	std        bool   // proxied or HTTP/2: every exchange goes through std
+
+	mu   sync.Mutex
+	idle []*h1Conn
+}
+
+type h1Conn struct {
+	p     *hostPool
+	nc    net.Conn
+	br    *bufio.Reader
+	wbuf  []byte
+	timer *time.Timer // closes the connection when idle too long
+	idle  bool        // in p.idle (guarded by p.mu)
+}
+
+// splitTarget splits an absolute http(s) URL into its origin
+// (scheme://host[:port]) and its request-target (path and query), when the
+// request-target can be sent verbatim: ok is false for anything else
+// (userinfo, a fragment, bytes that are not visible ASCII), which then goes
+// through the *http.Transport.
+func splitTarget(target string) (origin, reqURI string, ok bool) {
+	var rest string
+	switch {
+	case len(target) > 7 && target[:7] == "http://":
+		rest = target[7:]
+	case len(target) > 8 && target[:8] == "https://":
+		rest = target[8:]
+	default:
+		return "", "", false
+	}
+	slash := len(rest)
+	for i := 0; i < len(rest); i++ {
+		if rest[i] == '/' {
+			slash = i
+			break
+		}
+	}
+	if slash == len(rest) || slash == 0 {
+		return "", "", false
+	}
+	for i := 0; i < slash; i++ {
+		if c := rest[i]; c == '@' || c == '?' || c == '#' || c <= ' ' || c >= 0x7f {
+			return "", "", false
+		}
+	}
+	reqURI = rest[slash:]
+	for i := 0; i < len(reqURI); i++ {
+		if c := reqURI[i]; c <= ' ' || c >= 0x7f || c == '#' {
+			return "", "", false
+		}
+	}
+	return target[:len(target)-len(rest)+slash], reqURI, true
+}
+
+// pool returns the pool of origin, creating it (and deciding whether the
+// Post path handles it) on first use.
+func (c *h1Client) pool(origin string) (*hostPool, error) {
+	c.mu.Lock()
+	p := c.hosts[origin]
+	c.mu.Unlock()
+	if p != nil {
+		return p, nil
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" || u.User != nil {
+		return nil, errUseStd
+	}
+	p = &hostPool{c: c, scheme: u.Scheme, host: u.Host, serverName: u.Hostname()}
+	port := u.Port()
+	if port == "" {
+		port = "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+	}
+	p.addr = net.JoinHostPort(u.Hostname(), port)
+	if c.proxy != nil {
+		if pu, err := c.proxy(&http.Request{Method: http.MethodPost, URL: u, Header: http.Header{}}); err != nil || pu != nil {
+			p.std = true
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if q := c.hosts[origin]; q != nil {
+		return q, nil
+	}
+	c.hosts[origin] = p
+	return p, nil
+}
+
+func (c *h1Client) closeIdle() {
+	c.mu.Lock()
+	pools := make([]*hostPool, 0, len(c.hosts))
+	for _, p := range c.hosts {
+		pools = append(pools, p)
+	}
+	c.mu.Unlock()
+	for _, p := range pools {
+		p.mu.Lock()
+		idle := p.idle
+		p.idle = nil
+		for _, pc := range idle {
+			pc.idle = false
+		}
+		p.mu.Unlock()
+		for _, pc := range idle {
+			pc.close()
+		}
+	}
+}
+
+// get returns an idle connection (reused true) or nil.
+func (p *hostPool) get() *h1Conn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := len(p.idle)
+	if n == 0 {
+		return nil
+	}
+	pc := p.idle[n-1]
+	p.idle[n-1] = nil
+	p.idle = p.idle[:n-1]
+	pc.idle = false
+	pc.timer.Stop()
+	return pc
+}
+
+// put returns a healthy connection to the pool, or closes it when the pool
+// is full.
+func (p *hostPool) put(pc *h1Conn) {
+	p.mu.Lock()
+	if len(p.idle) >= p.c.maxIdle {
+		p.mu.Unlock()
+		pc.close()
+		return
+	}
+	pc.idle = true
+	p.idle = append(p.idle, pc)
+	pc.timer.Reset(p.c.idleTimeout)
+	p.mu.Unlock()
+}
+
+// expire closes pc if it is still idle (its idle timer fired).
+func (pc *h1Conn) expire() {
+	p := pc.p
+	p.mu.Lock()
+	if !pc.idle {
+		p.mu.Unlock()
+		return
+	}
+	for i, q := range p.idle {
+		if q == pc {
+			p.idle = append(p.idle[:i], p.idle[i+1:]...)
+			break
+		}
+	}
+	pc.idle = false
+	p.mu.Unlock()
+	pc.close()
+}
+
+func (pc *h1Conn) close() {
+	pc.timer.Stop()
+	_ = pc.nc.Close()
+}
+
+// dial opens a connection to p within dl (and the dial and handshake
+// timeouts). It returns errUseStd when the upstream negotiates HTTP/2 (p
+// is then marked, and every later exchange goes through std).
+func (p *hostPool) dial(ctx context.Context, dl time.Time) (*h1Conn, error) {
+	d := *p.c.dialer
+	if d.Deadline.IsZero() || dl.Before(d.Deadline) {
+		d.Deadline = dl
+	}
+	nc, err := d.DialContext(ctx, "tcp", p.addr)
+	if err != nil {
+		return nil, err
+	}
+	if p.scheme == "https" {
+		cfg := &tls.Config{}
+		if p.c.tlsConfig != nil {
+			cfg = p.c.tlsConfig.Clone()
+		}
+		if cfg.ServerName == "" {
+			cfg.ServerName = p.serverName
+		}
+		cfg.NextProtos = []string{"h2", "http/1.1"}
+		tc := tls.Client(nc, cfg)
+		hdl := time.Now().Add(p.c.handshakeTimeout)
+		if dl.Before(hdl) {
+			hdl = dl
+		}
+		hctx, cancel := context.WithDeadline(ctx, hdl)
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			_ = nc.Close()
+			return nil, err
+		}
+		if tc.ConnectionState().NegotiatedProtocol == "h2" {
+			_ = tc.Close()
+			p.mu.Lock()
+			p.std = true
+			p.mu.Unlock()
+			return nil, errUseStd
+		}
+		nc = tc
+	}
+	p.c.mu.Lock()
+	p.c.stats.Dials++
+	p.c.mu.Unlock()
+	pc := &h1Conn{p: p, nc: nc, br: bufio.NewReaderSize(nc, 4096), wbuf: make([]byte, 0, 1024)}
+	pc.timer = time.AfterFunc(time.Hour, pc.expire)
+	pc.timer.Stop()
+	return pc, nil
+}
+
+// answer is the part of an HTTP answer the Caller needs.
+type answer struct {
+	status     int
+	retryAfter string
+	body       []byte // the first bytes (at most maxBody) of a non-2xx answer
+}
+
+// post makes one exchange of body to target under dl and ctx. It returns
+// errUseStd when the target is not for this path.
+func (c *h1Client) post(ctx context.Context, dl time.Time, target string, h *Header, body []byte) (answer, error) {
+	origin, reqURI, ok := splitTarget(target)
+	if !ok {
+		return answer{}, errUseStd
+	}
+	p, err := c.pool(origin)
+	if err != nil {
+		return answer{}, err
+	}
+	p.mu.Lock()
+	std := p.std
+	p.mu.Unlock()
+	if std {
+		return answer{}, errUseStd
+	}
+	if err := ctx.Err(); err != nil {
+		return answer{}, err
+	}
+	// A pooled connection the upstream closed while it sat idle fails
+	// before any byte of an answer: the exchange is made again once on a
+	// new connection (the Caller retries network errors in any case).
+	for try := 0; ; try++ {
+		pc := p.get()
+		reused := pc != nil
+		if pc == nil {
+			pc, err = p.dial(ctx, dl)
+			if err != nil {
+				return answer{}, err
+			}
+		}
+		a, got, err := pc.exchange(ctx, dl, p.host, reqURI, h, body)
+		if err == nil {
+			if reused {
+				c.mu.Lock()
+				c.stats.Reused++
+				c.mu.Unlock()
+			}
+			return a, nil
+		}
+		if reused && !got && try == 0 && ctx.Err() == nil && time.Now().Before(dl) {
+			continue
+		}
+		return answer{}, err
+	}
+}
+
+// exchange writes the request and reads the answer on pc, then pools or
+// closes pc. got says whether any byte of an answer was read.
+func (pc *h1Conn) exchange(ctx context.Context, dl time.Time, host, reqURI string, h *Header, body []byte) (a answer, got bool, err error) {
+	keep := false
+	defer func() {
+		if keep {
+			pc.p.put(pc)
+		} else {
+			pc.close()
+		}
+	}()
+	_ = pc.nc.SetDeadline(dl)
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, func() { _ = pc.nc.SetDeadline(aLongTimeAgo) })
+		defer func() {
+			if !stop() {
+				keep = false // the deadline was moved: do not reuse
+				if cerr := ctx.Err(); err != nil && cerr != nil {
+					err = cerr
+				}
+			}
+		}()
+	}
+	w := pc.wbuf[:0]
+	w = append(w, "POST "...)
+	w = append(w, reqURI...)
+	w = append(w, " HTTP/1.1\r\nHost: "...)
+	w = append(w, host...)
+	w = append(w, "\r\nUser-Agent: "+userAgent+"\r\nContent-Length: "...)
+	w = strconv.AppendInt(w, int64(len(body)), 10)
+	w = append(w, "\r\n"...)
+	w = append(w, h.wire...)
+	w = append(w, "\r\n"...)
+	w = append(w, body...)
+	if cap(w) <= 64<<10 {
+		pc.wbuf = w
+	}
+	if _, err := pc.nc.Write(w); err != nil {
+		return answer{}, false, timeoutErr(err)
+	}
+	a, keep, got, err = readAnswer1(pc.br)
+	if err != nil {
+		keep = false
+		return answer{}, got, timeoutErr(err)
+	}
+	return a, true, nil
+}
+
+// timeoutErr turns the connection's deadline error into
+// context.DeadlineExceeded, as an attempt's context would have ended it.
+func timeoutErr(err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("%w (%v)", context.DeadlineExceeded, err)
+	}
+	return err
+}
+
+// errMalformed wraps every framing error of an answer.
+var errMalformed = errors.New("malformed HTTP answer")
+
+func malformed(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{errMalformed}, args...)...)
+}
+
+// readAnswer1 reads one final answer from br: the status line and header
+// fields (at most maxHeaderBytes), skipping up to max1xx informational
+// answers, then the body by its framing (Content-Length, chunked, or up to
+// the end of the connection), keeping at most maxBody bytes of a non-2xx
+// body and draining the rest up to maxDrain. keep says whether the
+// connection can carry another exchange; got whether any byte was read.
+func readAnswer1(br *bufio.Reader) (a answer, keep, got bool, err error) {
+	var (
+		clen    int64 = -1
+		chunked bool
+		close   bool
+	)
+	for n1xx := 0; ; n1xx++ {
+		line, err := readLine(br, maxHeaderBytes)
+		if len(line) > 0 || err == nil {
+			got = true
+		}
+		if err != nil {
+			return a, false, got, err
+		}
+		status, http10, err := parseStatusLine(line)
+		if err != nil {
+			return a, false, true, err
+		}
+		a.status = status
+		close = http10
+		clen, chunked = -1, false
+		budget := maxHeaderBytes - len(line)
+		for {
+			line, err := readLine(br, budget)
+			if err != nil {
+				return a, false, true, err
+			}
+			budget -= len(line) + 2
+			if len(line) == 0 {
+				break
+			}
+			colon := bytes.IndexByte(line, ':')
+			if colon <= 0 {
+				return a, false, true, malformed("header line without a field name")
+			}
+			name, value := line[:colon], trimOWS(line[colon+1:])
+			if !validFieldName(name) {
+				return a, false, true, malformed("invalid header field name %q", name)
+			}
+			if !validFieldValue(value) {
+				return a, false, true, malformed("control byte in header %s", name)
+			}
+			switch {
+			case asciiEqualFold(name, "content-length"):
+				n, ok := parseContentLength(value)
+				if !ok || (clen >= 0 && n != clen) {
+					return a, false, true, malformed("invalid Content-Length %q", value)
+				}
+				clen = n
+			case asciiEqualFold(name, "transfer-encoding"):
+				// An HTTP/1.0 message with a transfer coding has faulty
+				// framing (RFC 9112 6.1): refused.
+				if !asciiEqualFold(value, "chunked") || chunked || http10 {
+					return a, false, true, malformed("unsupported Transfer-Encoding %q", value)
+				}
+				chunked = true
+			case asciiEqualFold(name, "connection"):
+				if tokenListHas(value, "close") {
+					close = true
+				} else if http10 && tokenListHas(value, "keep-alive") {
+					close = false
+				}
+			case asciiEqualFold(name, "retry-after"):
+				a.retryAfter = string(value)
+			}
+		}
+		if status == http.StatusSwitchingProtocols {
+			return a, false, true, malformed("unexpected 101 Switching Protocols")
+		}
+		if status >= 200 || n1xx >= max1xx {
+			if status < 200 {
+				return a, false, true, malformed("too many informational answers")
+			}
+			break
+		}
+	}
+	ok2xx := a.status >= 200 && a.status < 300
+	switch {
+	case a.status == http.StatusNoContent || a.status == http.StatusNotModified:
+		return a, !close, true, nil
+	case chunked:
+		// Content-Length beside chunked is ignored (RFC 9112 6.3), and
+		// the connection is not reused after such an answer.
+		if clen >= 0 {
+			close = true
+		}
+		cr := httputil.NewChunkedReader(br)
+		body, err := readBody(cr, ok2xx)
+		if err != nil {
+			return a, false, true, err
+		}
+		a.body = body
+		// Read the last chunk and the trailer; a body over the drain
+		// limit ends the connection.
+		if _, err := io.CopyN(io.Discard, cr, maxDrain); err != io.EOF {
+			return a, false, true, nil
+		}
+		if err := skipTrailer(br); err != nil {
+			return a, false, true, nil
+		}
+		return a, !close, true, nil
+	case clen >= 0:
+		if !ok2xx {
+			n := min(clen, maxBody)
+			a.body = make([]byte, n)
+			if _, err := io.ReadFull(br, a.body); err != nil {
+				return a, false, true, unexpectedEOF(err)
+			}
+			clen -= n
+		}
+		if clen > maxDrain {
+			return a, false, true, nil
+		}
+		if _, err := br.Discard(int(clen)); err != nil {
+			return a, false, true, unexpectedEOF(err)
+		}
+		return a, !close, true, nil
+	default:
+		// No framing: the body runs to the end of the connection.
+		body, err := readBody(br, ok2xx)
+		if err != nil {
+			return a, false, true, err
+		}
+		a.body = body
+		return a, false, true, nil
+	}
+}
+
+// readBody reads r to its end, keeping the first maxBody bytes unless
+// discard, and draining up to maxDrain more; a longer body stops there
+// (the caller closes the connection).
+func readBody(r io.Reader, discard bool) ([]byte, error) {
+	var body []byte
+	if !discard {
+		var err error
+		body, err = io.ReadAll(io.LimitReader(r, maxBody))
+		if err != nil {
+			return nil, unexpectedEOF(err)
+		}
+	}
+	if _, err := io.CopyN(io.Discard, r, maxDrain); err != nil && err != io.EOF {
+		return nil, unexpectedEOF(err)
+	}
+	return body, nil
+}
+
+func unexpectedEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// readLine reads one line of at most limit bytes without its line ending
+// (CRLF or a bare LF). The slice is valid until the next read of br.
+func readLine(br *bufio.Reader, limit int) ([]byte, error) {
+	line, err := br.ReadSlice('\n')
+	if err == bufio.ErrBufferFull {
+		// A line longer than the buffer (rare): gather it.
+		long := append([]byte(nil), line...)
+		for err == bufio.ErrBufferFull && len(long) <= limit {
+			line, err = br.ReadSlice('\n')
+			long = append(long, line...)
+		}
+		line = long
+	}
+	if err != nil && err != bufio.ErrBufferFull {
+		if err == io.EOF && len(line) > 0 {
+			return line, io.ErrUnexpectedEOF
+		}
+		return line, err
+	}
+	if len(line) > limit || err == bufio.ErrBufferFull {
+		return nil, malformed("header over %d bytes", maxHeaderBytes)
+	}
+	line = line[:len(line)-1]
+	if n := len(line); n > 0 && line[n-1] == '\r' {
+		line = line[:n-1]
+	}
+	return line, nil
+}
+
+// parseStatusLine parses "HTTP/1.x SSS[ reason]".
+func parseStatusLine(line []byte) (status int, http10 bool, err error) {
+	if len(line) < 12 || string(line[:7]) != "HTTP/1." || line[8] != ' ' || (len(line) > 12 && line[12] != ' ') {
+		return 0, false, malformed("invalid status line %q", truncate(line))
+	}
+	switch line[7] {
+	case '0':
+		http10 = true
+	case '1':
+	default:
+		return 0, false, malformed("unsupported version in %q", truncate(line))
+	}
+	for _, c := range line[9:12] {
+		if c < '0' || c > '9' {
+			return 0, false, malformed("invalid status code in %q", truncate(line))
+		}
+		status = status*10 + int(c-'0')
+	}
+	if status < 100 {
+		return 0, false, malformed("invalid status code in %q", truncate(line))
+	}
+	return status, http10, nil
+}
+
+func truncate(b []byte) []byte {
+	if len(b) > 64 {
+		return b[:64]
+	}
+	return b
+}
+
+func parseContentLength(v []byte) (int64, bool) {
+	if len(v) == 0 || len(v) > 18 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
+}
+
+// validFieldName reports whether b is an RFC 9110 token.
+func validFieldName(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if !httpguts.IsTokenRune(rune(c)) {
+			return false
+		}
+	}
+	return true
+}
+
+// validFieldValue reports whether b holds no control byte but tab (RFC
+// 9110 field-value; obs-text is allowed, as net/http allows it).
+func validFieldValue(b []byte) bool {
+	for _, c := range b {
+		if (c < ' ' && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func trimOWS(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+func asciiEqualFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range b {
+		c := b[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != s[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// tokenListHas reports whether the comma-separated list v holds tok (case
+// insensitive).
+func tokenListHas(v []byte, tok string) bool {
+	for len(v) > 0 {
+		i := bytes.IndexByte(v, ',')
+		var item []byte
+		if i < 0 {
+			item, v = v, nil
+		} else {
+			item, v = v[:i], v[i+1:]
+		}
+		if asciiEqualFold(trimOWS(item), tok) {
+			return true
+		}
+	}
+	return false
+}
+
+// skipTrailer reads the trailer fields after the last chunk up to the
+// blank line.
+func skipTrailer(br *bufio.Reader) error {
+	budget := maxHeaderBytes
+	for {
+		line, err := readLine(br, budget)
+		if err != nil {
+			return err
+		}
+		budget -= len(line) + 2
+		if len(line) == 0 {
+			return nil
+		}
+	}
+}
