@@ -93,14 +93,18 @@ type guardConn struct {
 	max    int
 	marker string
 
-	mu       sync.Mutex
-	state    int
-	rbuf     []byte // read buffer, allocated on first use
-	pending  []byte // read from the connection, not yet checked
-	ready    []byte // checked, waiting for net/http's Read
-	remain   int64
-	lastPost bool  // the previous request was a POST (see head)
-	err      error // returned once ready is drained in stDone
+	mu      sync.Mutex
+	state   int
+	rbuf    []byte // read buffer, allocated on first use
+	pending []byte // read from the connection, not yet checked
+	ready   []byte // checked, waiting for net/http's Read
+	// pbuf and qbuf are the arrays pending and ready start over from each
+	// time they are empty, so that a keep-alive connection does not
+	// allocate them anew per request.
+	pbuf, qbuf []byte
+	remain     int64
+	lastPost   bool  // the previous request was a POST (see head)
+	err        error // returned once ready is drained in stDone
 }
 
 func (c *guardConn) Read(p []byte) (int, error) {
@@ -146,7 +150,13 @@ func (c *guardConn) fill() error {
 		c.rbuf = make([]byte, 4<<10)
 	}
 	n, err := c.Conn.Read(c.rbuf)
+	if len(c.pending) == 0 {
+		c.pending = c.pbuf[:0]
+	}
 	c.pending = append(c.pending, c.rbuf[:n]...)
+	if len(c.pending) == n {
+		c.pbuf = c.pending
+	}
 	if n > 0 {
 		return nil
 	}
@@ -239,7 +249,13 @@ func (c *guardConn) step() bool {
 
 // release passes on the first n pending bytes.
 func (c *guardConn) release(n int) {
+	if len(c.ready) == 0 {
+		c.ready = c.qbuf[:0]
+	}
 	c.ready = append(c.ready, c.pending[:n]...)
+	if len(c.ready) == n {
+		c.qbuf = c.ready
+	}
 	c.pending = c.pending[n:]
 }
 

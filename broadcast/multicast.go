@@ -219,8 +219,11 @@ type BatchResult struct {
 //
 // All methods are safe for concurrent use.
 type Multicaster struct {
-	cfg      Config
-	pubs     [2]Publisher
+	cfg  Config
+	pubs [2]Publisher
+	// bounds are the publishers' CallBound (0: none known), by transport
+	// index.
+	bounds   [2]time.Duration
 	resolver StageResolver
 	observer Observer
 	dropObs  DropObserver // observer as a DropObserver, or nil
@@ -310,6 +313,7 @@ func NewMulticaster(cfg Config, legacy, realtime Publisher, resolver StageResolv
 	mc := &Multicaster{
 		cfg:      cfg,
 		pubs:     [2]Publisher{legacy, realtime},
+		bounds:   [2]time.Duration{callBound(legacy), callBound(realtime)},
 		resolver: resolver,
 		observer: observer,
 		metrics:  newBoundMetrics(m, apps, cfg.Channels),
@@ -489,19 +493,40 @@ func (mc *Multicaster) publish(ctx context.Context, m *Message, route Route, out
 	off, hasOff := stage.OffPath()
 	out.Deliveries = make(map[Transport]Delivery, 2)
 
-	// Bound the answering side unless the caller's deadline is sooner
-	// (which saves the timer's allocations).
-	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > mc.cfg.AnswerTimeout {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, mc.cfg.AnswerTimeout)
-		defer cancel()
+	// The answering side ends at dl (AnswerTimeout, or the caller's
+	// deadline when sooner). Its timer context is made only when something
+	// is about to wait on it (bound): a contended room lock, earlier
+	// off-path messages of the room, the observer's watch, or a publisher
+	// that would not end on its own before dl (Bounded). The common
+	// message needs none, which saves a timer and five allocations.
+	dl := time.Now().Add(mc.cfg.AnswerTimeout)
+	bounded := false
+	if cdl, ok := ctx.Deadline(); ok && !cdl.After(dl) {
+		dl, bounded = cdl, true
 	}
+	var cancel context.CancelFunc
+	bound := func() {
+		if !bounded {
+			ctx, cancel = context.WithDeadline(ctx, dl)
+			bounded = true
+		}
+	}
+	defer func() {
+		if cancel != nil {
+			cancel()
+		}
+	}()
 
 	h := hash2(m.App, m.Room)
 	st := mc.rooms.acquire(m.App, m.Room, h)
 	defer mc.rooms.release(st, h)
-	err := st.lock(ctx)
-	if err == nil {
+	var err error
+	if !st.tryLock() {
+		bound()
+		err = st.lock(ctx)
+	}
+	if err == nil && !st.idleFor(ai) {
+		bound()
 		err = st.waitIdle(ctx, ai)
 		if err != nil {
 			st.unlock()
@@ -537,7 +562,11 @@ func (mc *Multicaster) publish(ctx context.Context, m *Message, route Route, out
 	if expected && mc.awaiter != nil {
 		// The observer bounds this wait itself; it only waits for the
 		// answering transport's watch, never for the off-path one.
+		bound()
 		mc.awaiter.AwaitWatch(ctx, m, ans)
+	}
+	if b := mc.bounds[ai]; b == 0 || time.Until(dl) < b {
+		bound()
 	}
 	start := mc.now()
 	res, err := mc.pubs[ai].Publish(ctx, m)
@@ -761,10 +790,17 @@ func (mc *Multicaster) runJob(base context.Context, job offJob) {
 			return
 		}
 	}
-	ctx, cancel := context.WithTimeout(base, mc.cfg.OffPathTimeout)
+	// The publish's own bound (Bounded) within OffPathTimeout spares the
+	// timer context; base still carries the shutdown's cancellation.
+	ctx, cancel := base, context.CancelFunc(nil)
+	if b := mc.bounds[job.t]; b == 0 || b > mc.cfg.OffPathTimeout {
+		ctx, cancel = context.WithTimeout(base, mc.cfg.OffPathTimeout)
+	}
 	start := mc.now()
 	res, err := mc.pubs[job.t].Publish(ctx, job.m)
-	cancel()
+	if cancel != nil {
+		cancel()
+	}
 	d := mc.now().Sub(start)
 	mc.metrics.duration[job.t][pathOffPath].Observe(d.Seconds())
 	switch {

@@ -1232,3 +1232,77 @@ func TestOtherPartyNotObserved(t *testing.T) {
 		t.Errorf("Expect called %d times, want 1 (the default party's message)", n)
 	}
 }
+
+// boundedPublisher is a fakePublisher that declares a CallBound.
+type boundedPublisher struct {
+	*fakePublisher
+	bound time.Duration
+}
+
+func (b boundedPublisher) CallBound() time.Duration { return b.bound }
+
+// TestBoundedPublisherSkipsTimerContext: a publisher that ends on its own
+// within the time the Multicaster gives it is called under the caller's
+// context, both on the answering side and off path; one that may take
+// longer, or declares nothing, gets a context ending at AnswerTimeout (or
+// OffPathTimeout). Cancellation reaches it either way.
+func TestBoundedPublisherSkipsTimerContext(t *testing.T) {
+	type seen struct {
+		hasDL bool
+		left  time.Duration
+	}
+	for _, tc := range []struct {
+		name   string
+		bound  time.Duration // 0: not Bounded
+		wantDL bool
+	}{
+		{"bounded within the budget", time.Second, false},
+		{"bounded over the budget", time.Minute, true},
+		{"not bounded", 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := make(chan seen, 4)
+			record := func(ctx context.Context, m *Message) (PublishResult, error) {
+				dl, ok := ctx.Deadline()
+				got <- seen{ok, time.Until(dl)}
+				return PublishResult{Attempts: 1}, nil
+			}
+			mk := func() Publisher {
+				fp := &fakePublisher{publish: record}
+				if tc.bound == 0 {
+					return fp
+				}
+				return boundedPublisher{fp, tc.bound}
+			}
+			legacy, realtime := mk(), mk()
+			mc := NewMulticaster(Config{AnswerTimeout: 10 * time.Second, OffPathTimeout: 5 * time.Second},
+				legacy, realtime, fixedStage(StageShadow), nil, nil, nil, nil)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- mc.Run(ctx) }()
+			m, err := NewMessage("app", "r1", "n", "q1", []byte(`{}`), "video", time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := mc.Broadcast(context.Background(), m); err != nil {
+				t.Fatal(err)
+			}
+			for _, side := range []string{"answering", "off-path"} {
+				select {
+				case s := <-got:
+					if s.hasDL != tc.wantDL {
+						t.Errorf("%s publish: deadline %v (%v left), want deadline %v", side, s.hasDL, s.left, tc.wantDL)
+					}
+					if s.hasDL && (s.left > 10*time.Second || s.left <= 0) {
+						t.Errorf("%s publish: %v left", side, s.left)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatalf("no %s publish", side)
+				}
+			}
+			cancel()
+			<-done
+		})
+	}
+}

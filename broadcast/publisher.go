@@ -16,6 +16,26 @@ type Publisher interface {
 	Publish(ctx context.Context, m *Message) (PublishResult, error)
 }
 
+// Bounded is implemented by a Publisher whose Publish returns on its own
+// within CallBound of its start, whatever the deadline of its ctx (its
+// retry policy's whole-call timeout, for every attempt and backoff). When
+// the time the Multicaster gives a publish is at least that long, it
+// publishes under the context it has instead of a timer context of its own
+// per message (cancellation still reaches the publish through that
+// context). CallBound must be constant.
+type Bounded interface {
+	CallBound() time.Duration
+}
+
+// callBound returns p's CallBound, or 0 (no bound known) when p does not
+// implement Bounded.
+func callBound(p Publisher) time.Duration {
+	if b, ok := p.(Bounded); ok {
+		return max(b.CallBound(), 0)
+	}
+	return 0
+}
+
 // PublishResult reports how a publish went.
 type PublishResult struct {
 	// Attempts is the number of HTTP requests made (0 if refused before
@@ -43,6 +63,21 @@ func (r AppRouter) Publish(ctx context.Context, m *Message) (PublishResult, erro
 		return PublishResult{}, Errorf(ENOTFOUND, "app %q has no publisher for this transport", m.App)
 	}
 	return p.Publish(ctx, m)
+}
+
+// CallBound is the longest CallBound of the router's publishers (Bounded),
+// or 0 (no bound known) when the router is empty or one of them does not
+// implement Bounded. Call it once the router is complete.
+func (r AppRouter) CallBound() time.Duration {
+	var b time.Duration
+	for _, p := range r {
+		pb := callBound(p)
+		if pb == 0 {
+			return 0
+		}
+		b = max(b, pb)
+	}
+	return b
 }
 
 // DeliveryStatus is a transport's outcome for one message, as the caller's

@@ -62,6 +62,24 @@ type roomState struct {
 }
 
 // lock takes the room lock or fails when ctx ends first.
+// tryLock takes the room lock if it is free.
+func (st *roomState) tryLock() bool {
+	select {
+	case st.sem <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+// idleFor reports whether the room has no off-path job of transport index
+// t queued or in flight.
+func (st *roomState) idleFor(t int) bool {
+	st.pmu.Lock()
+	defer st.pmu.Unlock()
+	return st.pending[t] == 0
+}
+
 func (st *roomState) lock(ctx context.Context) error {
 	select {
 	case st.sem <- struct{}{}:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -63,6 +64,10 @@ func NewClient(cfg Config, hc *http.Client, m *upstream.Metrics, logger *zap.Log
 	}, nil
 }
 
+// CallBound is the longest a Publish takes, retries included, whatever its
+// context: the policy's Timeout (broadcast.Bounded).
+func (c *Client) CallBound() time.Duration { return c.caller.Policy.WithDefaults().Timeout }
+
 // Publish POSTs m.Envelope, byte for byte, to the room m.Room of the party
 // m.Party (or the configured party), with Content-Type
 // text/plain;charset=UTF-8 as the apps send it. It blocks until PartyKit
@@ -76,11 +81,10 @@ func (c *Client) Publish(ctx context.Context, m *broadcast.Message) (broadcast.P
 	if m == nil || len(m.Envelope) == 0 {
 		return broadcast.PublishResult{}, broadcast.Errorf(broadcast.EINVALID, "message has no envelope")
 	}
-	path, err := c.cfg.roomPath(m.Party, m.Room)
+	target, err := c.cfg.roomTarget(c.cfg.URL, m.Party, m.Room)
 	if err != nil {
 		return broadcast.PublishResult{}, err
 	}
-	target := c.cfg.URL + path
 	attempts, err := c.caller.Post(ctx, "publish", target, c.header, m.Envelope)
 	res := broadcast.PublishResult{Attempts: attempts}
 	if err != nil {

@@ -140,6 +140,11 @@ func ValidateParty(name string) error {
 // Config). party "" means the configured default. It fails
 // (EINVALID/EROOM *broadcast.Error) for a bad party or room.
 func (c Config) roomPath(party, room string) (string, error) {
+	return c.roomTarget("", party, room)
+}
+
+// roomTarget is base + roomPath(party, room), in one allocation.
+func (c Config) roomTarget(base, party, room string) (string, error) {
 	if err := broadcast.ValidateRoom(room); err != nil {
 		return "", err
 	}
@@ -147,7 +152,7 @@ func (c Config) roomPath(party, room string) (string, error) {
 		if party != "" && party != DefaultParty {
 			return "", broadcast.Errorf(broadcast.EINVALID, "party: %q cannot be addressed through the %q alias", party, AliasPathPrefix)
 		}
-		return c.PathPrefix + "/" + room, nil
+		return base + c.PathPrefix + "/" + room, nil
 	}
 	if party == "" {
 		party = c.Party
@@ -155,7 +160,7 @@ func (c Config) roomPath(party, room string) (string, error) {
 	if err := ValidateParty(party); err != nil {
 		return "", broadcast.Errorf(broadcast.EINVALID, "party: %v", err)
 	}
-	return c.PathPrefix + "/" + party + "/" + room, nil
+	return base + c.PathPrefix + "/" + party + "/" + room, nil
 }
 
 func validateBaseURL(raw string, schemes ...string) error {

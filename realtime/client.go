@@ -219,6 +219,13 @@ func (c *Client) Publish(ctx context.Context, m *broadcast.Message) (broadcast.P
 	return res, nil
 }
 
+// CallBound is the longest a Publish takes, retries and the fallback
+// key's call included, whatever its context: the policy's Timeout per
+// signing key (broadcast.Bounded).
+func (c *Client) CallBound() time.Duration {
+	return c.caller.Policy.WithDefaults().Timeout * time.Duration(max(len(c.auth), 1))
+}
+
 // ProbeTopic is the topic of the comparator's readiness probes (see
 // Watcher): a topic of every room's channel that no browser token grants,
 // since no configured channel may map to it (Config.Validate refuses it as

@@ -210,10 +210,52 @@ type hostPool struct {
 type h1Conn struct {
 	p     *hostPool
 	nc    net.Conn
-	br    *bufio.Reader
+	br    *bufio.Reader // reads through the h1Conn (Read)
 	wbuf  []byte
 	timer *time.Timer // closes the connection when idle too long
 	idle  bool        // in p.idle (guarded by p.mu)
+
+	// The exchange in progress: its deadline, and the Done channel of its
+	// context (nil: cannot be canceled).
+	dl   time.Time
+	done <-chan struct{}
+	ctx  context.Context
+}
+
+// cancelPoll is how often a read blocked on an upstream checks whether its
+// exchange was canceled. A read sets its deadline to the sooner of the
+// attempt's deadline and the next poll, instead of arming a watcher per
+// exchange (context.AfterFunc: four allocations per exchange); exchanges
+// shorter than cancelPoll never see a poll.
+const cancelPoll = 100 * time.Millisecond
+
+// Read reads from the connection for the exchange in progress: it ends at
+// the attempt's deadline (os.ErrDeadlineExceeded) or, within cancelPoll,
+// when the exchange's context is canceled (its error).
+func (pc *h1Conn) Read(p []byte) (int, error) {
+	for {
+		n, err := pc.nc.Read(p)
+		if n > 0 || err == nil || pc.done == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return n, err
+		}
+		select {
+		case <-pc.done:
+			return 0, pc.ctx.Err()
+		default:
+		}
+		now := time.Now()
+		if !now.Before(pc.dl) {
+			return 0, err
+		}
+		_ = pc.nc.SetReadDeadline(earlier(pc.dl, now.Add(cancelPoll)))
+	}
+}
+
+func earlier(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // splitTarget splits an absolute http(s) URL into its origin
@@ -412,7 +454,8 @@ func (p *hostPool) dial(ctx context.Context, dl time.Time) (*h1Conn, error) {
 	p.c.mu.Lock()
 	p.c.stats.Dials++
 	p.c.mu.Unlock()
-	pc := &h1Conn{p: p, nc: nc, br: bufio.NewReaderSize(nc, 4096), wbuf: make([]byte, 0, 1024)}
+	pc := &h1Conn{p: p, nc: nc, wbuf: make([]byte, 0, 1024)}
+	pc.br = bufio.NewReaderSize(pc, 4096)
 	pc.timer = time.AfterFunc(time.Hour, pc.expire)
 	pc.timer.Stop()
 	return pc, nil
@@ -484,17 +527,16 @@ func (pc *h1Conn) exchange(ctx context.Context, dl time.Time, host, reqURI strin
 			pc.close()
 		}
 	}()
-	_ = pc.nc.SetDeadline(dl)
-	if ctx.Done() != nil {
-		stop := context.AfterFunc(ctx, func() { _ = pc.nc.SetDeadline(aLongTimeAgo) })
-		defer func() {
-			if !stop() {
-				keep = false // the deadline was moved: do not reuse
-				if cerr := ctx.Err(); err != nil && cerr != nil {
-					err = cerr
-				}
-			}
-		}()
+	// Writes end at the attempt's deadline (a request fits the socket
+	// buffer unless the upstream stopped reading); reads poll for
+	// cancellation (see Read).
+	pc.dl, pc.done, pc.ctx = dl, ctx.Done(), ctx
+	defer func() { pc.done, pc.ctx = nil, nil }()
+	if pc.done == nil {
+		_ = pc.nc.SetDeadline(dl)
+	} else {
+		_ = pc.nc.SetWriteDeadline(dl)
+		_ = pc.nc.SetReadDeadline(earlier(dl, time.Now().Add(cancelPoll)))
 	}
 	w := pc.wbuf[:0]
 	w = append(w, "POST "...)
@@ -516,6 +558,9 @@ func (pc *h1Conn) exchange(ctx context.Context, dl time.Time, host, reqURI strin
 	a, keep, got, err = readAnswer1(pc.br)
 	if err != nil {
 		keep = false
+		if cerr := ctx.Err(); cerr != nil {
+			return answer{}, got, cerr
+		}
 		return answer{}, got, timeoutErr(err)
 	}
 	return a, true, nil
