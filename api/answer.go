@@ -19,12 +19,29 @@ var (
 // 4 KiB are not kept.
 var answerBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
-// writeAnswer writes a 200 answer of one accepted message: the same bytes
-// writeJSON(w, http.StatusOK, a) writes, appended without reflection into
-// a pooled buffer.
-func writeAnswer(w http.ResponseWriter, a deliveryAnswer) {
+// writeOutcome writes the 200 answer of one accepted message of outcome o:
+// the same bytes as writeJSON(w, http.StatusOK, answerOf(o)), appended
+// without reflection into a pooled buffer, the deliveries on the stack.
+func writeOutcome(w http.ResponseWriter, o broadcast.Outcome) {
+	a := deliveryAnswer{RequestID: o.RequestID, Stage: o.Stage}
+	var legacy, realtime broadcast.Delivery
+	if d, ok := o.Deliveries[broadcast.TransportLegacy]; ok {
+		legacy = d
+		legacy.Millis = math.Round(float64(d.Duration.Microseconds())) / 1000
+		a.Deliveries.Legacy = &legacy
+	}
+	if d, ok := o.Deliveries[broadcast.TransportRealtime]; ok {
+		realtime = d
+		realtime.Millis = math.Round(float64(d.Duration.Microseconds())) / 1000
+		a.Deliveries.Realtime = &realtime
+	}
+	writeAnswerOf(w, &a)
+}
+
+// writeAnswerOf writes a as a 200 answer (see writeOutcome).
+func writeAnswerOf(w http.ResponseWriter, a *deliveryAnswer) {
 	bp := answerBufs.Get().(*[]byte)
-	b := appendAnswer((*bp)[:0], &a)
+	b := appendAnswer((*bp)[:0], a)
 	b = append(b, '\n')
 	// Shared, never-modified value slices: Header.Set would allocate one
 	// per call (net/http only reads them; a later Set or Add replaces or

@@ -3,7 +3,10 @@ package api
 import (
 	"encoding/json"
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/switchyard/switchyard/broadcast"
 )
@@ -53,4 +56,29 @@ func BenchmarkAppendAnswer(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestWriteOutcomeMatchesWriteJSON: the answer of the broadcast path is
+// byte for byte, headers included, what writeJSON writes for answerOf.
+func TestWriteOutcomeMatchesWriteJSON(t *testing.T) {
+	outcomes := []broadcast.Outcome{
+		{RequestID: "r1", Stage: broadcast.StageShadow, Deliveries: map[broadcast.Transport]broadcast.Delivery{
+			broadcast.TransportLegacy:   {Status: broadcast.Delivered, Attempts: 1, Duration: 412345 * time.Nanosecond},
+			broadcast.TransportRealtime: {Status: broadcast.Queued},
+		}},
+		{RequestID: "r2", Stage: broadcast.StageRealtime, Deliveries: map[broadcast.Transport]broadcast.Delivery{
+			broadcast.TransportRealtime: {Status: broadcast.Failed, Attempts: 4, Duration: 5 * time.Second, Reason: `answered 503 "x" <&>`},
+		}},
+		{RequestID: "r3", Stage: broadcast.StageLegacy},
+	}
+	for _, o := range outcomes {
+		got, want := httptest.NewRecorder(), httptest.NewRecorder()
+		writeOutcome(got, o)
+		writeJSON(want, http.StatusOK, answerOf(o))
+		if got.Code != want.Code || got.Body.String() != want.Body.String() ||
+			got.Header().Get("Content-Type") != want.Header().Get("Content-Type") ||
+			got.Header().Get("X-Content-Type-Options") != want.Header().Get("X-Content-Type-Options") {
+			t.Errorf("writeOutcome: %d %v %s\nwriteJSON: %d %v %s", got.Code, got.Header(), got.Body, want.Code, want.Header(), want.Body)
+		}
+	}
 }

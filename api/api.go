@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -436,7 +437,16 @@ func readBodyLimit(w http.ResponseWriter, r *http.Request, limit int64) ([]byte,
 	if r.ContentLength > limit {
 		return nil, broadcast.Errorf(broadcast.ETOOLARGE, "request body is %d bytes, over the %d byte limit", r.ContentLength, limit)
 	}
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	var b []byte
+	var err error
+	if r.ContentLength >= 0 {
+		// A known length within the limit (net/http ends the body there):
+		// one buffer of exactly that size.
+		b = make([]byte, r.ContentLength)
+		_, err = io.ReadFull(r.Body, b)
+	} else {
+		b, err = io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	}
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -496,6 +506,9 @@ func (m *Metrics) rejected(app, code string) { m.rejects.WithLabelValues(app, co
 
 // statusRecorder captures the status code for the metrics middleware and
 // carries the route name for writeError's logs.
+// recorders pools the statusRecorder of each request.
+var recorders = sync.Pool{New: func() any { return new(statusRecorder) }}
+
 type statusRecorder struct {
 	http.ResponseWriter
 	status int
@@ -559,16 +572,31 @@ func statusLabel(status int) string {
 // the fixed route name (never the raw path).
 func (s *Server) instrument(listener, route string, h http.HandlerFunc) http.Handler {
 	dur := s.m.duration.WithLabelValues(listener, route)
+	var ok200 atomic.Value // prometheus.Counter of status 200, made on first use
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		// The route travels in the recorder rather than in a context value:
-		// r.WithContext would copy the request on every call.
-		rec := &statusRecorder{ResponseWriter: w, route: route}
+		// r.WithContext would copy the request on every call. Recorders
+		// are pooled: net/http forbids using w once the handler returned.
+		rec := recorders.Get().(*statusRecorder)
+		*rec = statusRecorder{ResponseWriter: w, route: route}
 		h(rec, r)
-		if rec.status == 0 {
-			rec.status = http.StatusOK
+		status := rec.status
+		*rec = statusRecorder{}
+		recorders.Put(rec)
+		if status == 0 {
+			status = http.StatusOK
 		}
 		dur.Observe(time.Since(start).Seconds())
-		s.m.requests.WithLabelValues(listener, route, statusLabel(rec.status)).Inc()
+		if status != http.StatusOK {
+			s.m.requests.WithLabelValues(listener, route, statusLabel(status)).Inc()
+			return
+		}
+		c, _ := ok200.Load().(prometheus.Counter)
+		if c == nil {
+			c = s.m.requests.WithLabelValues(listener, route, "200")
+			ok200.Store(c)
+		}
+		c.Inc()
 	})
 }

@@ -71,7 +71,10 @@ func decodeMessageFast(b []byte, req *messageRequest) bool {
 			if !ok || b[i] == 'n' {
 				return false
 			}
-			req.Body = append(json.RawMessage(nil), b[i:end]...)
+			// The body aliases b, which the callers never reuse (a
+			// request body read for this message, or an element of a
+			// decoded batch).
+			req.Body = json.RawMessage(b[i:end:end])
 			i = end
 		} else {
 			vs, ve, next, ok := plainString(b, i)

@@ -278,7 +278,7 @@ func (s *Server) handleBroadcast(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.accepted(m)
-	writeAnswer(w, answerOf(out))
+	writeOutcome(w, out)
 }
 
 type batchRequest struct {

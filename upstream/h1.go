@@ -178,9 +178,6 @@ const (
 // exchange goes through the *http.Transport.
 var errUseStd = errors.New("upstream: target not handled by the HTTP/1.1 path")
 
-// aLongTimeAgo is a deadline in the past, to abort a blocked read or write.
-var aLongTimeAgo = time.Unix(1, 0)
-
 type h1Client struct {
 	dialer           *net.Dialer
 	tlsConfig        *tls.Config // nil: system roots (tests set their own)
@@ -215,18 +212,17 @@ type h1Conn struct {
 	timer *time.Timer // closes the connection when idle too long
 	idle  bool        // in p.idle (guarded by p.mu)
 
-	// The exchange in progress: its deadline, and the Done channel of its
-	// context (nil: cannot be canceled).
-	dl   time.Time
-	done <-chan struct{}
-	ctx  context.Context
+	// The exchange in progress: its deadline and context.
+	dl  time.Time
+	ctx context.Context
 }
 
 // cancelPoll is how often a read blocked on an upstream checks whether its
 // exchange was canceled. A read sets its deadline to the sooner of the
 // attempt's deadline and the next poll, instead of arming a watcher per
-// exchange (context.AfterFunc: four allocations per exchange); exchanges
-// shorter than cancelPoll never see a poll.
+// exchange (context.AfterFunc: four allocations per exchange, and one more
+// for the Done channel of a context that had none yet); exchanges shorter
+// than cancelPoll never see a poll.
 const cancelPoll = 100 * time.Millisecond
 
 // Read reads from the connection for the exchange in progress: it ends at
@@ -235,13 +231,11 @@ const cancelPoll = 100 * time.Millisecond
 func (pc *h1Conn) Read(p []byte) (int, error) {
 	for {
 		n, err := pc.nc.Read(p)
-		if n > 0 || err == nil || pc.done == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+		if n > 0 || err == nil || pc.ctx == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
 			return n, err
 		}
-		select {
-		case <-pc.done:
-			return 0, pc.ctx.Err()
-		default:
+		if cerr := pc.ctx.Err(); cerr != nil {
+			return 0, cerr
 		}
 		now := time.Now()
 		if !now.Before(pc.dl) {
@@ -530,14 +524,10 @@ func (pc *h1Conn) exchange(ctx context.Context, dl time.Time, host, reqURI strin
 	// Writes end at the attempt's deadline (a request fits the socket
 	// buffer unless the upstream stopped reading); reads poll for
 	// cancellation (see Read).
-	pc.dl, pc.done, pc.ctx = dl, ctx.Done(), ctx
-	defer func() { pc.done, pc.ctx = nil, nil }()
-	if pc.done == nil {
-		_ = pc.nc.SetDeadline(dl)
-	} else {
-		_ = pc.nc.SetWriteDeadline(dl)
-		_ = pc.nc.SetReadDeadline(earlier(dl, time.Now().Add(cancelPoll)))
-	}
+	pc.dl, pc.ctx = dl, ctx
+	defer func() { pc.ctx = nil }()
+	_ = pc.nc.SetWriteDeadline(dl)
+	_ = pc.nc.SetReadDeadline(earlier(dl, time.Now().Add(cancelPoll)))
 	w := pc.wbuf[:0]
 	w = append(w, "POST "...)
 	w = append(w, reqURI...)
