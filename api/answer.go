@@ -5,6 +5,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/switchyard/switchyard/broadcast"
@@ -12,6 +13,7 @@ import (
 
 var (
 	contentTypeJSON = []string{"application/json"}
+	contentTypeText = []string{"text/plain;charset=UTF-8"}
 	noSniff         = []string{"nosniff"}
 )
 
@@ -98,7 +100,9 @@ func appendDelivery(b []byte, d *broadcast.Delivery) []byte {
 func appendJSONString(b []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s) // a string always marshals
+			// A copy goes to json.Marshal, so that s itself does not
+			// escape (the answer's deliveries stay on the stack).
+			q, _ := json.Marshal(strings.Clone(s)) // a string always marshals
 			return append(b, q...)
 		}
 	}

@@ -18,8 +18,12 @@ func decodeMessage(b []byte, req *messageRequest, prefix string) error {
 	if decodeMessageFast(b, req) {
 		return nil
 	}
-	*req = messageRequest{}
-	return decodeStrict(b, req, prefix)
+	// decodeStrict takes an interface, which would move every caller's
+	// req to the heap: only this path pays for that.
+	slow := new(messageRequest)
+	err := decodeStrict(b, slow, prefix)
+	*req = *slow
+	return err
 }
 
 // decodeMessageFast fills req from b and reports true when b has the

@@ -99,6 +99,40 @@ func FuzzDecodeMessageFast(f *testing.F) {
 	})
 }
 
+// checkDropIn holds decodeDropIn to decodeStrict into a dropInRequest.
+func checkDropIn(t *testing.T, b []byte) {
+	var want dropInRequest
+	wantErr := decodeStrict(b, &want, "")
+	var got messageRequest
+	gotErr := decodeDropIn(b, &got)
+	if (wantErr == nil) != (gotErr == nil) || (wantErr != nil && wantErr.Error() != gotErr.Error()) {
+		t.Fatalf("%q: error %v, decodeStrict gives %v", b, gotErr, wantErr)
+	}
+	if wantErr == nil && (got.Room != nil || !reflect.DeepEqual(got, messageRequest{Name: want.Name, Body: want.Body, RequestID: want.RequestID})) {
+		t.Fatalf("%q: decoded %s, decodeStrict gives name %v body %s requestId %v", b, show(got), want.Name, want.Body, want.RequestID)
+	}
+}
+
+// TestDecodeDropInMatchesDecodeStrict: the drop-in path's fast decode
+// changes no answer (a room in the body is still an unknown field there).
+func TestDecodeDropInMatchesDecodeStrict(t *testing.T) {
+	cases := append([]string{
+		`{"name":"n","body":{"a":1},"requestId":"r"}`,
+		`{"body":[1,2],"name":"n"}`,
+		`{"room":"r1","name":"n","body":1}`,
+	}, decodeCases...)
+	for _, c := range cases {
+		checkDropIn(t, []byte(c))
+	}
+}
+
+func FuzzDecodeDropIn(f *testing.F) {
+	for _, c := range decodeCases {
+		f.Add([]byte(c))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) { checkDropIn(t, b) })
+}
+
 // BenchmarkDecodeMessage compares the fast path with decodeStrict on the
 // benchmark's message shape.
 func BenchmarkDecodeMessage(b *testing.B) {

@@ -188,24 +188,45 @@ func (s *Server) accepted(m *broadcast.Message) {
 // decodes it strictly into v. On failure it has answered the error and
 // reports false.
 func (s *Server) decodeAuthed(w http.ResponseWriter, r *http.Request, v any) (app string, ok bool) {
-	app, err := s.authApp(r)
-	if err != nil {
-		s.writeError(w, r, "", "", err)
-		return "", false
+	app, b, ok := s.readAuthed(w, r)
+	if !ok {
+		return app, false
 	}
-	b, err := s.readBody(w, r)
-	if err == nil {
-		if mr, ok := v.(*messageRequest); ok {
-			err = decodeMessage(b, mr, "")
-		} else {
-			err = decodeStrict(b, v, "")
-		}
-	}
-	if err != nil {
+	if err := decodeStrict(b, v, ""); err != nil {
 		s.writeError(w, r, app, "", err)
 		return app, false
 	}
 	return app, true
+}
+
+// decodeMessageAuthed is decodeAuthed for one message object
+// (decodeMessage), with req kept off the heap.
+func (s *Server) decodeMessageAuthed(w http.ResponseWriter, r *http.Request, req *messageRequest) (app string, ok bool) {
+	app, b, ok := s.readAuthed(w, r)
+	if !ok {
+		return app, false
+	}
+	if err := decodeMessage(b, req, ""); err != nil {
+		s.writeError(w, r, app, "", err)
+		return app, false
+	}
+	return app, true
+}
+
+// readAuthed authenticates the app by its API key and reads the body. On
+// failure it has answered the error and reports false.
+func (s *Server) readAuthed(w http.ResponseWriter, r *http.Request) (app string, b []byte, ok bool) {
+	app, err := s.authApp(r)
+	if err != nil {
+		s.writeError(w, r, "", "", err)
+		return "", nil, false
+	}
+	b, err = s.readBody(w, r)
+	if err != nil {
+		s.writeError(w, r, app, "", err)
+		return app, nil, false
+	}
+	return app, b, true
 }
 
 // RoomHeader is the request header that names the room of a
@@ -254,7 +275,7 @@ func checkAffinity(req *messageRequest, room string, fromPath bool, prefix strin
 // POST /v1/rooms/{room}/broadcast (same body, room optional there).
 func (s *Server) handleBroadcast(w http.ResponseWriter, r *http.Request) {
 	var req messageRequest
-	app, ok := s.decodeAuthed(w, r, &req)
+	app, ok := s.decodeMessageAuthed(w, r, &req)
 	if !ok {
 		return
 	}
@@ -401,6 +422,20 @@ type dropInRequest struct {
 	Name      *string         `json:"name"`
 }
 
+// decodeDropIn decodes a drop-in body into mr (Room left nil) exactly as
+// decodeStrict decodes it into a dropInRequest. The common shape, a
+// message object without a room, is decoded without reflection
+// (decodeMessageFast); anything else, errors included, is decodeStrict's.
+func decodeDropIn(b []byte, mr *messageRequest) error {
+	if decodeMessageFast(b, mr) && mr.Room == nil {
+		return nil
+	}
+	req := new(dropInRequest)
+	err := decodeStrict(b, req, "")
+	*mr = messageRequest{Name: req.Name, Body: req.Body, RequestID: req.RequestID}
+	return err
+}
+
 // handleDropIn is the PartyKit-compatible publish: an app migrates by
 // pointing its party URL at {switchyard}/apps/{app}. As PartyKit does, the
 // room is the raw last path segment (never percent-decoded), and so is the
@@ -442,12 +477,13 @@ func (s *Server) handleDropIn(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, app, "", err)
 		return
 	}
-	var req dropInRequest
-	if err := decodeStrict(b, &req, ""); err != nil {
+	var mr messageRequest
+	if err := decodeDropIn(b, &mr); err != nil {
 		s.writeError(w, r, app, "", err)
 		return
 	}
-	m, err := s.newMessage(app, &messageRequest{Room: &room, Name: req.Name, Body: req.Body, RequestID: req.RequestID}, "", false)
+	mr.Room = &room
+	m, err := s.newMessage(app, &mr, "", false)
 	if err != nil {
 		s.writeError(w, r, app, "", err)
 		return
@@ -462,7 +498,7 @@ func (s *Server) handleDropIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.accepted(m)
-	w.Header().Set("Content-Type", "text/plain;charset=UTF-8")
+	w.Header()["Content-Type"] = contentTypeText // shared, never modified (see writeAnswerOf)
 	w.WriteHeader(http.StatusOK)
 	_, _ = io.WriteString(w, "ok")
 }
