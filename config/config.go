@@ -212,6 +212,21 @@ type Upstream struct {
 	BackoffBase     time.Duration `yaml:"backoffBase"`
 	BackoffMax      time.Duration `yaml:"backoffMax"`
 	MaxConnsPerHost int           `yaml:"maxConnsPerHost"`
+	// IdleConnTimeout is how long an idle upstream connection is kept.
+	IdleConnTimeout time.Duration `yaml:"idleConnTimeout"`
+	// Protocol is "auto" (HTTP/2 to an HTTPS upstream that offers it,
+	// HTTP/1.1 otherwise) or "http1" (never HTTP/2).
+	Protocol string `yaml:"protocol"`
+}
+
+// TransportOptions are the upstream transport's settings of u
+// (upstream.NewTransportWith).
+func (u Upstream) TransportOptions() upstream.TransportOptions {
+	return upstream.TransportOptions{
+		MaxIdleConnsPerHost: u.MaxConnsPerHost,
+		IdleConnTimeout:     u.IdleConnTimeout,
+		HTTP1Only:           u.Protocol == ProtocolHTTP1,
+	}
 }
 
 // Multicast sizes the off-path side and the idempotency window.
@@ -435,6 +450,11 @@ const (
 	// equals what upstream.NewTransport applies to 0, which that package
 	// does not export.
 	DefaultMaxConnsPerHost = 256
+	// DefaultIdleConnTimeout is upstream.idleConnTimeout when unset.
+	DefaultIdleConnTimeout = 90 * time.Second
+	// ProtocolAuto and ProtocolHTTP1 are the values of upstream.protocol.
+	ProtocolAuto  = "auto"
+	ProtocolHTTP1 = "http1"
 )
 
 // applyDefaults fills every zero field with its effective value, so that
@@ -512,6 +532,8 @@ func (c *Config) applyDefaults() {
 	setZero(&u.BackoffBase, ud.BackoffBase)
 	setZero(&u.BackoffMax, ud.BackoffMax)
 	setZero(&u.MaxConnsPerHost, DefaultMaxConnsPerHost)
+	setZero(&u.IdleConnTimeout, DefaultIdleConnTimeout)
+	setZero(&u.Protocol, ProtocolAuto)
 	m, md := &c.Multicast, broadcast.Config{}.WithDefaults()
 	setZero(&m.OffPathQueue, md.OffPathQueue)
 	setZero(&m.OffPathWorkers, md.OffPathWorkers)
@@ -856,6 +878,7 @@ func (c *Config) upstreamProblems() []error {
 	}{
 		{"timeout", u.Timeout}, {"attemptTimeout", u.AttemptTimeout},
 		{"backoffBase", u.BackoffBase}, {"backoffMax", u.BackoffMax},
+		{"idleConnTimeout", u.IdleConnTimeout},
 	} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("upstream.%s: %v is negative", d.field, d.v))
@@ -869,6 +892,11 @@ func (c *Config) upstreamProblems() []error {
 	}
 	if u.MaxConnsPerHost < 0 {
 		errs = append(errs, fmt.Errorf("upstream.maxConnsPerHost: %d is negative", u.MaxConnsPerHost))
+	}
+	switch u.Protocol {
+	case "", ProtocolAuto, ProtocolHTTP1:
+	default:
+		errs = append(errs, fmt.Errorf("upstream.protocol: %q is not one of %q, %q", u.Protocol, ProtocolAuto, ProtocolHTTP1))
 	}
 	return errs
 }

@@ -212,7 +212,7 @@ func New(cfg *config.Config, logger *zap.Logger, opts Options) (_ *Gateway, err 
 	// Upstreams: one shared transport, one policy.
 	hc := opts.HTTPClient
 	if hc == nil {
-		hc = &http.Client{Transport: upstream.NewTransport(cfg.Upstream.MaxConnsPerHost)}
+		hc = &http.Client{Transport: upstream.NewTransportWith(cfg.Upstream.TransportOptions())}
 	}
 	um := upstream.NewMetrics(g.reg)
 	legacyRouter, realtimeRouter := broadcast.AppRouter{}, broadcast.AppRouter{}

@@ -37,43 +37,77 @@ type Transport struct {
 	h1  *h1Client
 }
 
-// NewTransport returns the tuned transport to share across every client of
-// the process: keep-alive pools sized to the expected concurrency
-// (maxConnsPerHost idle connections kept per host, default 256), idle
-// connections closed after 90 s, dial timeout 2 s, TLS handshake timeout
-// 3 s, no transparent gzip (answers are tiny), no cap on connections per
-// host (the callers' concurrency and the off-path workers bound it).
-// Publishes go over HTTP/1.1 (see Transport); HTTPS upstreams that offer
-// HTTP/2 get it (negotiated by ALPN, through the *http.Transport).
+// TransportOptions are an operator's settings of the upstream transport.
+// Zero values take the defaults.
+type TransportOptions struct {
+	// MaxIdleConnsPerHost is how many idle keep-alive connections are kept
+	// per upstream host (default 256): size it to the expected concurrent
+	// publishes per upstream, so that a burst does not open (and, over
+	// HTTPS, handshake) new connections.
+	MaxIdleConnsPerHost int
+	// IdleConnTimeout is how long an idle connection is kept (default
+	// 90s): above the interval between publishes, below the upstream's
+	// own idle timeout.
+	IdleConnTimeout time.Duration
+	// HTTP1Only turns HTTP/2 off: HTTPS upstreams are offered HTTP/1.1
+	// only (ALPN), and every publish takes the HTTP/1.1 path.
+	HTTP1Only bool
+}
+
+// NewTransport is NewTransportWith(TransportOptions{MaxIdleConnsPerHost:
+// maxConnsPerHost}).
 func NewTransport(maxConnsPerHost int) *Transport {
-	if maxConnsPerHost <= 0 {
-		maxConnsPerHost = 256
+	return NewTransportWith(TransportOptions{MaxIdleConnsPerHost: maxConnsPerHost})
+}
+
+// NewTransportWith returns the tuned transport to share across every
+// client of the process: keep-alive pools of o.MaxIdleConnsPerHost idle
+// connections per host, idle connections closed after o.IdleConnTimeout,
+// dial timeout 2 s, TLS handshake timeout 3 s, no transparent gzip
+// (answers are tiny), no cap on connections per host (the callers'
+// concurrency and the off-path workers bound it). Publishes go over
+// HTTP/1.1 (see Transport), except to an HTTPS upstream that negotiates
+// HTTP/2 (ALPN), which gets HTTP/2 through the *http.Transport unless
+// o.HTTP1Only.
+func NewTransportWith(o TransportOptions) *Transport {
+	if o.MaxIdleConnsPerHost <= 0 {
+		o.MaxIdleConnsPerHost = 256
+	}
+	if o.IdleConnTimeout <= 0 {
+		o.IdleConnTimeout = 90 * time.Second
 	}
 	dialer := &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}
 	std := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           dialer.DialContext,
-		MaxIdleConns:          maxConnsPerHost * 4,
-		MaxIdleConnsPerHost:   maxConnsPerHost,
-		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConns:          o.MaxIdleConnsPerHost * 4,
+		MaxIdleConnsPerHost:   o.MaxIdleConnsPerHost,
+		IdleConnTimeout:       o.IdleConnTimeout,
 		TLSHandshakeTimeout:   3 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		ResponseHeaderTimeout: 0, // bounded by the per-attempt context instead
 		// A custom DialContext turns HTTP/2 off unless forced: force it,
 		// so that an HTTPS upstream offering h2 gets it.
-		ForceAttemptHTTP2: true,
+		ForceAttemptHTTP2: !o.HTTP1Only,
 		// No transparent gzip: publish and token answers are a few bytes,
 		// and asking for gzip costs a header map and a check per request.
 		DisableCompression: true,
+	}
+	protos := []string{"h2", "http/1.1"}
+	if o.HTTP1Only {
+		// A non-nil, empty TLSNextProto turns net/http's HTTP/2 off.
+		std.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+		protos = []string{"http/1.1"}
 	}
 	return &Transport{
 		std: std,
 		h1: &h1Client{
 			dialer:           dialer,
 			handshakeTimeout: std.TLSHandshakeTimeout,
-			maxIdle:          maxConnsPerHost,
+			maxIdle:          o.MaxIdleConnsPerHost,
 			idleTimeout:      std.IdleConnTimeout,
 			proxy:            std.Proxy,
+			protos:           protos,
 			hosts:            map[string]*hostPool{},
 		},
 	}
@@ -185,6 +219,7 @@ type h1Client struct {
 	maxIdle          int
 	idleTimeout      time.Duration
 	proxy            func(*http.Request) (*url.URL, error)
+	protos           []string // ALPN offer over HTTPS
 
 	mu    sync.Mutex
 	hosts map[string]*hostPool // by scheme://host[:port]
@@ -423,7 +458,7 @@ func (p *hostPool) dial(ctx context.Context, dl time.Time) (*h1Conn, error) {
 		if cfg.ServerName == "" {
 			cfg.ServerName = p.serverName
 		}
-		cfg.NextProtos = []string{"h2", "http/1.1"}
+		cfg.NextProtos = p.c.protos
 		tc := tls.Client(nc, cfg)
 		hdl := time.Now().Add(p.c.handshakeTimeout)
 		if dl.Before(hdl) {

@@ -517,9 +517,10 @@ func TestPostFallsBackToNetHTTP(t *testing.T) {
 
 // TestPostTLS: over HTTPS, an upstream offering only HTTP/1.1 is served
 // on the pooled path with one handshake for many messages; one offering
-// HTTP/2 gets HTTP/2 through net/http.
+// HTTP/2 gets HTTP/2 through net/http, unless HTTP1Only.
 func TestPostTLS(t *testing.T) {
-	for _, h2 := range []bool{false, true} {
+	for _, tc := range []struct{ h2, http1Only bool }{{false, false}, {true, false}, {true, true}} {
+		h2 := tc.h2
 		var protos sync.Map
 		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			protos.Store(r.Proto, true)
@@ -530,6 +531,10 @@ func TestPostTLS(t *testing.T) {
 		roots := x509.NewCertPool()
 		roots.AddCert(srv.Certificate())
 		c, tr := fastCaller(Policy{MaxAttempts: 1})
+		if tc.http1Only {
+			tr = NewTransportWith(TransportOptions{MaxIdleConnsPerHost: 4, HTTP1Only: true})
+			c.Client = &http.Client{Transport: tr}
+		}
 		tr.h1.tlsConfig = &tls.Config{RootCAs: roots}
 		tr.std.TLSClientConfig = &tls.Config{RootCAs: roots}
 		h := mustHeader(t, http.Header{})
@@ -541,10 +546,10 @@ func TestPostTLS(t *testing.T) {
 		s := tr.Stats()
 		_, sawH1 := protos.Load("HTTP/1.1")
 		_, sawH2 := protos.Load("HTTP/2.0")
-		if !h2 && (s.Dials != 1 || s.Reused != 4 || !sawH1 || sawH2) {
-			t.Errorf("HTTP/1.1 upstream: stats %+v, h1 %v h2 %v", s, sawH1, sawH2)
+		if (!h2 || tc.http1Only) && (s.Dials != 1 || s.Reused != 4 || !sawH1 || sawH2) {
+			t.Errorf("HTTP/1.1 (h2 offered %v, HTTP1Only %v): stats %+v, h1 %v h2 %v", h2, tc.http1Only, s, sawH1, sawH2)
 		}
-		if h2 && (s.Std != 5 || !sawH2 || sawH1) {
+		if h2 && !tc.http1Only && (s.Std != 5 || !sawH2 || sawH1) {
 			t.Errorf("HTTP/2 upstream: stats %+v, h1 %v h2 %v", s, sawH1, sawH2)
 		}
 		srv.Close()
@@ -594,5 +599,43 @@ func TestSplitTarget(t *testing.T) {
 		if _, _, ok := splitTarget(in); ok {
 			t.Errorf("splitTarget(%q) accepted", in)
 		}
+	}
+}
+
+// BenchmarkPost compares one publish exchange on the HTTP/1.1 path with
+// the same call through net/http (PostRequest on an *http.Transport), side
+// by side against the same keep-alive server: allocations per call are
+// the Caller's and the client's only (the server's are counted too, and
+// are the same on both sides).
+func BenchmarkPost(b *testing.B) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = io.WriteString(w, "ok")
+	}))
+	defer srv.Close()
+	h, err := NewHeader(http.Header{"Content-Type": {"application/json"}, "Authorization": {"Bearer signkey-prod-0123456789abcdef"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	body := []byte(`{"body":{"assetId":"a-123","status":"ready"},"requestId":"lg-17-123456","name":"video-ready"}`)
+	target := srv.URL + "/parties/main/room-17"
+	std := NewTransport(8)
+	for _, tc := range []struct {
+		name string
+		rt   http.RoundTripper
+	}{
+		{"h1", NewTransport(8)},
+		{"nethttp", std.std}, // the same tuned *http.Transport, without the Post path
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			c := &Caller{Client: &http.Client{Transport: tc.rt}, Transport: "legacy", Metrics: NewMetrics(nil)}
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := c.Post(ctx, "publish", target, h, body); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
