@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -71,6 +72,10 @@ func newReport(o options) *report {
 		fig("pk_tput_ratio", fmt.Sprintf("real PartyKit, %d callers: throughput gateway/direct", o.partyCallers), "ratio", ">=", 0.92)
 		fig("pk_added_p50", fmt.Sprintf("real PartyKit, %d callers: added p50 via gateway", o.partyCallers), "ms", "<=", 0.4)
 		fig("pk_added_p99", fmt.Sprintf("real PartyKit, %d callers: added p99 via gateway", o.partyCallers), "ms", "", 0)
+		if o.tls {
+			fig("pk_tput_ratio_http1", fmt.Sprintf("real PartyKit over TLS, %d callers: throughput gateway (protocol http1)/direct", o.partyCallers), "ratio", "", 0)
+			fig("pk_added_p50_http1", fmt.Sprintf("real PartyKit over TLS, %d callers: added p50 via gateway (protocol http1)", o.partyCallers), "ms", "", 0)
+		}
 	}
 	fig("upstream_conns", "new upstream connections per 1000 gateway messages", "count", "", 0)
 	fig("tput_shadow_vs_direct", fmt.Sprintf("throughput shadow / direct-to-both, %d callers", o.callers), "ratio", ">=", 0.6)
@@ -290,11 +295,11 @@ func bench(ctx context.Context, o options, w io.Writer) (*report, error) {
 	defer up.close()
 	var base gateways
 	if baseBin != "" {
-		if base.legacy, err = startChild(ctx, baseBin, filepath.Join(dir, "legacy-base"), "legacy", up); err != nil {
+		if base.legacy, err = startChild(ctx, baseBin, filepath.Join(dir, "legacy-base"), "legacy", up, ""); err != nil {
 			return nil, err
 		}
 		defer base.legacy.stop()
-		if base.shadow, err = startChild(ctx, baseBin, filepath.Join(dir, "shadow-base"), "shadow", up); err != nil {
+		if base.shadow, err = startChild(ctx, baseBin, filepath.Join(dir, "shadow-base"), "shadow", up, ""); err != nil {
 			return nil, err
 		}
 		defer base.shadow.stop()
@@ -303,18 +308,21 @@ func bench(ctx context.Context, o options, w io.Writer) (*report, error) {
 	var pk *realParty
 	if o.partykit {
 		t := time.Now()
-		if pk, err = startRealParty(ctx, bin, dir, up); err != nil {
+		if pk, err = startRealParty(ctx, bin, dir, up, ca, o.protocol); err != nil {
 			return nil, err
 		}
 		defer pk.close()
 		fmt.Fprintf(w, "real PartyKit dev server %s (started in %s), its legacy gateway pid %d\n", pk.srv.URL(), time.Since(t).Round(time.Millisecond), pk.gw.pid)
+		if pk.tls != nil {
+			fmt.Fprintf(w, "  behind HAProxy's TLS at %s (ALPN h2, http/1.1); a second legacy gateway (pid %d) with upstream.protocol http1\n", pk.tls.url, pk.gw1.pid)
+		}
 	}
-	legacy, err := startChild(ctx, bin, filepath.Join(dir, "legacy"), "legacy", up)
+	legacy, err := startChild(ctx, bin, filepath.Join(dir, "legacy"), "legacy", up, o.protocol)
 	if err != nil {
 		return nil, err
 	}
 	defer legacy.stop()
-	shadow, err := startChild(ctx, bin, filepath.Join(dir, "shadow"), "shadow", up)
+	shadow, err := startChild(ctx, bin, filepath.Join(dir, "shadow"), "shadow", up, o.protocol)
 	if err != nil {
 		return nil, err
 	}
@@ -542,20 +550,31 @@ func latencyRound(ctx context.Context, w io.Writer, rn *runner, r *report, o opt
 }
 
 // realParty is a real PartyKit dev server and a legacy gateway publishing
-// to it.
+// to it; with -tls, the dev server is behind a TLS terminator and a second
+// gateway (gw1) publishes with upstream.protocol http1.
 type realParty struct {
 	srv *partykitdev.Server
+	tls *terminator // nil without -tls
+	url string      // what callers and gateways publish to
 	gw  *child
+	gw1 *child
 }
 
 func (p *realParty) close() {
 	p.gw.stop()
+	if p.gw1 != nil {
+		p.gw1.stop()
+	}
+	if p.tls != nil {
+		p.tls.close()
+	}
 	p.srv.Close()
 }
 
 // startRealParty launches the test/partykit fixture's dev server and a
-// legacy gateway whose PartyKit URL is that server.
-func startRealParty(ctx context.Context, bin, dir string, up *fakeUpstreams) (*realParty, error) {
+// legacy gateway whose PartyKit URL is that server (behind HAProxy's TLS
+// when ca is set). protocol is the gateway's upstream.protocol.
+func startRealParty(ctx context.Context, bin, dir string, up *fakeUpstreams, ca *localCA, protocol string) (_ *realParty, err error) {
 	root, err := partykitdev.ModuleRoot()
 	if err != nil {
 		return nil, err
@@ -564,12 +583,37 @@ func startRealParty(ctx context.Context, bin, dir string, up *fakeUpstreams) (*r
 	if err != nil {
 		return nil, fmt.Errorf("real PartyKit dev server (make test-deps installs it; -partykit=false skips this comparison): %w", err)
 	}
-	gw, err := startChildConfig(ctx, bin, filepath.Join(dir, "partykit"), "legacy", gatewayConfig(srv.URL(), up.realtimeURL), up.childEnv...)
-	if err != nil {
-		srv.Close()
+	p := &realParty{srv: srv, url: srv.URL()}
+	defer func() {
+		if err != nil {
+			if p.gw != nil {
+				p.gw.stop()
+			}
+			if p.tls != nil {
+				p.tls.close()
+			}
+			srv.Close()
+		}
+	}()
+	if ca != nil {
+		u, err := url.Parse(srv.URL())
+		if err != nil {
+			return nil, err
+		}
+		if p.tls, err = startTerminator(ctx, filepath.Join(dir, "partykit-tls"), ca, u.Host); err != nil {
+			return nil, err
+		}
+		p.url = p.tls.url
+	}
+	if p.gw, err = startChildConfig(ctx, bin, filepath.Join(dir, "partykit"), "legacy", withProtocol(gatewayConfig(p.url, up.realtimeURL), protocol), up.childEnv...); err != nil {
 		return nil, err
 	}
-	return &realParty{srv: srv, gw: gw}, nil
+	if ca != nil {
+		if p.gw1, err = startChildConfig(ctx, bin, filepath.Join(dir, "partykit-http1"), "legacy", withProtocol(gatewayConfig(p.url, up.realtimeURL), "http1"), up.childEnv...); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
 }
 
 // partyRound runs straight to the real PartyKit dev server and through the
@@ -577,8 +621,11 @@ func startRealParty(ctx context.Context, bin, dir string, up *fakeUpstreams) (*r
 // throughput ratio and the added p50/p99.
 func partyRound(ctx context.Context, w io.Writer, rn *runner, r *report, o options, round int, pk *realParty) {
 	phases := []phase{
-		{name: "direct", target: targetDirectParty, partyURL: pk.srv.URL(), callers: o.partyCallers, duration: o.duration},
+		{name: "direct", target: targetDirectParty, partyURL: pk.url, callers: o.partyCallers, duration: o.duration},
 		{name: "gateway", target: targetDropIn, gateway: pk.gw, callers: o.partyCallers, duration: o.duration},
+	}
+	if pk.gw1 != nil {
+		phases = append(phases, phase{name: "gateway-http1", target: targetDropIn, gateway: pk.gw1, callers: o.partyCallers, duration: o.duration})
 	}
 	res := map[string]phaseResult{}
 	for _, p := range rotate(phases, round) {
@@ -589,6 +636,15 @@ func partyRound(ctx context.Context, w io.Writer, rn *runner, r *report, o optio
 	fmt.Fprintf(w, "  real PartyKit %d callers: direct %8.0f msg/s p50 %.3fms p99 %.3fms failed %d | via gateway %8.0f msg/s p50 %.3fms p99 %.3fms failed %d | ratio %.3f, added %.3f/%.3fms\n",
 		o.partyCallers, d.throughput(), ms(d.quantile(0.5)), ms(d.quantile(0.99)), d.failed,
 		g.throughput(), ms(g.quantile(0.5)), ms(g.quantile(0.99)), g.failed, ratio(g.throughput(), d.throughput()), add50, add99)
+	if g1, ok := res["gateway-http1"]; ok {
+		fmt.Fprintf(w, "  real PartyKit %d callers: via gateway (upstream.protocol http1) %8.0f msg/s p50 %.3fms p99 %.3fms failed %d | ratio %.3f, added %.3f/%.3fms\n",
+			o.partyCallers, g1.throughput(), ms(g1.quantile(0.5)), ms(g1.quantile(0.99)), g1.failed, ratio(g1.throughput(), d.throughput()),
+			ms(g1.quantile(0.5)-d.quantile(0.5)), ms(g1.quantile(0.99)-d.quantile(0.99)))
+		if d.ok > 0 && g1.ok > 0 {
+			r.add("pk_tput_ratio_http1", g1.throughput()/d.throughput())
+			r.add("pk_added_p50_http1", ms(g1.quantile(0.5)-d.quantile(0.5)))
+		}
+	}
 	if d.ok == 0 || g.ok == 0 {
 		return
 	}

@@ -152,9 +152,20 @@ type child struct {
 }
 
 // startChild writes the config and flag file for stage into dir, starts
-// bin, and waits for its "switchyard ready" log line.
-func startChild(ctx context.Context, bin, dir, stage string, up *fakeUpstreams) (*child, error) {
-	return startChildConfig(ctx, bin, dir, stage, gatewayConfig(up.partyURL, up.realtimeURL), up.childEnv...)
+// bin, and waits for its "switchyard ready" log line. protocol is the
+// gateway's upstream.protocol ("" leaves it out: a baseline build may not
+// know the key).
+func startChild(ctx context.Context, bin, dir, stage string, up *fakeUpstreams, protocol string) (*child, error) {
+	return startChildConfig(ctx, bin, dir, stage, withProtocol(gatewayConfig(up.partyURL, up.realtimeURL), protocol), up.childEnv...)
+}
+
+// withProtocol adds upstream.protocol to a gateway config ("" and "auto",
+// the default, leave it unchanged).
+func withProtocol(cfg, protocol string) string {
+	if protocol == "" || protocol == "auto" {
+		return cfg
+	}
+	return cfg + "upstream: {protocol: " + protocol + "}\n"
 }
 
 // startChildConfig is startChild with the gateway config cfg; env is added

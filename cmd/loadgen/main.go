@@ -41,6 +41,7 @@ type options struct {
 	baseline       string // git commit to build a baseline binary from ("" = none)
 	partykit       bool   // compare the gateway with a real PartyKit dev server
 	tls            bool   // upstream fakes over HTTPS with a local CA
+	protocol       string // this build's gateways' upstream.protocol ("auto", "http1")
 	partyCallers   int
 	cpuProfile     string
 	profileTime    time.Duration
@@ -92,6 +93,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	baseline := fs.String("baseline", "", "also build cmd/switchyard from this git commit and interleave its gateways' rounds with this build's, printing CPU per message as this build / baseline")
 	cpuProfile := fs.String("cpuprofile", "", "instead of the benchmark, profile an in-process gateway (api+broadcast+upstream clients) under shadow load and write the CPU profile here")
 	partykit := fs.Bool("partykit", o.partykit, "also compare the legacy gateway's drop-in path with a real PartyKit dev server (test/partykit fixture, installed by make test-deps); off in -quick")
+	protocol := fs.String("protocol", "auto", "upstream.protocol of this build's gateways: auto (HTTP/2 where an HTTPS upstream offers it) or http1")
 	useTLS := fs.Bool("tls", false, "serve the upstream fakes over HTTPS with a throwaway local CA (the gateways trust it through SSL_CERT_FILE)")
 	profileTime := fs.Duration("profile-time", o.profileTime, "load time of -cpuprofile")
 	comparator := fs.Bool("comparator", o.comparator, "run the comparator section against a real PartyKit dev server (and a real Inngest dev server when ../shared/tools/inngest-dev.sh exists)")
@@ -141,8 +143,10 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	if set["partykit"] {
 		o.partykit = *partykit
 	}
-	o.tls = *useTLS
+	o.tls, o.protocol = *useTLS, *protocol
 	switch {
+	case o.protocol != "auto" && o.protocol != "http1":
+		return o, fmt.Errorf("-protocol: %q is not auto or http1", o.protocol)
 	case o.rounds < 1 || o.rounds > 50:
 		return o, errors.New("-rounds: must be 1..50")
 	case o.duration < 50*time.Millisecond || o.duration > time.Minute:
