@@ -57,7 +57,7 @@ build:
 ## BASELINE=<commit> also builds that commit and prints CPU per message as this build / baseline
 bench:
 	$(GO) run ./cmd/loadgen $(if $(BASELINE),-baseline $(BASELINE))
-	$(GO) test -run '^$$' -bench . -benchmem ./api/ ./broadcast/ ./flags/ ./shadow/
+	$(GO) test -run '^$$' -bench . -benchmem ./api/ ./broadcast/ ./flags/ ./shadow/ ./upstream/
 
 fuzz:
 	scripts/fuzz.sh 20s
