@@ -370,16 +370,7 @@ func (c *h1Client) closeIdle() {
 	}
 	c.mu.Unlock()
 	for _, p := range pools {
-		p.mu.Lock()
-		idle := p.idle
-		p.idle = nil
-		for _, pc := range idle {
-			pc.idle = false
-		}
-		p.mu.Unlock()
-		for _, pc := range idle {
-			pc.close()
-		}
+		p.dropIdle()
 	}
 }
 
@@ -518,10 +509,16 @@ func (c *h1Client) post(ctx context.Context, dl time.Time, target string, h *Hea
 		return answer{}, err
 	}
 	// A pooled connection the upstream closed while it sat idle fails
-	// before any byte of an answer: the exchange is made again once on a
-	// new connection (the Caller retries network errors in any case).
+	// before any byte of an answer. The other idle connections of the
+	// origin are then likely closed too (an upstream restart closes them
+	// all): they are dropped, and the exchange is made again once on a new
+	// connection, so that a restart costs no attempt, however full the
+	// pool was (the Caller retries network errors in any case).
 	for try := 0; ; try++ {
-		pc := p.get()
+		var pc *h1Conn
+		if try == 0 {
+			pc = p.get()
+		}
 		reused := pc != nil
 		if pc == nil {
 			pc, err = p.dial(ctx, dl)
@@ -538,10 +535,25 @@ func (c *h1Client) post(ctx context.Context, dl time.Time, target string, h *Hea
 			}
 			return a, nil
 		}
-		if reused && !got && try == 0 && ctx.Err() == nil && time.Now().Before(dl) {
+		if reused && !got && ctx.Err() == nil && time.Now().Before(dl) {
+			p.dropIdle()
 			continue
 		}
 		return answer{}, err
+	}
+}
+
+// dropIdle closes every idle connection of p.
+func (p *hostPool) dropIdle() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	for _, pc := range idle {
+		pc.idle = false
+	}
+	p.mu.Unlock()
+	for _, pc := range idle {
+		pc.close()
 	}
 }
 

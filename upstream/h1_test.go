@@ -639,3 +639,56 @@ func BenchmarkPost(b *testing.B) {
 		})
 	}
 }
+
+// TestPostUpstreamRestartFullPool: an upstream that closes every
+// connection at once (a restart) while the pool is full costs no publish
+// an attempt: the first stale connection found drops the others, and the
+// exchange is made on a new connection.
+func TestPostUpstreamRestartFullPool(t *testing.T) {
+	var mu sync.Mutex
+	var live []net.Conn
+	base, _ := rawServer(t, func(c net.Conn) {
+		mu.Lock()
+		live = append(live, c)
+		mu.Unlock()
+		br := bufio.NewReader(c)
+		for readRequest(t, br) != nil {
+			time.Sleep(20 * time.Millisecond) // so that the callers overlap
+			if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
+				return
+			}
+		}
+	})
+	c, tr := fastCaller(Policy{MaxAttempts: 1})
+	h := mustHeader(t, http.Header{})
+	post := func() (int, error) { return c.Post(context.Background(), "publish", base+"/p", h, []byte("x")) }
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := post(); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	p, _ := tr.h1.pool(base)
+	p.mu.Lock()
+	idle := len(p.idle)
+	p.mu.Unlock()
+	if idle != 4 {
+		t.Fatalf("%d idle connections, want a full pool of 4", idle)
+	}
+	mu.Lock()
+	for _, c := range live {
+		_ = c.Close() // the restart
+	}
+	mu.Unlock()
+	time.Sleep(50 * time.Millisecond)
+	for i := range 4 {
+		if n, err := post(); err != nil || n != 1 {
+			t.Fatalf("publish %d after the restart: %d attempts, %v", i, n, err)
+		}
+	}
+}
