@@ -8,6 +8,7 @@ package legacyparty
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"strings"
 
@@ -100,11 +101,15 @@ func (c Config) Validate() error {
 	if (c.SecretHeader == "") != (c.Secret == "") {
 		errs = append(errs, errors.New("secretHeader: secretHeader and secret must be set together"))
 	}
-	if c.SecretHeader != "" && !validHeaderName(c.SecretHeader) {
+	switch {
+	case c.SecretHeader == "":
+	case !validHeaderName(c.SecretHeader):
 		errs = append(errs, fmt.Errorf("secretHeader: %q is not a valid header name (letters, digits and '-', at most 64)", c.SecretHeader))
+	case upstream.WrittenByTransport(c.SecretHeader) || http.CanonicalHeaderKey(c.SecretHeader) == "Content-Type":
+		errs = append(errs, fmt.Errorf("secretHeader: %q is a header every publish sets itself", c.SecretHeader))
 	}
-	if strings.ContainsAny(c.Secret, "\r\n\x00") {
-		errs = append(errs, errors.New("secret: contains a line break or NUL"))
+	if strings.ContainsFunc(c.Secret, func(r rune) bool { return r < 0x20 && r != '\t' || r == 0x7f }) {
+		errs = append(errs, errors.New("secret: contains a control byte (a line break, NUL...)"))
 	}
 	p := c.Policy
 	if p.Timeout < 0 || p.AttemptTimeout < 0 || p.MaxAttempts < 0 || p.BackoffBase < 0 || p.BackoffMax < 0 {

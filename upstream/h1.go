@@ -8,11 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -125,8 +127,8 @@ func (t *Transport) CloseIdleConnections() {
 	t.h1.closeIdle()
 }
 
-// Stats are counters of the Post path, for tests and benchmarks.
-type Stats struct {
+// postStats are counters of the Post path, read by the tests.
+type postStats struct {
 	// Dials is the number of connections the Post path opened (over
 	// HTTPS: full TLS handshakes).
 	Dials int64
@@ -136,8 +138,8 @@ type Stats struct {
 	Std int64
 }
 
-// Stats returns the counters of the Post path.
-func (t *Transport) Stats() Stats {
+// stats returns the counters of the Post path.
+func (t *Transport) stats() postStats {
 	t.h1.mu.Lock()
 	defer t.h1.mu.Unlock()
 	return t.h1.stats
@@ -152,8 +154,8 @@ type Header struct {
 }
 
 // NewHeader validates h (field names are tokens; values hold no CR, LF or
-// other control byte but tab; no Host, Content-Length, Transfer-Encoding or
-// Connection, which the transport writes itself) and returns it rendered.
+// other control byte but tab; no name WrittenByTransport) and returns it
+// rendered.
 // h is copied; later changes to it are not seen.
 func NewHeader(h http.Header) (*Header, error) {
 	out := &Header{h: h.Clone()}
@@ -161,12 +163,11 @@ func NewHeader(h http.Header) (*Header, error) {
 		out.h = http.Header{}
 	}
 	var buf bytes.Buffer
-	for _, k := range sortedKeys(out.h) {
+	for _, k := range slices.Sorted(maps.Keys(out.h)) {
 		if !httpguts.ValidHeaderFieldName(k) {
 			return nil, fmt.Errorf("header field name %q is not a valid token", k)
 		}
-		switch http.CanonicalHeaderKey(k) {
-		case "Host", "Content-Length", "Transfer-Encoding", "Connection":
+		if WrittenByTransport(k) {
 			return nil, fmt.Errorf("header %s is set by the transport", k)
 		}
 		for _, v := range out.h[k] {
@@ -183,21 +184,21 @@ func NewHeader(h http.Header) (*Header, error) {
 	return out, nil
 }
 
+// WrittenByTransport reports whether the header name (any case) is one the
+// transport writes itself on every request (Host, User-Agent,
+// Content-Length, Transfer-Encoding, Connection), which a client's Header
+// may not set. Config validation refuses such names where an operator
+// chooses a header name.
+func WrittenByTransport(name string) bool {
+	switch http.CanonicalHeaderKey(name) {
+	case "Host", "User-Agent", "Content-Length", "Transfer-Encoding", "Connection":
+		return true
+	}
+	return false
+}
+
 // HTTP returns the header as an http.Header, shared: never modify it.
 func (h *Header) HTTP() http.Header { return h.h }
-
-func sortedKeys(h http.Header) []string {
-	keys := make([]string, 0, len(h))
-	for k := range h {
-		keys = append(keys, k)
-	}
-	for i := 1; i < len(keys); i++ {
-		for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
-			keys[j], keys[j-1] = keys[j-1], keys[j]
-		}
-	}
-	return keys
-}
 
 // Limits of the Post path's answers. An answer over them is an error of
 // the exchange (the connection is closed, not reused).
@@ -223,7 +224,7 @@ type h1Client struct {
 
 	mu    sync.Mutex
 	hosts map[string]*hostPool // by scheme://host[:port]
-	stats Stats
+	stats postStats
 }
 
 // hostPool is one upstream origin's idle connections (last in, first out).

@@ -150,7 +150,7 @@ func TestPostWireMatchesNetHTTP(t *testing.T) {
 			t.Errorf("server saw %+v", views[0])
 		}
 	}
-	if s := tr.Stats(); s.Dials != 1 || s.Reused != 1 || s.Std != 0 {
+	if s := tr.stats(); s.Dials != 1 || s.Reused != 1 || s.Std != 0 {
 		t.Errorf("stats %+v, want 1 dial and 1 reuse on the HTTP/1.1 path", s)
 	}
 }
@@ -313,7 +313,7 @@ func TestPostStaleConnection(t *testing.T) {
 	if served.Load() != 3 || conns.Load() < 3 {
 		t.Errorf("served %d on %d connections, want 3 on 3", served.Load(), conns.Load())
 	}
-	if s := tr.Stats(); s.Dials != 3 {
+	if s := tr.stats(); s.Dials != 3 {
 		t.Errorf("stats %+v, want 3 dials", s)
 	}
 }
@@ -488,7 +488,7 @@ func TestPostFallsBackToNetHTTP(t *testing.T) {
 	if _, err := c.Post(context.Background(), "publish", "http://upstream.invalid/p", h, []byte("x")); err != nil {
 		t.Fatalf("proxied: %v", err)
 	}
-	if s := tr.Stats(); s.Std != 1 || s.Dials != 0 {
+	if s := tr.stats(); s.Std != 1 || s.Dials != 0 {
 		t.Errorf("proxied: stats %+v, want it through net/http", s)
 	}
 
@@ -499,7 +499,7 @@ func TestPostFallsBackToNetHTTP(t *testing.T) {
 			t.Fatalf("%s: %v", target, err)
 		}
 	}
-	if s := tr2.Stats(); s.Std != 2 || s.Dials != 0 {
+	if s := tr2.stats(); s.Std != 2 || s.Dials != 0 {
 		t.Errorf("stats %+v, want both through net/http", s)
 	}
 	if _, err := c2.Post(context.Background(), "publish", "http://[::1/p", h, nil); err == nil {
@@ -543,7 +543,7 @@ func TestPostTLS(t *testing.T) {
 				t.Fatalf("h2 %v, publish %d: %v", h2, i, err)
 			}
 		}
-		s := tr.Stats()
+		s := tr.stats()
 		_, sawH1 := protos.Load("HTTP/1.1")
 		_, sawH2 := protos.Load("HTTP/2.0")
 		if (!h2 || tc.http1Only) && (s.Dials != 1 || s.Reused != 4 || !sawH1 || sawH2) {
