@@ -68,7 +68,7 @@ func (p Policy) WithDefaults() Policy {
 // every client of a process; it is safe for concurrent use.
 type Metrics struct {
 	mu       sync.RWMutex
-	children map[opKey]*opMetrics
+	children map[childKey]any // see child
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	retries  *prometheus.CounterVec
@@ -113,75 +113,43 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-type opKey struct{ transport, op string }
+// childKey names one metric child: a request counter of (transport, op,
+// class), or with class "" the attempt-duration histogram of (transport,
+// op).
+type childKey struct{ transport, op, class string }
 
-// opMetrics are the children of one (transport, op): requests by class
-// (1xx..5xx, error) and the attempt duration.
-type opMetrics struct {
-	class    [6]prometheus.Counter
-	duration prometheus.Observer
-}
-
-var classes = [6]string{"1xx", "2xx", "3xx", "4xx", "5xx", "error"}
-
-// entry returns the children of k, creating the entry; m.mu held.
-func (m *Metrics) entry(k opKey) *opMetrics {
-	om := m.children[k]
-	if om == nil {
-		om = &opMetrics{}
-		if m.children == nil {
-			m.children = map[opKey]*opMetrics{}
-		}
-		m.children[k] = om
-	}
-	return om
-}
-
-func (m *Metrics) counter(transport, op, class string) prometheus.Counter {
-	i := 0
-	for i < len(classes) && classes[i] != class {
-		i++
-	}
-	if i == len(classes) {
-		return m.requests.WithLabelValues(transport, op, class)
-	}
-	k := opKey{transport, op}
-	var c prometheus.Counter
+// child returns the child of k, resolving it on first use: the label sets
+// are few and fixed, and WithLabelValues per request hashes the labels and
+// allocates their slice.
+func (m *Metrics) child(k childKey) any {
 	m.mu.RLock()
-	if om := m.children[k]; om != nil {
-		c = om.class[i]
-	}
+	c := m.children[k]
 	m.mu.RUnlock()
 	if c != nil {
 		return c
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	om := m.entry(k)
-	if om.class[i] == nil {
-		om.class[i] = m.requests.WithLabelValues(transport, op, class)
+	if c = m.children[k]; c == nil {
+		if k.class == "" {
+			c = m.duration.WithLabelValues(k.transport, k.op)
+		} else {
+			c = m.requests.WithLabelValues(k.transport, k.op, k.class)
+		}
+		if m.children == nil {
+			m.children = map[childKey]any{}
+		}
+		m.children[k] = c
 	}
-	return om.class[i]
+	return c
+}
+
+func (m *Metrics) counter(transport, op, class string) prometheus.Counter {
+	return m.child(childKey{transport, op, class}).(prometheus.Counter)
 }
 
 func (m *Metrics) observer(transport, op string) prometheus.Observer {
-	k := opKey{transport, op}
-	var o prometheus.Observer
-	m.mu.RLock()
-	if om := m.children[k]; om != nil {
-		o = om.duration
-	}
-	m.mu.RUnlock()
-	if o != nil {
-		return o
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	om := m.entry(k)
-	if om.duration == nil {
-		om.duration = m.duration.WithLabelValues(transport, op)
-	}
-	return om.duration
+	return m.child(childKey{transport, op, ""}).(prometheus.Observer)
 }
 
 // FrameSkipped counts a subscriber frame that could not be used; reason is
@@ -537,9 +505,7 @@ func readAnswer(resp *http.Response) ([]byte, error) {
 	return body, err
 }
 
-// count and observe resolve their metric children once per (transport,
-// op, class) and keep them (the label sets are fixed and few), instead of
-// hashing the labels and allocating their slice on every request.
+// count and observe use the metric children resolved once (Metrics.child).
 func (c *Caller) count(op, class string) {
 	if c.Metrics != nil {
 		c.Metrics.counter(c.Transport, op, class).Inc()
