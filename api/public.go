@@ -34,6 +34,19 @@ func (s *Server) publicMux() http.Handler {
 	return mux
 }
 
+// FastRoute reports whether a request with this method and request target
+// (as sent) is one of the publish routes (POST /v1/broadcast,
+// /v1/broadcasts, /v1/rooms/{room}/broadcast and the PartyKit drop-in
+// paths): the gateway serves those on its own HTTP/1.1 loop
+// (internal/h1serve), with Public as the handler all the same. A true
+// answer only chooses the loop; Public still routes the request.
+func (s *Server) FastRoute(method, target string) bool {
+	if method != http.MethodPost {
+		return false
+	}
+	return strings.HasPrefix(target, "/apps/") || strings.HasPrefix(target, "/v1/broadcast") || strings.HasPrefix(target, "/v1/rooms/")
+}
+
 // notFound answers 405 when the path exists for another method, else 404.
 func (s *Server) notFound(mux *http.ServeMux) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {

@@ -184,7 +184,18 @@ type Server struct {
 	MaxHeaderBytes    int           `yaml:"maxHeaderBytes"`
 	MaxBodyBytes      int64         `yaml:"maxBodyBytes"`
 	ShutdownTimeout   time.Duration `yaml:"shutdownTimeout"`
+	// PublishLoop is who serves the publish routes of the public
+	// listener: "own" (default: the gateway's own HTTP/1.1 loop,
+	// internal/h1serve, with every other request handed to net/http) or
+	// "nethttp" (net/http serves everything, as before issue 17).
+	PublishLoop string `yaml:"publishLoop"`
 }
+
+// Values of server.publishLoop.
+const (
+	PublishLoopOwn     = "own"
+	PublishLoopNetHTTP = "nethttp"
+)
 
 // Shutdown is how the gateway leaves a load balancer on SIGTERM.
 type Shutdown struct {
@@ -518,6 +529,7 @@ func (c *Config) applyDefaults() {
 	setZero(&v.MaxHeaderBytes, 16<<10)
 	setZero(&v.MaxBodyBytes, 256<<10)
 	setZero(&v.ShutdownTimeout, 15*time.Second)
+	setZero(&v.PublishLoop, PublishLoopOwn)
 	if c.Shutdown.Delay == nil {
 		d := time.Duration(0)
 		if c.Env == "staging" || c.Env == "prod" {
@@ -775,6 +787,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Server.MaxHeaderBytes < 0 {
 		bad("server.maxHeaderBytes", "must not be negative")
+	}
+	switch c.Server.PublishLoop {
+	case "", PublishLoopOwn, PublishLoopNetHTTP:
+	default:
+		bad("server.publishLoop", "%q is not one of %q, %q", c.Server.PublishLoop, PublishLoopOwn, PublishLoopNetHTTP)
 	}
 	for _, d := range []struct {
 		field string

@@ -30,6 +30,7 @@ import (
 	"github.com/switchyard/switchyard/config"
 	"github.com/switchyard/switchyard/dedupredis"
 	"github.com/switchyard/switchyard/flags"
+	"github.com/switchyard/switchyard/internal/h1serve"
 	"github.com/switchyard/switchyard/legacyparty"
 	"github.com/switchyard/switchyard/realtime"
 	"github.com/switchyard/switchyard/receipts"
@@ -61,6 +62,9 @@ type Gateway struct {
 
 	publicLn, adminLn   net.Listener
 	publicSrv, adminSrv *http.Server
+	// publicLoop serves the public listener: the publish routes itself,
+	// the rest through publicSrv.
+	publicLoop *h1serve.Server
 	// publicConns counts the public listener's open connections;
 	// publicClosed is set when the shutdown closed that listener itself.
 	publicConns  atomic.Int64
@@ -334,7 +338,7 @@ func New(cfg *config.Config, logger *zap.Logger, opts Options) (_ *Gateway, err 
 	}
 	g.adminLn = g.api.GuardListener(g.adminLn)
 	g.publicSrv = g.server(g.api.Public())
-	g.publicSrv.ConnState = func(_ net.Conn, st http.ConnState) {
+	countConns := func(_ net.Conn, st http.ConnState) {
 		switch st {
 		case http.StateNew:
 			g.publicConns.Add(1)
@@ -342,8 +346,27 @@ func New(cfg *config.Config, logger *zap.Logger, opts Options) (_ *Gateway, err 
 			g.publicConns.Add(-1)
 		}
 	}
+	g.publicSrv.ConnState = countConns
+	// The publish routes are served by a loop of our own; every other
+	// request, and the rest of its connection, by publicSrv.
+	g.publicLoop = h1serve.New(h1serve.Config{
+		Handler: g.publicSrv.Handler, Fast: g.api.FastRoute, Fallback: g.publicSrv,
+		MaxBodyBytes: cfg.Server.MaxBodyBytes, ConnState: countConns, Log: g.log.Named("http"),
+	})
 	g.adminSrv = g.server(g.api.Admin())
 	return g, nil
+}
+
+// public serves the public listener: the own loop, or net/http alone
+// with server.publishLoop nethttp.
+func (g *Gateway) public() interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+} {
+	if g.cfg.Server.PublishLoop == config.PublishLoopNetHTTP {
+		return g.publicSrv
+	}
+	return g.publicLoop
 }
 
 func (g *Gateway) server(h http.Handler) *http.Server {
@@ -430,12 +453,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 	var srv errgroup.Group
 	for _, s := range []struct {
 		name string
-		srv  *http.Server
+		srv  interface{ Serve(net.Listener) error }
 		ln   net.Listener
-	}{{"public listener", g.publicSrv, g.publicLn}, {"admin listener", g.adminSrv, g.adminLn}} {
+	}{{"public listener", g.public(), g.publicLn}, {"admin listener", g.adminSrv, g.adminLn}} {
 		srv.Go(func() error {
 			err := s.srv.Serve(s.ln)
-			if s.srv == g.publicSrv && g.publicClosed.Load() && errors.Is(err, net.ErrClosed) {
+			if s.name == "public listener" && g.publicClosed.Load() && errors.Is(err, net.ErrClosed) {
 				err = nil // the shutdown closed it (see drainPublic)
 			}
 			if err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -466,7 +489,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer cancel()
 	g.log.Info("shutting down", zap.Duration("deadline", g.cfg.Server.ShutdownTimeout))
 	g.drainPublic(sctx, min(delay, maxDrainGrace))
-	if err := g.publicSrv.Shutdown(sctx); err != nil {
+	if err := g.public().Shutdown(sctx); err != nil {
 		g.log.Warn("public listener did not drain", zap.Error(err))
 	}
 	rep := g.mc.Close(sctx)

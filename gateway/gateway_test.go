@@ -2,17 +2,22 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/switchyard/switchyard/broadcast"
 	"github.com/switchyard/switchyard/config"
 	"github.com/switchyard/switchyard/legacyparty/partytest"
 	"github.com/switchyard/switchyard/realtime/realtimetest"
@@ -232,4 +237,78 @@ func TestCheckHasNoSideEffects(t *testing.T) {
 	}
 	// Bad configs are refused by config.Load, which check and serve share
 	// (TestConfigCheckAgreesWithServe in cmd/switchyard).
+}
+
+// TestPublishLoopSetting: with server.publishLoop own (the default) and
+// nethttp, one keep-alive connection carries publishes, a request that
+// only net/http serves, and publishes again: each publish is answered 200
+// and reaches PartyKit once, and the other request gets its usual answer.
+func TestPublishLoopSetting(t *testing.T) {
+	t.Parallel()
+	for _, loop := range []string{config.PublishLoopOwn, config.PublishLoopNetHTTP} {
+		t.Run(loop, func(t *testing.T) {
+			party := partytest.MustStart(t)
+			rt := realtimetest.NewServer(realtimetest.Config{})
+			t.Cleanup(rt.Close)
+			cfg := testConfig(t, party.URL(), rt.URL(), "legacy")
+			if loop == config.PublishLoopNetHTTP {
+				cfg.Server.PublishLoop = loop
+			}
+			g, _ := start(t, cfg, nil)
+			waitReady(t, g)
+			var want any = g.publicLoop
+			if loop == config.PublishLoopNetHTTP {
+				want = g.publicSrv
+			}
+			if any(g.public()) != want {
+				t.Fatalf("publishLoop %s serves with %T", loop, g.public())
+			}
+			tr := &http.Transport{MaxConnsPerHost: 1}
+			defer tr.CloseIdleConnections()
+			client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+			var conns atomic.Int32
+			trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
+				if !i.Reused {
+					conns.Add(1)
+				}
+			}}
+			room := "loop-" + loop
+			do := func(method, path, body string) (int, string) {
+				req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), method, g.PublicURL()+path, strings.NewReader(body))
+				req.Header.Set("Authorization", "Bearer "+testKey)
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return resp.StatusCode, readAll(t, resp)
+			}
+			var ids []string
+			for i := range 5 {
+				if i == 2 {
+					if st, b := do(http.MethodGet, "/v1/nowhere", ""); st != http.StatusNotFound || !strings.Contains(b, `"not_found"`) {
+						t.Fatalf("GET /v1/nowhere: %d %s", st, b)
+					}
+				}
+				id := fmt.Sprintf("%s-%d", room, i)
+				ids = append(ids, id)
+				body := fmt.Sprintf(`{"room":%q,"name":"video.asset.ready","requestId":%q,"body":{"i":%d}}`, room, id, i)
+				if st, b := do(http.MethodPost, "/v1/broadcast", body); st != http.StatusOK || !strings.Contains(b, `"delivered"`) {
+					t.Fatalf("publish %d: %d %s", i, st, b)
+				}
+			}
+			if n := conns.Load(); n != 1 {
+				t.Errorf("%d connections, want 1 (keep-alive across the loop and net/http)", n)
+			}
+			var got []string
+			for _, p := range party.Publishes() {
+				var env broadcast.Envelope
+				if json.Unmarshal(p.Body, &env) == nil && strings.HasPrefix(env.RequestID, room) {
+					got = append(got, env.RequestID)
+				}
+			}
+			if !slices.Equal(got, ids) {
+				t.Fatalf("PartyKit got %v, want %v", got, ids)
+			}
+		})
+	}
 }
