@@ -674,11 +674,8 @@ func (r *response) render(out []byte, keep bool) []byte {
 		if !httpguts.ValidHeaderFieldName(k) {
 			continue
 		}
-		switch k {
-		case "Content-Length", "Transfer-Encoding", "Connection", "Date":
-			if k == "Transfer-Encoding" || (k == "Content-Length" && !bodyAllowed) {
-				continue
-			}
+		if k == "Transfer-Encoding" || (k == "Content-Length" && !bodyAllowed) || (k == "Connection" && !keep) {
+			continue // the body is never chunked; Connection: close is written once, below
 		}
 		for _, v := range r.header[k] {
 			out = append(out, k...)

@@ -325,6 +325,28 @@ func TestKeepAliveMixesLoopAndHandOff(t *testing.T) {
 	}
 }
 
+// TestConnectionCloseOnce: a handler's Connection: close and the loop's
+// own are one field on the wire.
+func TestConnectionCloseOnce(t *testing.T) {
+	f := newFixture(t, nil)
+	for _, raw := range []string{
+		"POST /status/503?close=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
+		"POST /status/503?close=1 HTTP/1.1\r\nHost: h\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+	} {
+		c, err := net.Dial("tcp", f.loop)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = io.WriteString(c, raw)
+		b, _ := io.ReadAll(c)
+		c.Close()
+		if n := strings.Count(strings.ToLower(string(b)), "\r\nconnection:"); n != 1 || !strings.Contains(string(b), "\r\nConnection: close\r\n") {
+			t.Errorf("answer has %d Connection fields:\n%s", n, b)
+		}
+	}
+}
+
 // TestBodyLeftUnread: a handler that does not read a small body keeps the
 // connection (the body is dropped, the next request is served); a
 // request it cannot keep up with ends in Connection: close.
