@@ -2,7 +2,9 @@ package shadow
 
 import (
 	"encoding/json"
+	"math/big"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -327,4 +329,117 @@ func TestFastPathMatchesDecoding(t *testing.T) {
 			}
 		})
 	}
+}
+
+// treeCases are JSON texts for decodeTree: the subset parseTree takes and
+// what it must leave to decodeJSON.
+var treeCases = []string{
+	`{"body":{"a":1,"b":[1.0,-0,2e10,3.5E-2,"x",true,false,null,{}],"c":[]},"requestId":"r1","name":"n"}`,
+	` { "a" : [ 1 , 2 ] , "a" : "dup" } ` + "\n",
+	`"caf\u00e9 \"q\" \\ \/ \b\f\n\r\t \u0000 \uffff"`,
+	"\"caf\xc3\xa9 \xef\xbf\xbd\"",
+	`"\ud83d\ude00"`, `"\ud800"`, `"\ude00x"`, `"\uD83D\uDE00"`,
+	"\"bad\xff\"", "\"tab\there\"", `"\x"`, `"\u12"`, `"\u12g4"`,
+	`123`, `-0.5e+3`, `01`, `-`, `1.`, `.5`, `1e`, `1e+`, `+1`, `0x10`, `1.5.2`, `NaN`, `Infinity`,
+	`true`, `tru`, `truex`, `nulls`, `[1,]`, `[,1]`, `{"a":1,}`, `{"a" 1}`, `{a:1}`, `{"a":1}}`, `[[[]]]`,
+	`{"a":1} {}`, `{"a":1}x`, ``, ` `, "\ufeff{}", `[` + strings.Repeat(`[`, 600) + strings.Repeat(`]`, 601),
+	`{"a":` + strings.Repeat(`{"a":`, 100) + `1` + strings.Repeat(`}`, 101),
+	`[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34]`,
+	`{"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k10":10}`,
+}
+
+// checkTree holds decodeTree to decodeJSON: the same value, the same error.
+func checkTree(t *testing.T, b []byte) {
+	t.Helper()
+	want, wantErr := decodeJSON(b)
+	got, gotErr := decodeTree(b)
+	if (wantErr == nil) != (gotErr == nil) || (wantErr != nil && wantErr.Error() != gotErr.Error()) {
+		t.Fatalf("decodeTree(%q) error %v, decodeJSON gives %v", b, gotErr, wantErr)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("decodeTree(%q) = %#v, decodeJSON gives %#v", b, got, want)
+	}
+	if v, ok := parseTree(b); ok && (wantErr != nil || !reflect.DeepEqual(v, want)) {
+		t.Fatalf("parseTree(%q) = %#v, decodeJSON gives %#v, %v", b, v, want, wantErr)
+	}
+}
+
+func TestDecodeTreeMatchesDecodeJSON(t *testing.T) {
+	fast := 0
+	for _, c := range append(treeCases, frameCasesText()...) {
+		checkTree(t, []byte(c))
+		if _, ok := parseTree([]byte(c)); ok {
+			fast++
+		}
+	}
+	if fast < 20 {
+		t.Errorf("parseTree took %d cases, want the common ones (>= 20)", fast)
+	}
+}
+
+func frameCasesText() []string {
+	var out []string
+	for _, c := range frameIDCases {
+		out = append(out, c.frame)
+	}
+	return out
+}
+
+// FuzzDecodeTree checks checkTree's property on generated texts.
+func FuzzDecodeTree(f *testing.F) {
+	for _, c := range append(treeCases, frameCasesText()...) {
+		f.Add([]byte(c))
+	}
+	f.Fuzz(checkTree)
+}
+
+// compareNumbersRat is compareNumbers as it was before equalDecimals: the
+// reference it is held to.
+func compareNumbersRat(a, b json.Number) class {
+	if a == b {
+		return classEqual
+	}
+	fa, errA := strconv.ParseFloat(string(a), 64)
+	fb, errB := strconv.ParseFloat(string(b), 64)
+	if errA == nil && errB == nil && fa != fb {
+		return classDiffer
+	}
+	ra, okA := new(big.Rat).SetString(string(a))
+	rb, okB := new(big.Rat).SetString(string(b))
+	if okA && okB && ra.Cmp(rb) == 0 {
+		return classEqual
+	}
+	if errA == nil && errB == nil {
+		return classLossy
+	}
+	return classDiffer
+}
+
+var numberCases = []string{
+	"123", "123.0", "123.00", "0123", "-123", "-123.0", "0", "-0", "0.0", "-0.000", "0.5", "-0.50", "00", "1.",
+	".5", "-", "", "1e2", "100", "100.0", "1E2", "1/2", "0x10", "1_0", "+1", "abc", "1.5.2", "1.2a",
+	"12345678901234567890", "12345678901234567000", "12345678901234567890.0", "12345678901234567000.000",
+	"1" + strings.Repeat("0", 400), "1" + strings.Repeat("0", 400) + ".0", "1" + strings.Repeat("0", 401),
+	"0." + strings.Repeat("0", 400) + "1", "0." + strings.Repeat("0", 400) + "10", "1.0000000000000000001",
+}
+
+func TestCompareNumbersMatchesRat(t *testing.T) {
+	for _, a := range numberCases {
+		for _, b := range numberCases {
+			if got, want := compareNumbers(json.Number(a), json.Number(b)), compareNumbersRat(json.Number(a), json.Number(b)); got != want {
+				t.Errorf("compareNumbers(%q, %q) = %d, big.Rat gives %d", a, b, got, want)
+			}
+		}
+	}
+}
+
+func FuzzCompareNumbers(f *testing.F) {
+	for i, a := range numberCases {
+		f.Add(a, numberCases[(i+1)%len(numberCases)])
+	}
+	f.Fuzz(func(t *testing.T, a, b string) {
+		if got, want := compareNumbers(json.Number(a), json.Number(b)), compareNumbersRat(json.Number(a), json.Number(b)); got != want {
+			t.Fatalf("compareNumbers(%q, %q) = %d, big.Rat gives %d", a, b, got, want)
+		}
+	})
 }

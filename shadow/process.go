@@ -111,7 +111,7 @@ func (c *Comparator) handle(f frame) {
 	)
 	if !identical {
 		if e.orig == nil {
-			orig, err := decodeJSON(m.Envelope)
+			orig, err := decodeTree(m.Envelope)
 			if err != nil { // unreachable: NewMessage validated the body
 				orig = map[string]any{}
 			}
@@ -222,7 +222,7 @@ func (c *Comparator) example(m *broadcast.Message, stage broadcast.Stage, o outc
 	if legacy.cls == classDiffer && realtime.cls == classDiffer && legacy.tree != nil && realtime.tree != nil {
 		_, ex.Between = diffTrees(legacy.tree, realtime.tree, ru.redact)
 	}
-	if full, err := decodeJSON(m.Envelope); err == nil {
+	if full, err := decodeTree(m.Envelope); err == nil {
 		ex.Original = render(full, nil, ru.redact, originalBytes)
 	}
 	return ex
