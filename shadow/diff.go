@@ -9,6 +9,7 @@ import (
 	"math/big"
 	"sort"
 	"strconv"
+	"strings"
 )
 
 // maxFrameBytes bounds the frames the comparator decodes: the largest
@@ -81,7 +82,7 @@ func decodeFrame(b []byte) (map[string]any, string, error) {
 	if i == len(b) || b[i] != '{' {
 		return nil, "", errNotEnvelope
 	}
-	v, err := decodeJSON(b)
+	v, err := decodeTree(b)
 	if err != nil {
 		return nil, "", fmt.Errorf("decode frame: %w", err)
 	}
@@ -108,6 +109,15 @@ func compareNumbers(a, b json.Number) class {
 	if errA == nil && errB == nil && fa != fb {
 		return classDiffer
 	}
+	if eq, ok := equalDecimals(string(a), string(b)); ok { // no big.Rat needed
+		switch {
+		case eq:
+			return classEqual
+		case errA == nil && errB == nil:
+			return classLossy
+		}
+		return classDiffer
+	}
 	ra, okA := new(big.Rat).SetString(string(a))
 	rb, okB := new(big.Rat).SetString(string(b))
 	if okA && okB && ra.Cmp(rb) == 0 {
@@ -120,6 +130,49 @@ func compareNumbers(a, b json.Number) class {
 	return classDiffer
 }
 
+// equalDecimals reports whether a and b are the same decimal, as big.Rat
+// would find, when both are JSON numbers without an exponent
+// (-?(0|[1-9][0-9]*)(\.[0-9]+)?); ok is false for any other text.
+func equalDecimals(a, b string) (eq, ok bool) {
+	negA, intA, fracA, okA := plainDecimal(a)
+	negB, intB, fracB, okB := plainDecimal(b)
+	if !okA || !okB {
+		return false, false
+	}
+	zero := intA == "" && fracA == ""
+	return intA == intB && fracA == fracB && (negA == negB || zero), true
+}
+
+// plainDecimal splits s, a JSON number without an exponent, into its sign
+// and its integer and fraction digits without leading (integer) or
+// trailing (fraction) zeros, so that equal values give equal parts but for
+// the sign of zero; ok is false for any other text.
+func plainDecimal(s string) (neg bool, intPart, frac string, ok bool) {
+	if s != "" && s[0] == '-' {
+		neg, s = true, s[1:]
+	}
+	i := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	if i == 0 || (s[0] == '0' && i > 1) {
+		return false, "", "", false
+	}
+	intPart = strings.TrimLeft(s[:i], "0")
+	if i == len(s) {
+		return neg, intPart, "", true
+	}
+	if s[i] != '.' || i+1 == len(s) {
+		return false, "", "", false
+	}
+	for j := i + 1; j < len(s); j++ {
+		if s[j] < '0' || s[j] > '9' {
+			return false, "", "", false
+		}
+	}
+	return neg, intPart, strings.TrimRight(s[i+1:], "0"), true
+}
+
 // differ walks two decoded trees and collects differences.
 type differ struct {
 	path    []segment
@@ -130,11 +183,12 @@ type differ struct {
 }
 
 // diffTrees compares want (the original) with got (a received copy), both
-// decoded with decodeJSON and normalised by applyIgnore. It returns the
-// verdict and up to maxDiffs differences sorted by path, values redacted
-// per redact.
+// decoded with decodeTree (or decodeJSON) and normalised by applyIgnore.
+// It returns the verdict and up to maxDiffs differences sorted by path,
+// values redacted per redact.
 func diffTrees(want, got any, redact [][]segment) (class, []Difference) {
-	d := differ{redact: redact, maxKeep: maxDiffs}
+	// Room for the paths of most envelopes (body.a.b[2].c) at once.
+	d := differ{redact: redact, maxKeep: maxDiffs, path: make([]segment, 0, 8)}
 	d.walk(want, got)
 	sort.Slice(d.diffs, func(i, j int) bool { return d.diffs[i].Path < d.diffs[j].Path })
 	return d.cls, d.diffs

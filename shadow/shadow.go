@@ -203,6 +203,10 @@ type Comparator struct {
 	sweepMu sync.Mutex
 
 	lastRoomSweep int64 // guarded by sweepMu
+
+	// alwaysDecode turns off handle's fast path for identical copies, so
+	// that tests can hold it to the decoding path. Set before use.
+	alwaysDecode bool
 }
 
 // New builds a comparator. legacy and realtime open the subscriptions of
