@@ -683,3 +683,29 @@ func FuzzParse(f *testing.F) {
 type fakeConn struct{ net.Conn }
 
 func (fakeConn) RemoteAddr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
+
+// TestLeadingLineEndsAfterPost: net/http drops up to four CR or LF bytes
+// after a POST before the next request (old clients send them); the loop
+// answers such connections as net/http does.
+func TestLeadingLineEndsAfterPost(t *testing.T) {
+	f := newFixture(t, nil)
+	post := "POST /rooms/a HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\nx"
+	for _, lead := range []string{"", "\r\n", "\n", "\r\n\r\n", "\r\n\r\n\r\n", "\n\n\n\n\n"} {
+		raw := post + lead + strings.Replace(post, "/a", "/b", 1)
+		want := exchange(t, f.plain, raw, 2)
+		got := exchange(t, f.loop, raw, 2)
+		var ws, gs []string
+		for _, r := range want {
+			ws = append(ws, describe(t, r))
+		}
+		for _, r := range got {
+			gs = append(gs, describe(t, r))
+		}
+		if !slices.Equal(gs, ws) {
+			t.Errorf("lead %q: loop answered %q, net/http %q", lead, gs, ws)
+		}
+		if len(got) == 2 && lead != "\r\n\r\n\r\n" && lead != "\n\n\n\n\n" && echoOf(t, got[1]).By != "loop" {
+			t.Errorf("lead %q: second request served by %s", lead, echoOf(t, got[1]).By)
+		}
+	}
+}
