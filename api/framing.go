@@ -61,15 +61,6 @@ func (s *Server) GuardListener(ln net.Listener) net.Listener {
 	return &guardListener{Listener: ln, max: s.cfg.MaxHeaderBytes, marker: s.refusedPrefix}
 }
 
-// GuardConn returns c framed strictly, as GuardListener frames each
-// connection it accepts; c must be at the start of a request. The gateway
-// wraps the connections its own publish loop hands to net/http with it
-// (internal/h1serve: the loop's parse is at least as strict for the
-// requests it serves itself, FuzzGuardPassesWhatLoopServes).
-func (s *Server) GuardConn(c net.Conn) net.Conn {
-	return &guardConn{Conn: c, max: s.cfg.MaxHeaderBytes, marker: s.refusedPrefix}
-}
-
 type guardListener struct {
 	net.Listener
 	max    int

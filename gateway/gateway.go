@@ -328,15 +328,11 @@ func New(cfg *config.Config, logger *zap.Logger, opts Options) (_ *Gateway, err 
 	g.api.SetReady(false)
 
 	// Both listeners frame requests strictly before net/http parses them
-	// (api.Server.GuardListener: request smuggling). With the own publish
-	// loop the guard sits where net/http begins: on the connections the
-	// loop hands off (its own parse refuses whatever the guard would).
+	// (api.Server.GuardListener: request smuggling).
 	if g.publicLn, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
-	if cfg.Server.PublishLoop == config.PublishLoopNetHTTP {
-		g.publicLn = g.api.GuardListener(g.publicLn)
-	}
+	g.publicLn = g.api.GuardListener(g.publicLn)
 	if g.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
 		return nil, fmt.Errorf("admin.listen: %w", err)
 	}
@@ -355,7 +351,7 @@ func New(cfg *config.Config, logger *zap.Logger, opts Options) (_ *Gateway, err 
 	// request, and the rest of its connection, by publicSrv.
 	g.publicLoop = h1serve.New(h1serve.Config{
 		Handler: g.publicSrv.Handler, Fast: g.api.FastRoute, Fallback: g.publicSrv,
-		MaxBodyBytes: cfg.Server.MaxBodyBytes, ConnState: countConns, Wrap: g.api.GuardConn, Log: g.log.Named("http"),
+		MaxBodyBytes: cfg.Server.MaxBodyBytes, ConnState: countConns, Log: g.log.Named("http"),
 	})
 	g.adminSrv = g.server(g.api.Admin())
 	return g, nil

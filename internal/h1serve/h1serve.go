@@ -74,10 +74,6 @@ type Config struct {
 	// the loop closes it, StateHijacked when it hands it to Fallback
 	// (whose own ConnState then sees it as new).
 	ConnState func(net.Conn, http.ConnState)
-	// Wrap, if set, wraps a connection when it is handed to Fallback (the
-	// gateway puts its framing guard there: the loop's own parse is at
-	// least as strict for what it serves, see Serves).
-	Wrap func(net.Conn) net.Conn
 	// Log receives handler panics and accept errors. Nil: none.
 	Log *zap.Logger
 }
@@ -393,11 +389,7 @@ func (c *conn) handOff(br *bufio.Reader, first bool, spent time.Duration) bool {
 	if fb.ReadHeaderTimeout <= 0 || fb.ReadHeaderTimeout == fb.ReadTimeout {
 		shift = 1
 	}
-	var hc net.Conn = &replayConn{Conn: c.rwc, prefix: prefix, spent: spent, shift: shift}
-	if c.s.cfg.Wrap != nil {
-		hc = c.s.cfg.Wrap(hc)
-	}
-	if !c.s.handoff.give(hc) {
+	if !c.s.handoff.give(&replayConn{Conn: c.rwc, prefix: prefix, spent: spent, shift: shift}) {
 		_ = c.rwc.Close()
 	}
 	return true
@@ -541,24 +533,6 @@ func (c *conn) parse(head []byte) (*http.Request, bool) {
 	}
 	return req, true
 }
-
-// Serves reports whether a Server with every route fast, Fallback's
-// MaxHeaderBytes maxHeaderBytes and MaxBodyBytes maxBodyBytes serves a
-// request with this head (request line to blank line, CRLF included)
-// itself rather than handing it off. For tests that hold other parsers
-// (the gateway's framing guard) to the loop's.
-func Serves(head []byte, maxHeaderBytes int, maxBodyBytes int64) bool {
-	s := New(Config{Handler: http.NotFoundHandler(), Fallback: &http.Server{MaxHeaderBytes: maxHeaderBytes},
-		MaxBodyBytes: maxBodyBytes, Fast: func(string, string) bool { return true }})
-	c := &conn{s: s, rwc: addrOnly{}}
-	_, ok := c.parse(head)
-	return ok
-}
-
-// addrOnly is the connection of Serves: parse asks only its address.
-type addrOnly struct{ net.Conn }
-
-func (addrOnly) RemoteAddr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
 
 // serveRequest runs the handler on req, whose head br has consumed, and
 // writes its answer. It reports whether the connection stays open.
