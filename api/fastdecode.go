@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/switchyard/switchyard/internal/jsonscan"
 )
 
 // decodeMessage decodes one message object (POST /v1/broadcast, or one
@@ -33,26 +35,26 @@ func decodeMessageFast(b []byte, req *messageRequest) bool {
 	if !utf8.Valid(b) {
 		return false
 	}
-	i := skipWS(b, 0)
+	i := jsonscan.SkipWS(b, 0)
 	if i >= len(b) || b[i] != '{' {
 		return false
 	}
-	i = skipWS(b, i+1)
+	i = jsonscan.SkipWS(b, i+1)
 	var spans [3][2]int // room, name, requestId: value spans in b
 	var seen [4]bool
 	if i < len(b) && b[i] == '}' {
-		return skipWS(b, i+1) == len(b)
+		return jsonscan.SkipWS(b, i+1) == len(b)
 	}
 	for {
-		ks, ke, next, ok := plainString(b, i)
+		ks, ke, next, ok := jsonscan.PlainString(b, i)
 		if !ok {
 			return false
 		}
-		i = skipWS(b, next)
+		i = jsonscan.SkipWS(b, next)
 		if i >= len(b) || b[i] != ':' {
 			return false
 		}
-		i = skipWS(b, i+1)
+		i = jsonscan.SkipWS(b, i+1)
 		slot := -1
 		switch string(b[ks:ke]) { // no allocation: the compiler compares in place
 		case "room":
@@ -81,19 +83,19 @@ func decodeMessageFast(b []byte, req *messageRequest) bool {
 			req.Body = json.RawMessage(b[i:end:end])
 			i = end
 		} else {
-			vs, ve, next, ok := plainString(b, i)
+			vs, ve, next, ok := jsonscan.PlainString(b, i)
 			if !ok {
 				return false
 			}
 			spans[slot] = [2]int{vs, ve}
 			i = next
 		}
-		i = skipWS(b, i)
+		i = jsonscan.SkipWS(b, i)
 		if i >= len(b) {
 			return false
 		}
 		if b[i] == '}' {
-			if skipWS(b, i+1) != len(b) {
+			if jsonscan.SkipWS(b, i+1) != len(b) {
 				return false
 			}
 			break
@@ -101,7 +103,7 @@ func decodeMessageFast(b []byte, req *messageRequest) bool {
 		if b[i] != ',' {
 			return false
 		}
-		i = skipWS(b, i+1)
+		i = jsonscan.SkipWS(b, i+1)
 	}
 	if seen[0] || seen[1] || seen[2] {
 		// One allocation for the three strings (they live as long as the
@@ -131,105 +133,13 @@ func decodeMessageFast(b []byte, req *messageRequest) bool {
 	return true
 }
 
-// skipWS returns the index of the first byte at or after i that is not
-// JSON whitespace.
-func skipWS(b []byte, i int) int {
-	for i < len(b) {
-		switch b[i] {
-		case ' ', '\t', '\n', '\r':
-			i++
-		default:
-			return i
-		}
-	}
-	return i
-}
-
-// plainString finds the JSON string starting at b[i] when it holds no
-// escape and no control character (its bytes are then its value): it
-// returns the value's span b[start:end] and the index after the closing
-// quote.
-func plainString(b []byte, i int) (start, end, next int, ok bool) {
-	if i >= len(b) || b[i] != '"' {
-		return 0, 0, 0, false
-	}
-	for j := i + 1; j < len(b); j++ {
-		switch c := b[j]; {
-		case c == '"':
-			return i + 1, j, j + 1, true
-		case c == '\\' || c < 0x20:
-			return 0, 0, 0, false
-		}
-	}
-	return 0, 0, 0, false
-}
-
-// valueEnd returns the index just after the JSON value starting at b[i],
-// and whether that value is valid JSON (json.Valid, which does not
-// allocate). Strings are skipped with their escapes; nesting is followed
-// by counting brackets outside strings.
+// valueEnd returns the index just after the JSON value starting at b[i]
+// (jsonscan.ValueEnd), and whether that value is valid JSON (json.Valid,
+// which does not allocate).
 func valueEnd(b []byte, i int) (int, bool) {
-	if i >= len(b) {
-		return 0, false
-	}
-	j := i
-	switch b[i] {
-	case '"':
-		end, ok := stringEnd(b, i)
-		if !ok {
-			return 0, false
-		}
-		j = end
-	case '{', '[':
-		depth := 0
-		for j < len(b) {
-			c := b[j]
-			switch c {
-			case '"':
-				end, ok := stringEnd(b, j)
-				if !ok {
-					return 0, false
-				}
-				j = end
-				continue
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-			}
-			j++
-			if depth == 0 {
-				break
-			}
-		}
-		if depth != 0 {
-			return 0, false
-		}
-	default: // number, true, false, null
-		for j < len(b) {
-			c := b[j]
-			if c == ',' || c == '}' || c == ']' || c == ' ' || c == '\t' || c == '\n' || c == '\r' {
-				break
-			}
-			j++
-		}
-	}
-	if !json.Valid(b[i:j]) {
+	j, ok := jsonscan.ValueEnd(b, i)
+	if !ok || !json.Valid(b[i:j]) {
 		return 0, false
 	}
 	return j, true
-}
-
-// stringEnd returns the index after the closing quote of the JSON string
-// starting at b[i] (escapes skipped, not checked: json.Valid does that).
-func stringEnd(b []byte, i int) (int, bool) {
-	for j := i + 1; j < len(b); j++ {
-		switch b[j] {
-		case '\\':
-			j++
-		case '"':
-			return j + 1, true
-		}
-	}
-	return 0, false
 }
