@@ -576,12 +576,17 @@ func (c *conn) serveRequest(br *bufio.Reader, req *http.Request) bool {
 
 // ---- request body ----
 
+// body is a request's body on the loop: exactly Content-Length bytes of
+// the connection's reader; a read error sticks (and closes the connection
+// after the answer).
 type body struct {
 	br     *bufio.Reader
 	remain int64
 	err    error
 }
 
+// Read reads the body; io.EOF comes with its last bytes, an early end of
+// the connection is io.ErrUnexpectedEOF.
 func (b *body) Read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
@@ -607,6 +612,7 @@ func (b *body) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// Close does nothing: the loop drops or discards what the handler left.
 func (b *body) Close() error { return nil }
 
 // ---- answer ----
@@ -785,6 +791,7 @@ func (c *replayConn) SetReadDeadline(t time.Time) error {
 	return c.Conn.SetReadDeadline(t)
 }
 
+// Read returns the replayed bytes first, then the connection's.
 func (c *replayConn) Read(p []byte) (int, error) {
 	if len(c.prefix) > 0 {
 		n := copy(p, c.prefix)
