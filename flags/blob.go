@@ -289,16 +289,7 @@ func (s *blobSource) Init(ctx context.Context) error {
 	return nil
 }
 
-func (s *blobSource) setValid(ok bool) {
-	if s.metrics == nil {
-		return
-	}
-	if ok {
-		s.metrics.fileValid.Set(1)
-	} else {
-		s.metrics.fileValid.Set(0)
-	}
-}
+func (s *blobSource) setValid(ok bool) { s.metrics.setFileValid(ok) }
 
 // Sync runs flagd's blob sync until ctx ends, forwarding valid content.
 func (s *blobSource) Sync(ctx context.Context, out chan<- isync.DataSync) error {

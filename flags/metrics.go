@@ -64,3 +64,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	return m
 }
+
+// setFileValid sets the flag source validity gauge (1 valid, 0 not); a nil
+// Metrics records nothing.
+func (m *Metrics) setFileValid(ok bool) {
+	if m == nil {
+		return
+	}
+	if ok {
+		m.fileValid.Set(1)
+	} else {
+		m.fileValid.Set(0)
+	}
+}

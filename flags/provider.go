@@ -239,16 +239,7 @@ func (s *fileSource) Init(context.Context) error {
 	return nil
 }
 
-func (s *fileSource) setValid(ok bool) {
-	if s.metrics == nil {
-		return
-	}
-	if ok {
-		s.metrics.fileValid.Set(1)
-	} else {
-		s.metrics.fileValid.Set(0)
-	}
-}
+func (s *fileSource) setValid(ok bool) { s.metrics.setFileValid(ok) }
 
 func (s *fileSource) send(ctx context.Context, out chan<- isync.DataSync, data []byte) bool {
 	select {
