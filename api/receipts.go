@@ -292,13 +292,5 @@ func (s *Server) receiptError(w http.ResponseWriter, r *http.Request, app, reaso
 // (a fetch with a JSON Content-Type or an Authorization header needs one;
 // navigator.sendBeacon with text/plain does not).
 func (s *Server) handleReceiptsPreflight(w http.ResponseWriter, r *http.Request) {
-	a, ok := s.cfg.Apps[r.URL.Query().Get("app")]
-	if !ok || !s.cors(w, r, a) || r.Header.Get("Origin") == "" {
-		w.WriteHeader(http.StatusForbidden)
-		return
-	}
-	w.Header().Set("Access-Control-Allow-Methods", "POST")
-	w.Header().Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
-	w.Header().Set("Access-Control-Max-Age", "600")
-	w.WriteHeader(http.StatusNoContent)
+	s.preflight(w, r, "POST", "Authorization, Content-Type")
 }

@@ -278,13 +278,20 @@ func grantMessage(err error) string {
 }
 
 func (s *Server) handleTokenPreflight(w http.ResponseWriter, r *http.Request) {
+	s.preflight(w, r, "GET", "Authorization")
+}
+
+// preflight answers a CORS preflight for the app named by ?app=: 204 with
+// the allowed methods and request headers when the Origin is one of the
+// app's, else 403.
+func (s *Server) preflight(w http.ResponseWriter, r *http.Request, methods, headers string) {
 	a, ok := s.cfg.Apps[r.URL.Query().Get("app")]
 	if !ok || !s.cors(w, r, a) || r.Header.Get("Origin") == "" {
 		w.WriteHeader(http.StatusForbidden)
 		return
 	}
-	w.Header().Set("Access-Control-Allow-Methods", "GET")
-	w.Header().Set("Access-Control-Allow-Headers", "Authorization")
+	w.Header().Set("Access-Control-Allow-Methods", methods)
+	w.Header().Set("Access-Control-Allow-Headers", headers)
 	w.Header().Set("Access-Control-Max-Age", "600")
 	w.WriteHeader(http.StatusNoContent)
 }

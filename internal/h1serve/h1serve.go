@@ -308,7 +308,7 @@ func (c *conn) serve() {
 				return
 			}
 			s.state(c.rwc, http.StateIdle)
-			setRead(c.rwc, idle)
+			setReadFrom(c.rwc, time.Now(), idle)
 			if _, err := br.Peek(1); err != nil {
 				return
 			}
@@ -346,14 +346,7 @@ func (c *conn) serve() {
 	}
 }
 
-func setRead(c net.Conn, d time.Duration) {
-	if d > 0 {
-		_ = c.SetReadDeadline(time.Now().Add(d))
-	} else {
-		_ = c.SetReadDeadline(time.Time{})
-	}
-}
-
+// setReadFrom sets c's read deadline to t0+d, or none when d is 0.
 func setReadFrom(c net.Conn, t0 time.Time, d time.Duration) {
 	if d > 0 {
 		_ = c.SetReadDeadline(t0.Add(d))
