@@ -85,10 +85,9 @@ type Server struct {
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
-	closing  bool
+	closing  atomic.Bool // set under mu by Shutdown; read without it per request
 	ln       net.Listener
 	fallback sync.Once
-	fbDone   chan error
 }
 
 // New returns a Server for cfg. It panics when Handler or Fallback is nil.
@@ -105,7 +104,7 @@ func New(cfg Config) *Server {
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
-	return &Server{cfg: cfg, conns: map[*conn]struct{}{}, fbDone: make(chan error, 1)}
+	return &Server{cfg: cfg, conns: map[*conn]struct{}{}}
 }
 
 // Serve accepts connections on ln until it fails (closed by Shutdown or
@@ -114,7 +113,7 @@ func New(cfg Config) *Server {
 // handed-off connections from the first call on, until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
-	if s.closing {
+	if s.closing.Load() {
 		s.mu.Unlock()
 		return http.ErrServerClosed
 	}
@@ -124,7 +123,8 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.mu.Unlock()
 	s.fallback.Do(func() {
-		go func() { s.fbDone <- s.cfg.Fallback.Serve(s.handoff) }()
+		// It returns http.ErrServerClosed once Shutdown shuts Fallback down.
+		go func() { _ = s.cfg.Fallback.Serve(s.handoff) }()
 	})
 	var delay time.Duration
 	for {
@@ -159,7 +159,7 @@ func (s *Server) Serve(ln net.Listener) error {
 // connections are closed and ctx's error is returned.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	s.closing = true
+	s.closing.Store(true)
 	ln := s.ln
 	if s.handoff == nil {
 		s.handoff = newHandoffListener(nil)
@@ -193,16 +193,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
-func (s *Server) isClosing() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closing
-}
+func (s *Server) isClosing() bool { return s.closing.Load() }
 
 func (s *Server) track(c *conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closing {
+	if s.closing.Load() {
 		return false
 	}
 	s.conns[c] = struct{}{}
@@ -220,9 +216,7 @@ func (s *Server) closeIdle() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
-		if c.idle {
-			c.idle = false
-			c.shut = true
+		if c.phase.CompareAndSwap(phaseIdle, phaseShut) {
 			_ = c.rwc.Close()
 		}
 	}
@@ -233,7 +227,7 @@ func (s *Server) closeAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
-		c.shut = true
+		c.phase.Store(phaseShut)
 		_ = c.rwc.Close()
 	}
 }
@@ -256,10 +250,12 @@ const maxDiscard = 256 << 10
 var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, bufSize) }}
 
 type conn struct {
-	s    *Server
-	rwc  net.Conn
-	idle bool // under s.mu: waiting for a request; Shutdown may close it
-	shut bool // under s.mu: Shutdown closed it
+	s   *Server
+	rwc net.Conn
+	// phase is phaseActive, phaseIdle (waiting for a request: Shutdown
+	// may close it) or phaseShut (Shutdown closed it); changed by CAS so
+	// that no request takes the server's lock.
+	phase atomic.Int32
 
 	remote string
 	out    []byte
@@ -267,14 +263,22 @@ type conn struct {
 	body   body
 }
 
+// Phases of a conn.
+const (
+	phaseActive int32 = iota
+	phaseIdle
+	phaseShut
+)
+
+// setIdle moves the connection to idle (before waiting for a request) or
+// back to active (a request began). It reports false when Shutdown closed
+// it, or, on the way to active, when the server is closing: the caller
+// then ends the connection.
 func (c *conn) setIdle(idle bool) bool {
-	c.s.mu.Lock()
-	defer c.s.mu.Unlock()
-	if c.shut || (!idle && c.s.closing) {
-		return false
+	if idle {
+		return c.phase.CompareAndSwap(phaseActive, phaseIdle)
 	}
-	c.idle = idle
-	return true
+	return c.phase.CompareAndSwap(phaseIdle, phaseActive) && !c.s.closing.Load()
 }
 
 func (c *conn) serve() {
@@ -367,7 +371,7 @@ func (c *conn) handOff(br *bufio.Reader, first bool, spent time.Duration) bool {
 		prefix = bytes.Clone(b)
 	}
 	_ = c.rwc.SetDeadline(time.Time{})
-	if !c.setIdle(false) {
+	if c.phase.Load() == phaseShut || c.s.closing.Load() {
 		return false
 	}
 	c.s.untrack(c)
