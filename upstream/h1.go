@@ -243,10 +243,14 @@ type hostPool struct {
 type h1Conn struct {
 	p     *hostPool
 	nc    net.Conn
+	tls   bool          // nc is a *tls.Conn
 	br    *bufio.Reader // reads through the h1Conn (Read)
 	wbuf  []byte
-	timer *time.Timer // closes the connection when idle too long
-	idle  bool        // in p.idle (guarded by p.mu)
+	timer *time.Timer // closes the connection when idle too long (expire)
+	// Guarded by p.mu: in p.idle, since when, and whether timer is armed.
+	idle   bool
+	idleAt time.Time
+	armed  bool
 
 	// The exchange in progress: its deadline and context.
 	dl  time.Time
@@ -278,6 +282,28 @@ func (pc *h1Conn) Read(p []byte) (int, error) {
 			return 0, err
 		}
 		_ = pc.nc.SetReadDeadline(earlier(pc.dl, now.Add(cancelPoll)))
+	}
+}
+
+// write writes w for the exchange in progress. On a plain connection it
+// polls for cancellation as Read does: it ends at the attempt's deadline
+// (os.ErrDeadlineExceeded) or, within cancelPoll, when the exchange's
+// context is canceled. A TLS write runs to the attempt's deadline.
+func (pc *h1Conn) write(w []byte) error {
+	for {
+		n, err := pc.nc.Write(w)
+		if err == nil || pc.tls || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return err
+		}
+		w = w[n:]
+		if cerr := pc.ctx.Err(); cerr != nil {
+			return cerr
+		}
+		now := time.Now()
+		if !now.Before(pc.dl) {
+			return err
+		}
+		_ = pc.nc.SetWriteDeadline(earlier(pc.dl, now.Add(cancelPoll)))
 	}
 }
 
@@ -387,8 +413,7 @@ func (p *hostPool) get() *h1Conn {
 	p.idle[n-1] = nil
 	p.idle = p.idle[:n-1]
 	pc.idle = false
-	pc.timer.Stop()
-	return pc
+	return pc // its idle timer, if armed, finds it busy or re-arms (expire)
 }
 
 // put returns a healthy connection to the pool, or closes it when the pool
@@ -401,19 +426,34 @@ func (p *hostPool) put(pc *h1Conn) {
 		return
 	}
 	pc.idle = true
+	pc.idleAt = time.Now()
 	p.idle = append(p.idle, pc)
-	pc.timer.Reset(p.c.idleTimeout)
+	if !pc.armed {
+		pc.armed = true
+		pc.timer.Reset(p.c.idleTimeout)
+	}
 	p.mu.Unlock()
 }
 
-// expire closes pc if it is still idle (its idle timer fired).
+// expire runs when pc's idle timer fires: it closes pc if pc has been idle
+// for the idle timeout, re-arms the timer for the rest when pc went idle
+// again since, and disarms it while pc is busy (put arms it again). The
+// timer is thus touched about once per idle timeout, not twice per
+// exchange.
 func (pc *h1Conn) expire() {
 	p := pc.p
 	p.mu.Lock()
 	if !pc.idle {
+		pc.armed = false
 		p.mu.Unlock()
 		return
 	}
+	if rest := p.c.idleTimeout - time.Since(pc.idleAt); rest > 0 {
+		pc.timer.Reset(rest)
+		p.mu.Unlock()
+		return
+	}
+	pc.armed = false
 	for i, q := range p.idle {
 		if q == pc {
 			p.idle = append(p.idle[:i], p.idle[i+1:]...)
@@ -475,7 +515,8 @@ func (p *hostPool) dial(ctx context.Context, dl time.Time) (*h1Conn, error) {
 	p.c.mu.Lock()
 	p.c.stats.Dials++
 	p.c.mu.Unlock()
-	pc := &h1Conn{p: p, nc: nc, wbuf: make([]byte, 0, 1024)}
+	_, isTLS := nc.(*tls.Conn)
+	pc := &h1Conn{p: p, nc: nc, tls: isTLS, wbuf: make([]byte, 0, 1024)}
 	pc.br = bufio.NewReaderSize(pc, 4096)
 	pc.timer = time.AfterFunc(time.Hour, pc.expire)
 	pc.timer.Stop()
@@ -574,8 +615,15 @@ func (pc *h1Conn) exchange(ctx context.Context, dl time.Time, host, reqURI strin
 	// cancellation (see Read).
 	pc.dl, pc.ctx = dl, ctx
 	defer func() { pc.ctx = nil }()
-	_ = pc.nc.SetWriteDeadline(dl)
-	_ = pc.nc.SetReadDeadline(earlier(dl, time.Now().Add(cancelPoll)))
+	if pc.tls {
+		// A TLS write that times out leaves the connection unusable, so
+		// a TLS write cannot poll: its deadline is the attempt's.
+		_ = pc.nc.SetWriteDeadline(dl)
+		_ = pc.nc.SetReadDeadline(earlier(dl, time.Now().Add(cancelPoll)))
+	} else {
+		// One call sets both directions (one runtime timer for both).
+		_ = pc.nc.SetDeadline(earlier(dl, time.Now().Add(cancelPoll)))
+	}
 	w := pc.wbuf[:0]
 	w = append(w, "POST "...)
 	w = append(w, reqURI...)
@@ -590,7 +638,10 @@ func (pc *h1Conn) exchange(ctx context.Context, dl time.Time, host, reqURI strin
 	if cap(w) <= 64<<10 {
 		pc.wbuf = w
 	}
-	if _, err := pc.nc.Write(w); err != nil {
+	if err := pc.write(w); err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			return answer{}, false, cerr
+		}
 		return answer{}, false, timeoutErr(err)
 	}
 	a, keep, got, err = readAnswer1(pc.br)

@@ -357,6 +357,80 @@ func TestPostHungUpstream(t *testing.T) {
 	}
 }
 
+// TestPostUpstreamStopsReading: a request larger than the socket buffers
+// to an upstream that stops reading. The write waits past the cancellation
+// poll while the attempt lasts (a slow reader gets the whole request, over
+// TLS too, where a timed-out write would break the connection), ends at
+// the attempt's deadline when the upstream never reads, and at once when
+// the caller cancels.
+func TestPostUpstreamStopsReading(t *testing.T) {
+	big := bytes.Repeat([]byte("b"), 32<<20) // more than loopback buffers hold
+	const pause = 3 * cancelPoll
+	h := mustHeader(t, http.Header{})
+	slowReader := func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(pause)
+		n, err := io.Copy(io.Discard, r.Body)
+		if err != nil || n != int64(len(big)) {
+			t.Errorf("server read %d of %d bytes: %v", n, len(big), err)
+		}
+	}
+	t.Run("slow reader", func(t *testing.T) {
+		srv := httptest.NewServer(http.HandlerFunc(slowReader))
+		defer srv.Close()
+		c, _ := fastCaller(Policy{Timeout: 10 * time.Second, AttemptTimeout: 10 * time.Second, MaxAttempts: 1})
+		if _, err := c.Post(context.Background(), "publish", srv.URL+"/p", h, big); err != nil {
+			t.Fatalf("a reader pausing %v: %v", pause, err)
+		}
+	})
+	t.Run("slow reader over TLS", func(t *testing.T) {
+		srv := httptest.NewUnstartedServer(http.HandlerFunc(slowReader))
+		srv.StartTLS()
+		defer srv.Close()
+		roots := x509.NewCertPool()
+		roots.AddCert(srv.Certificate())
+		c, tr := fastCaller(Policy{Timeout: 10 * time.Second, AttemptTimeout: 10 * time.Second, MaxAttempts: 1})
+		tr.h1.tlsConfig = &tls.Config{RootCAs: roots}
+		if _, err := c.Post(context.Background(), "publish", srv.URL+"/p", h, big); err != nil {
+			t.Fatalf("a TLS reader pausing %v: %v", pause, err)
+		}
+		if s := tr.stats(); s.Dials != 1 || s.Std != 0 {
+			t.Errorf("not on the pooled HTTP/1.1 path: %+v", s)
+		}
+	})
+	release := make(chan struct{})
+	base, _ := rawServer(t, func(c net.Conn) {
+		_, _ = bufio.NewReader(c).ReadString('\n')
+		<-release
+	})
+	defer close(release)
+	t.Run("never reads", func(t *testing.T) {
+		const attempt = 500 * time.Millisecond
+		c, _ := fastCaller(Policy{Timeout: attempt, AttemptTimeout: attempt, MaxAttempts: 1})
+		start := time.Now()
+		n, err := c.Post(context.Background(), "publish", base+"/p", h, big)
+		d := time.Since(start)
+		if !errors.Is(err, context.DeadlineExceeded) || Describe(err, n) != "timed out after 1 attempt" {
+			t.Fatalf("upstream not reading: %d attempts, %v", n, err)
+		}
+		if d < attempt-50*time.Millisecond || d > attempt+time.Second {
+			t.Errorf("ended after %v, want about %v", d, attempt)
+		}
+	})
+	t.Run("caller cancels", func(t *testing.T) {
+		c, _ := fastCaller(Policy{Timeout: 10 * time.Second, AttemptTimeout: 10 * time.Second, MaxAttempts: 1})
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(50*time.Millisecond, cancel)
+		start := time.Now()
+		n, err := c.Post(ctx, "publish", base+"/p", h, big)
+		if !errors.Is(err, context.Canceled) || Describe(err, n) != "canceled after 1 attempt" {
+			t.Fatalf("canceled: %d attempts, %v", n, err)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("cancel took %v", d)
+		}
+	})
+}
+
 // TestPostRetriesAndMetrics: the HTTP/1.1 path is classified and counted
 // as Do's: 503 retried, 400 final, the attempts and classes counted.
 func TestPostRetriesAndMetrics(t *testing.T) {
@@ -458,6 +532,53 @@ func TestPostIdlePool(t *testing.T) {
 	waitFor(t, func() bool { return open.Load() == 1 }, "one connection")
 	c.Client.CloseIdleConnections()
 	waitFor(t, func() bool { return open.Load() == 0 }, "CloseIdleConnections closes the pool")
+}
+
+// TestPostIdleTimeoutCountsFromLastUse: a connection used more often than
+// the idle timeout stays the one connection, and is closed an idle timeout
+// after its last use, not after its first.
+func TestPostIdleTimeoutCountsFromLastUse(t *testing.T) {
+	const idleTimeout = 300 * time.Millisecond
+	var accepted, open atomic.Int32
+	closed := make(chan time.Time, 1)
+	base, _ := rawServer(t, func(c net.Conn) {
+		accepted.Add(1)
+		open.Add(1)
+		defer open.Add(-1)
+		br := bufio.NewReader(c)
+		for readRequest(t, br) != nil {
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+		select {
+		case closed <- time.Now():
+		default: // a second connection: the test fails on the count
+		}
+	})
+	c, tr := fastCaller(Policy{})
+	tr.h1.idleTimeout = idleTimeout
+	h := mustHeader(t, http.Header{})
+	var last time.Time
+	for range 12 { // 1.2 s, four idle timeouts
+		if _, err := c.Post(context.Background(), "publish", base+"/p", h, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		last = time.Now()
+		time.Sleep(idleTimeout / 3)
+	}
+	if n := accepted.Load(); n != 1 {
+		t.Fatalf("%d connections for requests %v apart, want 1 (closed while in use)", n, idleTimeout/3)
+	}
+	select {
+	case at := <-closed:
+		if d := at.Sub(last); d < idleTimeout-50*time.Millisecond {
+			t.Fatalf("closed %v after its last use, want about %v", d, idleTimeout)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the idle connection was never closed")
+	}
+	if n := open.Load(); n != 0 {
+		t.Fatalf("%d connections open", n)
+	}
 }
 
 func waitFor(t *testing.T, cond func() bool, what string) {

@@ -261,6 +261,12 @@ type conn struct {
 	out    []byte
 	resp   response
 	body   body
+
+	// The head being read: its read deadline is headDL+headDur, set
+	// (headArmed) before the first read of it from the connection.
+	headDL    time.Time
+	headDur   time.Duration
+	headArmed bool
 }
 
 // Phases of a conn.
@@ -312,20 +318,26 @@ func (c *conn) serve() {
 				return
 			}
 			s.state(c.rwc, http.StateIdle)
-			setReadFrom(c.rwc, time.Now(), idle)
-			if _, err := br.Peek(1); err != nil {
-				return
+			if br.Buffered() == 0 { // a pipelined request is already here
+				setReadFrom(c.rwc, time.Now(), idle)
+				if _, err := br.Peek(1); err != nil {
+					return
+				}
 			}
 			if !c.setIdle(false) {
 				return
 			}
 		}
+		// Each read deadline is set just before the first read that needs
+		// the connection (net/http sets them all, whether a read follows or
+		// not): a request that arrived whole with the first byte of its
+		// head, the usual case, costs no read deadline at all.
 		t0 := time.Now()
 		hdr := fb.ReadHeaderTimeout
 		if hdr <= 0 {
 			hdr = fb.ReadTimeout
 		}
-		setReadFrom(c.rwc, t0, hdr)
+		c.headDL, c.headDur, c.headArmed = t0, hdr, false
 		req, n, err := c.readRequest(br, !first)
 		if err != nil {
 			return // closed, timed out or cut before a whole head: as net/http, no answer
@@ -340,9 +352,17 @@ func (c *conn) serve() {
 		}
 		s.state(c.rwc, http.StateActive)
 		_, _ = br.Discard(n)
-		setReadFrom(c.rwc, t0, fb.ReadTimeout)
+		if req.ContentLength > int64(br.Buffered()) {
+			setReadFrom(c.rwc, t0, fb.ReadTimeout)
+		}
 		if fb.WriteTimeout > 0 {
-			_ = c.rwc.SetWriteDeadline(time.Now().Add(fb.WriteTimeout))
+			// From the end of the head, as net/http: t0 is that time when
+			// the head was already here.
+			wt := t0
+			if c.headArmed {
+				wt = time.Now()
+			}
+			_ = c.rwc.SetWriteDeadline(wt.Add(fb.WriteTimeout))
 		}
 		if !c.serveRequest(br, req) {
 			return
@@ -401,6 +421,10 @@ func (c *conn) handOff(br *bufio.Reader, first bool, spent time.Duration) bool {
 // before the next request are dropped, as net/http does for old clients.
 func (c *conn) readRequest(br *bufio.Reader, afterPost bool) (*http.Request, int, error) {
 	for want := 1; ; {
+		if !c.headArmed && want > br.Buffered() {
+			setReadFrom(c.rwc, c.headDL, c.headDur)
+			c.headArmed = true
+		}
 		b, err := br.Peek(want)
 		if afterPost && err == nil {
 			lead := 0

@@ -383,7 +383,11 @@ func TestTruncatedBody(t *testing.T) {
 // end at their timeouts, on the loop and after a hand-off alike (the
 // hand-off does not restart the clock: TestHandOffKeepsDeadlines).
 func TestSlowClientsAreCut(t *testing.T) {
-	const hdr, whole, idle = 300 * time.Millisecond, 600 * time.Millisecond, 400 * time.Millisecond
+	const hdr, whole, idle = 300 * time.Millisecond, 600 * time.Millisecond, 1500 * time.Millisecond
+	const (
+		pipelined = "POST /rooms/r HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nok"
+		served    = "\x00served\x00" // marks a case whose first request is answered first
+	)
 	f := newFixture(t, func(s *http.Server) { s.ReadHeaderTimeout, s.ReadTimeout, s.IdleTimeout = hdr, whole, idle })
 	cases := []struct {
 		name   string
@@ -395,6 +399,13 @@ func TestSlowClientsAreCut(t *testing.T) {
 		{"slow body", "POST /rooms/r HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n", strings.Repeat("b", 100), whole},
 		{"slow head after a hand-off", "POST /rooms/r HTTP/1.1\r\nHost: h\r\nX-Long: " + strings.Repeat("l", 5000) + "\r\n", strings.Repeat("X-A: b\r\n", 100), hdr},
 		{"slow body after a hand-off", "GET /rooms/r HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n", strings.Repeat("b", 100), whole},
+		// The loop sets a read deadline only before a read that needs the
+		// connection; a request after another, or pipelined behind one,
+		// must still be cut.
+		{"second request, slow head", served + "POST /rooms/r HTTP/1.1\r\nHost: h\r\n", strings.Repeat("X-A: b\r\n", 100), hdr},
+		{"second request, slow body", served + "POST /rooms/r HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n", strings.Repeat("b", 100), whole},
+		{"pipelined, slow body", pipelined + "POST /rooms/r HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n", strings.Repeat("b", 100), whole},
+		{"pipelined, slow head", pipelined + "POST /rooms/r HTTP/1.1\r\nHost: h\r\n", strings.Repeat("X-A: b\r\n", 100), hdr},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -403,8 +414,23 @@ func TestSlowClientsAreCut(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close()
+			first := tc.first
+			if rest, ok := strings.CutPrefix(first, served); ok {
+				// A whole request first, answered before the clock starts.
+				_, _ = io.WriteString(c, pipelined)
+				br := bufio.NewReader(c)
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				if resp.StatusCode != 200 || br.Buffered() != 0 {
+					t.Fatalf("first request: %d, %d bytes more", resp.StatusCode, br.Buffered())
+				}
+				first = rest
+			}
 			start := time.Now()
-			_, _ = io.WriteString(c, tc.first)
+			_, _ = io.WriteString(c, first)
 			ended := make(chan time.Duration, 1)
 			go func() {
 				_, _ = io.Copy(io.Discard, c)
