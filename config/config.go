@@ -189,12 +189,23 @@ type Server struct {
 	// internal/h1serve, with every other request handed to net/http) or
 	// "nethttp" (net/http serves everything, as before issue 17).
 	PublishLoop string `yaml:"publishLoop"`
+	// SocketIO is how the public listener's connections and the upstream
+	// publish connections make their read and write system calls: "raw"
+	// (default: without handing the scheduler's P over, internal/rawio)
+	// or "std" (through the standard library, as before issue 17).
+	SocketIO string `yaml:"socketIO"`
 }
 
 // Values of server.publishLoop.
 const (
 	PublishLoopOwn     = "own"
 	PublishLoopNetHTTP = "nethttp"
+)
+
+// Values of server.socketIO.
+const (
+	SocketIORaw = "raw"
+	SocketIOStd = "std"
 )
 
 // Shutdown is how the gateway leaves a load balancer on SIGTERM.
@@ -530,6 +541,7 @@ func (c *Config) applyDefaults() {
 	setZero(&v.MaxBodyBytes, 256<<10)
 	setZero(&v.ShutdownTimeout, 15*time.Second)
 	setZero(&v.PublishLoop, PublishLoopOwn)
+	setZero(&v.SocketIO, SocketIORaw)
 	if c.Shutdown.Delay == nil {
 		d := time.Duration(0)
 		if c.Env == "staging" || c.Env == "prod" {
@@ -792,6 +804,11 @@ func (c *Config) Validate() error {
 	case "", PublishLoopOwn, PublishLoopNetHTTP:
 	default:
 		bad("server.publishLoop", "%q is not one of %q, %q", c.Server.PublishLoop, PublishLoopOwn, PublishLoopNetHTTP)
+	}
+	switch c.Server.SocketIO {
+	case "", SocketIORaw, SocketIOStd:
+	default:
+		bad("server.socketIO", "%q is not one of %q, %q", c.Server.SocketIO, SocketIORaw, SocketIOStd)
 	}
 	for _, d := range []struct {
 		field string

@@ -31,6 +31,7 @@ import (
 	"github.com/switchyard/switchyard/dedupredis"
 	"github.com/switchyard/switchyard/flags"
 	"github.com/switchyard/switchyard/internal/h1serve"
+	"github.com/switchyard/switchyard/internal/rawio"
 	"github.com/switchyard/switchyard/legacyparty"
 	"github.com/switchyard/switchyard/realtime"
 	"github.com/switchyard/switchyard/receipts"
@@ -60,8 +61,11 @@ type Gateway struct {
 	receipts *receipts.Aggregator
 	dedup    *dedupredis.Store // nil unless idempotency.store is redis
 
-	publicLn, adminLn   net.Listener
-	publicSrv, adminSrv *http.Server
+	publicLn, adminLn net.Listener
+	// rawPublic and rawUpstream: server.socketIO raw applied to the public
+	// listener and to the upstream transport the gateway built.
+	rawPublic, rawUpstream bool
+	publicSrv, adminSrv    *http.Server
 	// publicLoop serves the public listener: the publish routes itself,
 	// the rest through publicSrv.
 	publicLoop *h1serve.Server
@@ -216,7 +220,10 @@ func New(cfg *config.Config, logger *zap.Logger, opts Options) (_ *Gateway, err 
 	// Upstreams: one shared transport, one policy.
 	hc := opts.HTTPClient
 	if hc == nil {
-		hc = &http.Client{Transport: upstream.NewTransportWith(cfg.Upstream.TransportOptions())}
+		to := cfg.Upstream.TransportOptions()
+		to.RawSocketIO = cfg.Server.SocketIO == config.SocketIORaw
+		hc = &http.Client{Transport: upstream.NewTransportWith(to)}
+		g.rawUpstream = to.RawSocketIO
 	}
 	um := upstream.NewMetrics(g.reg)
 	legacyRouter, realtimeRouter := broadcast.AppRouter{}, broadcast.AppRouter{}
@@ -332,6 +339,10 @@ func New(cfg *config.Config, logger *zap.Logger, opts Options) (_ *Gateway, err 
 	if g.publicLn, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
+	if cfg.Server.SocketIO == config.SocketIORaw {
+		g.publicLn = rawio.Listener(g.publicLn)
+		g.rawPublic = true
+	}
 	g.publicLn = g.api.GuardListener(g.publicLn)
 	if g.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
 		return nil, fmt.Errorf("admin.listen: %w", err)
@@ -356,6 +367,10 @@ func New(cfg *config.Config, logger *zap.Logger, opts Options) (_ *Gateway, err 
 	g.adminSrv = g.server(g.api.Admin())
 	return g, nil
 }
+
+// rawIO reports whether the public listener's connections and the
+// upstream publish connections make raw system calls (server.socketIO).
+func (g *Gateway) rawIO() bool { return g.rawPublic && g.rawUpstream }
 
 // public serves the public listener: the own loop, or net/http alone
 // with server.publishLoop nethttp.

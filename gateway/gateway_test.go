@@ -240,13 +240,20 @@ func TestCheckHasNoSideEffects(t *testing.T) {
 }
 
 // TestPublishLoopSetting: with server.publishLoop own (the default) and
-// nethttp, one keep-alive connection carries publishes, a request that
-// only net/http serves, and publishes again: each publish is answered 200
-// and reaches PartyKit once, and the other request gets its usual answer.
+// nethttp, and server.socketIO raw (the default) and std, one keep-alive
+// connection carries publishes, a request that only net/http serves, and
+// publishes again: each publish is answered 200 and reaches PartyKit
+// once, and the other request gets its usual answer.
 func TestPublishLoopSetting(t *testing.T) {
 	t.Parallel()
-	for _, loop := range []string{config.PublishLoopOwn, config.PublishLoopNetHTTP} {
-		t.Run(loop, func(t *testing.T) {
+	for _, tc := range []struct{ loop, io string }{
+		{config.PublishLoopOwn, config.SocketIORaw},
+		{config.PublishLoopNetHTTP, config.SocketIORaw},
+		{config.PublishLoopOwn, config.SocketIOStd},
+		{config.PublishLoopNetHTTP, config.SocketIOStd},
+	} {
+		loop := tc.loop
+		t.Run(loop+"-"+tc.io, func(t *testing.T) {
 			party := partytest.MustStart(t)
 			rt := realtimetest.NewServer(realtimetest.Config{})
 			t.Cleanup(rt.Close)
@@ -254,7 +261,13 @@ func TestPublishLoopSetting(t *testing.T) {
 			if loop == config.PublishLoopNetHTTP {
 				cfg.Server.PublishLoop = loop
 			}
+			if tc.io == config.SocketIOStd {
+				cfg.Server.SocketIO = tc.io
+			}
 			g, _ := start(t, cfg, nil)
+			if got := g.rawIO(); got != (tc.io == config.SocketIORaw) {
+				t.Fatalf("socketIO %s: raw system calls %v", tc.io, got)
+			}
 			waitReady(t, g)
 			var want any = g.publicLoop
 			if loop == config.PublishLoopNetHTTP {
@@ -272,7 +285,7 @@ func TestPublishLoopSetting(t *testing.T) {
 					conns.Add(1)
 				}
 			}}
-			room := "loop-" + loop
+			room := "loop-" + loop + "-" + tc.io
 			do := func(method, path, body string) (int, string) {
 				req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), method, g.PublicURL()+path, strings.NewReader(body))
 				req.Header.Set("Authorization", "Bearer "+testKey)

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/switchyard/switchyard/internal/rawio"
 )
 
 // Transport is the process's upstream transport. As an http.RoundTripper
@@ -54,6 +56,10 @@ type TransportOptions struct {
 	// HTTP1Only turns HTTP/2 off: HTTPS upstreams are offered HTTP/1.1
 	// only (ALPN), and every publish takes the HTTP/1.1 path.
 	HTTP1Only bool
+	// RawSocketIO makes the HTTP/1.1 path's connections read and write
+	// with raw system calls (internal/rawio); net/http's connections are
+	// unchanged.
+	RawSocketIO bool
 }
 
 // NewTransport is NewTransportWith(TransportOptions{MaxIdleConnsPerHost:
@@ -110,6 +116,7 @@ func NewTransportWith(o TransportOptions) *Transport {
 			idleTimeout:      std.IdleConnTimeout,
 			proxy:            std.Proxy,
 			protos:           protos,
+			rawIO:            o.RawSocketIO,
 			hosts:            map[string]*hostPool{},
 		},
 	}
@@ -221,6 +228,7 @@ type h1Client struct {
 	idleTimeout      time.Duration
 	proxy            func(*http.Request) (*url.URL, error)
 	protos           []string // ALPN offer over HTTPS
+	rawIO            bool     // connections wrapped by rawio.Wrap
 
 	mu    sync.Mutex
 	hosts map[string]*hostPool // by scheme://host[:port]
@@ -481,6 +489,9 @@ func (p *hostPool) dial(ctx context.Context, dl time.Time) (*h1Conn, error) {
 	nc, err := d.DialContext(ctx, "tcp", p.addr)
 	if err != nil {
 		return nil, err
+	}
+	if p.c.rawIO {
+		nc = rawio.Wrap(nc)
 	}
 	if p.scheme == "https" {
 		cfg := &tls.Config{}

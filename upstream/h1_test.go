@@ -97,8 +97,10 @@ func cannedServer(t *testing.T, answers ...string) (string, *atomic.Int32) {
 	})
 }
 
+// fastCaller is a Caller on a Transport whose HTTP/1.1 path makes raw
+// system calls, as the gateway's (server.socketIO raw, the default).
 func fastCaller(p Policy) (*Caller, *Transport) {
-	tr := NewTransport(4)
+	tr := NewTransportWith(TransportOptions{MaxIdleConnsPerHost: 4, RawSocketIO: true})
 	return &Caller{
 		Client: &http.Client{Transport: tr}, Policy: p, Transport: "legacy", Metrics: NewMetrics(prometheus.NewRegistry()),
 		Sleep: func(ctx context.Context, d time.Duration) error { return ctx.Err() },
@@ -377,9 +379,12 @@ func TestPostUpstreamStopsReading(t *testing.T) {
 	t.Run("slow reader", func(t *testing.T) {
 		srv := httptest.NewServer(http.HandlerFunc(slowReader))
 		defer srv.Close()
-		c, _ := fastCaller(Policy{Timeout: 10 * time.Second, AttemptTimeout: 10 * time.Second, MaxAttempts: 1})
-		if _, err := c.Post(context.Background(), "publish", srv.URL+"/p", h, big); err != nil {
-			t.Fatalf("a reader pausing %v: %v", pause, err)
+		for _, raw := range []bool{true, false} {
+			c, tr := fastCaller(Policy{Timeout: 10 * time.Second, AttemptTimeout: 10 * time.Second, MaxAttempts: 1})
+			tr.h1.rawIO = raw
+			if _, err := c.Post(context.Background(), "publish", srv.URL+"/p", h, big); err != nil {
+				t.Fatalf("a reader pausing %v (raw system calls %v): %v", pause, raw, err)
+			}
 		}
 	})
 	t.Run("slow reader over TLS", func(t *testing.T) {
