@@ -239,55 +239,28 @@ func Start(tb testing.TB) string {
 // m.Run in TestMain. The zero value is ready to use; its methods are safe
 // for concurrent use.
 type Shared struct {
-	once sync.Once
-	srv  *Server
-	url  string
-	err  error
+	devproc.Shared[*Server]
 }
 
 // URL returns the shared server's base URL, starting it on first call
-// (SWITCHYARD_INNGEST_URL wins if set). It skips tb when the tool script is
-// absent and calls tb.Fatal for any other failure, on this and every later
-// call.
+// (SWITCHYARD_INNGEST_URL wins if set). It skips tb when the tool script is absent and calls tb.Fatal for any
+// other failure, on this and every later call.
 func (p *Shared) URL(tb testing.TB) string {
 	tb.Helper()
-	p.once.Do(func() {
-		if u := os.Getenv(EnvURL); u != "" {
-			p.url = u
-			return
-		}
+	u, err := p.Start(os.Getenv(EnvURL), func() (*Server, error) {
 		root, err := ModuleRoot()
 		if err != nil {
-			p.err = err
-			return
+			return nil, err
 		}
-		p.srv, p.err = Launch(context.Background(), root)
-		if p.err == nil {
-			p.url = p.srv.URL()
-		}
+		return Launch(context.Background(), root)
 	})
-	if errors.Is(p.err, ErrNoScript) {
-		tb.Skipf("no real Inngest dev server: %v", p.err)
+	if errors.Is(err, ErrNoScript) {
+		tb.Skipf("no real Inngest dev server: %v", err)
 	}
-	if p.err != nil {
-		tb.Fatal(p.err)
+	if err != nil {
+		tb.Fatal(err)
 	}
-	return p.url
-}
-
-// Output returns the shared server's recent output ("" if none runs).
-func (p *Shared) Output() string {
-	if p.srv == nil {
-		return ""
-	}
-	return p.srv.Output()
-}
-
-// Close stops the shared server if one was started.
-func (p *Shared) Close() {
-	if p.srv != nil {
-		p.srv.Close()
-	}
+	return u
 }
 
 // ModuleRoot walks up from the working directory to the directory that
